@@ -1,0 +1,222 @@
+"""Command line (a stable contract; see DESIGN.md):
+
+    python -m inversion invert --model M --inverter I --image PATH --prompt TEXT [--steps N] [--out recon.png] [--json]
+    python -m inversion bench  --model M [--inverters a,b,...] [--images DIR] [--steps N] [--json]
+    python -m inversion models | inverters
+
+With --json the last line printed is one JSON object (bench: a list, one object
+per inverter). Progress goes to stderr; errors a user can cause exit with code 2
+and a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from .images import ImageError
+from .inverters import INVERTERS, ParameterError, get_inverter
+from .models import MODELS, Cascade, ModelError, PromptError, load_model
+from .pipeline import IncompatibleChoice, evaluate, input_tensor, invert, save_image
+from .result import IncompatibleInversion
+
+USER_ERRORS = (ImageError, ModelError, PromptError, ParameterError, IncompatibleChoice, IncompatibleInversion, FileNotFoundError)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def parse_params(items: list[str] | None) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ParameterError(f"--param takes NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip().replace("-", "_")] = v.strip()
+    return out
+
+
+class StderrProgress:
+    """A one-line progress bar on stderr (quiet when stderr is not a terminal, except at the end)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int, desc: str) -> None:
+        if not self.enabled or (not self.tty and done != total):
+            return
+        width = 30
+        fill = int(width * done / total)
+        end = "\n" if done == total else "\r"
+        sys.stderr.write(f"{desc:<24} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}{end}")
+        sys.stderr.flush()
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def emit(obj, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_json_safe(obj)))
+
+
+def cmd_invert(a) -> None:
+    model = load_model(a.model, device=a.device)
+    progress = StderrProgress(not a.quiet)
+    x = input_tensor(model, a.image, a.size, a.seed)
+    inv = invert(model, x, a.prompt, a.inverter, a.steps, a.guidance, a.negative_prompt, a.seed, progress=progress, **parse_params(a.param))
+    report, recon = evaluate(model, x, inv)
+    report["image"] = None if a.model == "oracle" else str(a.image)
+    report["prompt"] = a.prompt
+    report["params"] = (inv.stages[-1] if isinstance(model, Cascade) else inv).params
+    if a.out:
+        save_image(recon, a.out)
+        report["out"] = str(a.out)
+    if a.save_inversion:
+        inv.save(a.save_inversion)
+        report["inversion"] = str(a.save_inversion)
+    if not a.json:
+        print_table([report])
+    emit(report, a.json)
+
+
+def bench_images(a) -> list:
+    if a.model == "oracle":
+        return [None] * a.samples
+    if a.images:
+        d = Path(a.images)
+        if not d.is_dir():
+            raise FileNotFoundError(f"--images {d} is not a folder")
+        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {d}")
+        return files[: a.samples] if a.samples else files
+    return [a.image]
+
+
+def cmd_bench(a) -> None:
+    model = load_model(a.model, device=a.device)
+    names = a.inverters.split(",") if a.inverters else [n for n, inv in INVERTERS.items() if isinstance(model, Cascade) or not inv.needs_cascade]
+    for n in names:
+        get_inverter(n)
+    images = bench_images(a)
+    rows = []
+    progress = StderrProgress(not a.quiet)
+    for name in names:
+        per_image = []
+        for i, img in enumerate(images):
+            x = input_tensor(model, img, a.size, seed=i)
+            inv = invert(model, x, a.prompt, name, a.steps, a.guidance, "", seed=i, **parse_params(a.param))
+            report, _ = evaluate(model, x, inv)
+            per_image.append(report)
+        progress(len(rows) + 1, len(names), "bench")
+        rows.append(average(per_image, len(images)))
+    if not a.json:
+        print_table(rows)
+    emit(rows, a.json)
+
+
+def average(reports: list[dict], count: int) -> dict:
+    out = dict(reports[0])
+    out.pop("stages", None)
+    for k in ("nfe", "seconds", "reconstruct_seconds", "psnr", "ssim", "lpips", "latent_psnr", "vae_psnr"):
+        vals = [r[k] for r in reports if r.get(k) is not None]
+        out[k] = sum(vals) / len(vals) if len(vals) == len(reports) else None
+    out["images"] = count
+    return out
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = ["model", "inverter", "steps", "nfe", "seconds", "psnr", "ssim", "latent_psnr", "vae_psnr", "lpips"]
+
+    def fmt(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+        return str(v)
+
+    table = [cols] + [[fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
+
+
+def cmd_list(what: str) -> None:
+    if what == "models":
+        for s in MODELS.values():
+            print(f"{s.name:20s} {'offline' if s.offline else 'hub    '}  {s.kind:14s} {s.sampler:5s} {s.description}")
+    else:
+        for inv in INVERTERS.values():
+            print(f"{inv.name:12s} NFE/step {inv.nfe_per_step:10s} {inv.paper}")
+            for k, p in inv.params.items():
+                print(f"    {k:26s} default {p.default!s:28s} {p.help}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m inversion", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp):
+        sp.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
+        sp.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+        sp.add_argument("--prompt", default="", help="the source prompt (describes the image)")
+        sp.add_argument("--guidance", type=float, default=None, help="guidance during inversion (default: the model's)")
+        sp.add_argument("--size", type=int, default=None, help="long side of the input image (default: the model's)")
+        sp.add_argument("--param", action="append", metavar="NAME=VALUE", help="inverter parameter, repeatable")
+        sp.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available for hub models)")
+        sp.add_argument("--json", action="store_true", help="print one JSON result as the last line")
+        sp.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    inv = sub.add_parser("invert", help="invert one image and report its reconstruction")
+    common(inv)
+    inv.add_argument("--inverter", default="ddim", help=f"one of: {', '.join(INVERTERS)}")
+    inv.add_argument("--image", default=None, help="input image (ignored for --model oracle)")
+    inv.add_argument("--negative-prompt", default="")
+    inv.add_argument("--seed", type=int, default=0)
+    inv.add_argument("--out", type=Path, default=None, help="write the reconstruction here (PNG)")
+    inv.add_argument("--save-inversion", type=Path, default=None, help="write the inversion (safetensors)")
+
+    b = sub.add_parser("bench", help="every inverter on the same images: one row each")
+    common(b)
+    b.add_argument("--inverters", default=None, help="comma-separated (default: all that fit the model)")
+    b.add_argument("--images", default=None, help="folder of images (default: --image)")
+    b.add_argument("--image", default=str(Path(__file__).resolve().parents[1] / "assets" / "astronaut.jpg"))
+    b.add_argument("--samples", type=int, default=None, help="images to use (oracle: samples drawn, default 4)")
+    sub.add_parser("models", help="list the models")
+    sub.add_parser("inverters", help="list the inverters and their parameters")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        if a.cmd == "invert":
+            if a.image is None and a.model != "oracle":
+                raise ImageError("--image is required (except for --model oracle)")
+            cmd_invert(a)
+        elif a.cmd == "bench":
+            if a.model == "oracle" and a.samples is None:
+                a.samples = 4
+            cmd_bench(a)
+        else:
+            cmd_list(a.cmd)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Reading user images safely and converting between PIL and model tensors.
+
+Everything a user can upload goes through `load_image`: unreadable files,
+CMYK, greyscale, palette, alpha, 16-bit and EXIF-rotated images become plain
+8-bit RGB or a clear `ImageError`. Sizes are capped before decoding (a stated
+pixel cap) and then resized to what the model takes, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 50_000_000  # larger uploads are refused before decoding
+MIN_SIDE = 8
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; the message says why."""
+
+
+def load_image(source) -> Image.Image:
+    """Path, bytes, PIL image or uint8/float array -> 8-bit RGB PIL image, upright."""
+    if isinstance(source, Image.Image):
+        img = source
+    elif isinstance(source, np.ndarray):
+        img = _from_array(source)
+    elif isinstance(source, (bytes, bytearray)):
+        img = _open(io.BytesIO(source), "the uploaded data")
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"no image file at {path}")
+        img = _open(path, str(path))
+    else:
+        raise ImageError(f"cannot read an image from a {type(source).__name__}")
+    return _normalise(img)
+
+
+def _open(fp, label: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageError(f"{label} is {w}x{h} ({w * h / 1e6:.0f} MP); the limit is {MAX_PIXELS / 1e6:.0f} MP")
+            img.load()
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{label} is not an image this program can read ({type(e).__name__}: {e})") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{label} looks like an image but is damaged or truncated: {e}") from e
+    return img
+
+
+def _from_array(a: np.ndarray) -> Image.Image:
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise ImageError(f"an image array must be HxW, HxWx1, HxWx3 or HxWx4, got shape {a.shape}")
+    if a.dtype != np.uint8:
+        a = np.asarray(a, np.float64)
+        if a.max(initial=0) > 1.0:
+            a = a / (65535.0 if a.max() > 255 else 255.0)
+        a = np.clip(np.round(a * 255), 0, 255).astype(np.uint8)
+    return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+
+
+def _normalise(img: Image.Image) -> Image.Image:
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not lose the image
+        pass
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if a.max(initial=0) > 255 else 255.0
+        img = Image.fromarray(np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8))
+    elif img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        lo, hi = float(a.min(initial=0)), float(a.max(initial=1))
+        scale = 1.0 if hi <= 1.0 and lo >= 0 else (hi - lo or 1.0)
+        img = Image.fromarray(np.clip(np.round((a - (0 if scale == 1.0 else lo)) / scale * 255), 0, 255).astype(np.uint8))
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        img = background
+    img = img.convert("RGB")
+    if min(img.size) < MIN_SIDE:
+        raise ImageError(f"the image is {img.size[0]}x{img.size[1]}; both sides must be at least {MIN_SIDE} pixels")
+    return img
+
+
+def fit_size(width: int, height: int, long_side: int, multiple: int, max_side: int) -> tuple[int, int]:
+    """Scale so the long side is `long_side` (capped), then round both sides to `multiple`."""
+    long_side = min(long_side, max_side)
+    scale = long_side / max(width, height)
+
+    def snap(v: float) -> int:
+        return max(multiple, int(round(v * scale / multiple)) * multiple)
+
+    return snap(width), snap(height)
+
+
+def to_model_tensor(img: Image.Image, long_side: int, multiple: int, square: bool, max_side: int) -> torch.Tensor:
+    """RGB PIL image -> (1, 3, H, W) float32 in [-1, 1], resized for the model."""
+    img = load_image(img)
+    if square:
+        side = min(img.size)
+        left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+        w = h = min(long_side, max_side)
+    else:
+        w, h = fit_size(*img.size, long_side, multiple, max_side)
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.Resampling.LANCZOS if max(img.size) > max(w, h) else Image.Resampling.BICUBIC)
+    a = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()) / 127.5 - 1.0
+    return a.permute(2, 0, 1).unsqueeze(0)
+
+
+def to_pil(x: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) tensor in [-1, 1] -> PIL RGB."""
+    if x.dim() == 4:
+        x = x[0]
+    a = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return Image.fromarray(a.permute(1, 2, 0).numpy())

@@ -1,0 +1,228 @@
+"""The one small interface every algorithm talks to.
+
+A `DiffusionModel` is one denoising stage: the training schedule and the
+timesteps for N steps, `predict_noise` (classifier-free guidance inside, one NFE
+per UNet batch), the image codec (VAE or identity for pixel models) and the
+prompt encoder. Inverters, reconstruction and editors never touch a UNet or a
+scheduler directly, so the same code runs on Stable Diffusion, LCM, DeepFloyd-IF
+stages, our trained `shapes` cascade and the closed-form oracle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from PIL import Image
+
+from ..images import to_model_tensor
+from ..schedule import Sampler
+
+
+class ModelError(RuntimeError):
+    """A model cannot be built or used as asked; the message says what to do."""
+
+
+class PromptError(ValueError):
+    """A prompt the text encoder cannot take (too long, wrong type)."""
+
+
+@dataclass
+class Conditioning:
+    """Per-row conditioning for one batched UNet call.
+
+    `guidance` is the classifier-free guidance scale of each row; rows with
+    guidance 1 use the conditional prediction alone. For LCM-distilled models
+    guidance enters as the UNet's w-embedding instead (no unconditional pass).
+    `image` / `noise_level` are the (noise-augmented, upsampled) low-resolution
+    condition of a super-resolution stage.
+    """
+
+    prompts: list[str]
+    text: torch.Tensor  # (B, L, D)
+    uncond: torch.Tensor | None  # (B, L, D) negative-prompt embeddings
+    guidance: torch.Tensor  # (B,)
+    image: torch.Tensor | None = None  # (B, C, H, W)
+    noise_level: torch.Tensor | None = None  # (B,)
+
+    def __len__(self) -> int:
+        return self.text.shape[0]
+
+    def rows(self, index: list[int]) -> "Conditioning":
+        idx = torch.as_tensor(index, device=self.text.device)
+
+        def pick(t):
+            return None if t is None else t[idx.to(t.device)]
+
+        return Conditioning(
+            prompts=[self.prompts[i] for i in index],
+            text=pick(self.text),
+            uncond=pick(self.uncond),
+            guidance=pick(self.guidance),
+            image=pick(self.image),
+            noise_level=pick(self.noise_level),
+        )
+
+    def with_guidance(self, guidance: float | list[float]) -> "Conditioning":
+        g = torch.as_tensor(guidance, dtype=torch.float32).expand(len(self)).clone()
+        return replace(self, guidance=g)
+
+    def with_image(self, image: torch.Tensor | None, noise_level: torch.Tensor | None) -> "Conditioning":
+        return replace(self, image=image, noise_level=noise_level)
+
+    @staticmethod
+    def cat(items: list["Conditioning"]) -> "Conditioning":
+        def join(name):
+            vals = [getattr(c, name) for c in items]
+            if all(v is None for v in vals):
+                return None
+            if any(v is None for v in vals):
+                raise ValueError(f"cannot batch conditionings where only some have {name}")
+            return torch.cat(vals)
+
+        return Conditioning(
+            prompts=[p for c in items for p in c.prompts],
+            text=join("text"),
+            uncond=join("uncond"),
+            guidance=join("guidance"),
+            image=join("image"),
+            noise_level=join("noise_level"),
+        )
+
+
+@dataclass(kw_only=True, eq=False)
+class DiffusionModel:
+    """Base class: schedule, NFE counting and guidance; subclasses supply `_forward`."""
+
+    name: str
+    family: str  # "sd", "lcm", "if", "shapes", "oracle"
+    sampler_kind: str  # "ddim" or "lcm"
+    alphas_cumprod: torch.Tensor  # float64 training schedule
+    final_alpha: float
+    timestep_fn: object = None  # callable n -> list[int] (descending)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    latent_channels: int = 4
+    default_steps: int = 50
+    default_guidance: float = 1.0  # guidance used for inversion and the source branch
+    default_edit_guidance: float = 7.5  # guidance of an edit's target branch
+    uses_cfg: bool = True  # False: LCM-distilled, guidance is the w-embedding
+    image_size: int = 512  # default long side of the input image
+    fixed_size: bool = False  # pixel models: inputs are resized to image_size x image_size
+    size_multiple: int = 64  # image sides are rounded to this
+    max_image_side: int = 1024
+    max_tokens: int = 77
+    description: str = ""
+    nfe: int = 0
+    warnings: list[str] = field(default_factory=list)  # user-visible notices (fallbacks)
+
+    # ---- schedule -------------------------------------------------------------------
+    def timesteps(self, num_steps: int) -> list[int]:
+        if num_steps < 1:
+            raise ValueError(f"steps must be at least 1, got {num_steps}")
+        return [int(t) for t in self.timestep_fn(num_steps)]
+
+    def sampler(self, num_steps: int) -> Sampler:
+        return Sampler(self.sampler_kind, tuple(self.timesteps(num_steps)), self.alphas_cumprod, self.final_alpha)
+
+    # ---- prompts --------------------------------------------------------------------
+    def encode_prompt(self, prompts: str | list[str], guidance: float | None = None, negative: str = "") -> Conditioning:
+        """Embed prompts (one row each) and the negative prompt used for guidance."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        for p in prompts:
+            if not isinstance(p, str):
+                raise PromptError(f"a prompt must be text, got {type(p).__name__}")
+        g = self.default_guidance if guidance is None else float(guidance)
+        text = self._embed(prompts)
+        uncond = self._embed([negative] * len(prompts)) if self.uses_cfg else None
+        return Conditioning(list(prompts), text, uncond, torch.full((len(prompts),), g))
+
+    def _embed(self, prompts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def token_count(self, prompt: str) -> int:
+        """Tokens the prompt takes, including start/end tokens."""
+        raise NotImplementedError
+
+    def check_prompt(self, prompt: str) -> None:
+        n = self.token_count(prompt)
+        if n > self.max_tokens:
+            raise PromptError(
+                f"the prompt is {n} tokens long but {self.name}'s text encoder reads at most {self.max_tokens} "
+                f"(start and end tokens included); shorten it by about {n - self.max_tokens} tokens"
+            )
+
+    # ---- noise prediction -----------------------------------------------------------
+    def uses_guidance_pass(self, cond: Conditioning) -> bool:
+        return self.uses_cfg and bool((cond.guidance != 1).any())
+
+    def batch_layout(self, cond: Conditioning) -> list[tuple[int, str]]:
+        """(row of `cond`, "u"/"c") for each row of the UNet batch that predict_noise builds."""
+        rows = [(i, "c") for i in range(len(cond))]
+        if self.uses_guidance_pass(cond):
+            rows = [(i, "u") for i in range(len(cond))] + rows
+        return rows
+
+    def predict_noise(self, x: torch.Tensor, t: int, cond: Conditioning) -> torch.Tensor:
+        """eps(x_t, t | cond) with guidance per row; counts one NFE per UNet batch."""
+        if x.shape[0] != len(cond):
+            raise ValueError(f"batch of {x.shape[0]} latents but {len(cond)} conditioning rows")
+        self.nfe += 1
+        eps = self._guided(x, t, cond)
+        if not torch.isfinite(eps).all():
+            eps = self._recover_non_finite(lambda: self._guided(x, t, cond), "noise prediction")
+        return eps
+
+    def _guided(self, x: torch.Tensor, t: int, cond: Conditioning) -> torch.Tensor:
+        if not self.uses_guidance_pass(cond):
+            return self._eps(x, t, cond)
+        g = cond.guidance.to(x.device, torch.float32).view(-1, 1, 1, 1)
+        both = Conditioning.cat([replace(cond, text=cond.uncond), cond])
+        eps_u, eps_c = self._eps(torch.cat([x, x]), t, both).chunk(2)
+        return torch.where(g == 1, eps_c, eps_u + g * (eps_c - eps_u))
+
+    def _recover_non_finite(self, compute, what: str) -> torch.Tensor:
+        """fp16 overflow (NaN/inf, the "black image" failure): redo the call in fp32, once."""
+        if self.dtype == torch.float32:
+            raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32; the input may be corrupt")
+        self.to_float32()
+        self.warnings.append(f"{what} overflowed in float16 (NaN/inf); {self.name} now runs in float32")
+        out = compute()
+        if not torch.isfinite(out).all():
+            raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32")
+        return out
+
+    def to_float32(self) -> None:
+        """Move the model's modules to float32 (the NaN fallback)."""
+        self.dtype = torch.float32
+
+    def _eps(self, x: torch.Tensor, t: int, cond: Conditioning) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ---- images ---------------------------------------------------------------------
+    def prepare_image(self, image: Image.Image, size: int | None = None) -> torch.Tensor:
+        """PIL image -> (1, 3, H, W) in [-1, 1] at the size this model takes."""
+        return to_model_tensor(
+            image,
+            long_side=size or self.image_size,
+            multiple=self.size_multiple,
+            square=self.fixed_size,
+            max_side=self.max_image_side,
+        ).to(self.device)
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Image in [-1, 1] -> the tensor the sampler works on (float32)."""
+        raise NotImplementedError
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """The sampler's tensor -> image in [-1, 1] (float32)."""
+        raise NotImplementedError
+
+    @property
+    def unet(self):
+        """The UNet whose attention editors control, or None (oracle)."""
+        return None
+
+    def reset_nfe(self) -> None:
+        self.nfe = 0

@@ -1,0 +1,85 @@
+"""Architecture of `shapes`, our small trained text-to-image cascade.
+
+Shared by the training script (`python -m shapes.train`) and the loader, so the
+shipped weights and the code that builds the modules cannot drift apart.
+
+Stage 1: 32x32 RGB pixel-space UNet with cross-attention at 16x16 and 8x8 (the
+levels Prompt-to-Prompt and MasaCtrl act on), conditioned on a tiny CLIP text
+encoder trained jointly. Stage 2: 32 -> 64 super-resolution UNet, IF-style: the
+noisy 64x64 sample is concatenated with the bilinearly upsampled, noise-augmented
+low-res image, and the augmentation level enters as a class embedding.
+"""
+
+from __future__ import annotations
+
+from diffusers import DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from .tokenizers import build_clip_tokenizer
+
+BASE_SIZE = 32
+SR_SIZE = 64
+TEXT_DIM = 64
+SR_NOISE_LEVEL = 100  # augmentation level of the low-res condition at inference
+SR_TRAIN_MAX_NOISE_LEVEL = 300
+
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_schedule="squaredcos_cap_v2",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    prediction_type="epsilon",
+)
+
+
+def scheduler() -> DDIMScheduler:
+    return DDIMScheduler(**SCHEDULER_CONFIG)
+
+
+def text_encoder(vocab_size: int) -> CLIPTextModel:
+    tok = build_clip_tokenizer()
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=TEXT_DIM,
+            intermediate_size=128,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=77,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+
+
+def base_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=BASE_SIZE,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=4,
+        norm_num_groups=16,
+    )
+
+
+def sr_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=SR_SIZE,
+        in_channels=6,
+        out_channels=3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D",) * 3,
+        up_block_types=("UpBlock2D",) * 3,
+        mid_block_type=None,
+        cross_attention_dim=TEXT_DIM,
+        class_embed_type="timestep",
+        norm_num_groups=16,
+    )

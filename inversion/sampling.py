@@ -1,0 +1,47 @@
+"""Deterministic sampling and reconstruction from an `Inversion`.
+
+DDIM runs eta = 0; LCM replays the inversion's recorded per-step noise, so both
+retrace the inverted trajectory as closely as the inverter solved it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .models.base import Conditioning, DiffusionModel
+from .result import Inversion
+from .schedule import Sampler
+
+
+@torch.no_grad()
+def sample(
+    model: DiffusionModel,
+    x: torch.Tensor,
+    cond: Conditioning,
+    sampler: Sampler,
+    noises: torch.Tensor | None = None,
+    progress=None,
+) -> torch.Tensor:
+    """Run every sampling step from x (at timesteps[0]) to the clean level."""
+    x = x.float().to(model.device)
+    for j, t in enumerate(sampler.timesteps):
+        eps = model.predict_noise(x, t, cond)
+        noise = None if noises is None or not sampler.takes_noise(j) else noises[j].to(x)
+        x = sampler.step(x, eps, j, noise)
+        if progress:
+            progress(j + 1, sampler.num_steps, "sampling")
+    return x
+
+
+def inversion_condition(model: DiffusionModel, inv: Inversion, batch: int = 1) -> Conditioning:
+    """The conditioning an inversion was made with (prompt, negative prompt, guidance)."""
+    cond = model.encode_prompt([inv.prompt] * batch, guidance=inv.guidance, negative=inv.negative_prompt)
+    return cond
+
+
+def reconstruct_latent(model: DiffusionModel, inv: Inversion, cond: Conditioning | None = None, progress=None) -> torch.Tensor:
+    """Sample from z_T with the inversion's prompt, guidance, timesteps and noise."""
+    sampler = model.sampler(inv.num_steps)
+    inv.check_compatible(sampler, model.name)
+    cond = cond if cond is not None else inversion_condition(model, inv)
+    return sample(model, inv.z_T, cond, sampler, inv.noises, progress)

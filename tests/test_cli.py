@@ -1,0 +1,71 @@
+"""The command-line contract of DESIGN.md: last line is JSON; user errors exit 2."""
+
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+from conftest import ROOT
+from inversion.cli import main
+from inversion.inverters import INVERTERS
+
+CONTRACT = {"model", "inverter", "steps", "nfe", "seconds", "psnr", "ssim", "latent_psnr"}
+
+
+def _last_json(capsys):
+    out = capsys.readouterr().out.strip().splitlines()
+    return json.loads(out[-1])
+
+
+def test_invert_prints_the_json_contract_as_a_subprocess(cat_image, tmp_path):
+    out = tmp_path / "recon.png"
+    p = subprocess.run(
+        [sys.executable, "-m", "inversion", "invert", "--model", "tiny-sd", "--inverter", "ddim", "--image", str(cat_image),
+         "--prompt", "a cat", "--steps", "5", "--out", str(out), "--json"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout.strip().splitlines()[-1])
+    assert CONTRACT <= set(report)
+    assert report["model"] == "tiny-sd" and report["inverter"] == "ddim" and report["steps"] == 5 and report["nfe"] == 5
+    assert Image.open(out).size == (64, 48)
+
+
+def test_bench_prints_one_row_per_inverter(capsys):
+    assert main(["bench", "--model", "oracle", "--steps", "5", "--samples", "2", "--json", "--quiet"]) == 0
+    rows = _last_json(capsys)
+    assert [r["inverter"] for r in rows] == [n for n, i in INVERTERS.items() if not i.needs_cascade]
+    for r in rows:
+        assert CONTRACT | {"vae_psnr"} <= set(r)
+        assert r["images"] == 2
+
+
+def test_bench_over_an_image_folder(capsys, tmp_path, cat_image):
+    for i in range(2):
+        Image.open(cat_image).save(tmp_path / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("ignored")
+    assert main(["bench", "--model", "tiny-sd", "--inverters", "ddim", "--images", str(tmp_path), "--steps", "3", "--json", "--quiet"]) == 0
+    assert _last_json(capsys)[0]["images"] == 2
+
+
+def test_user_errors_exit_2_with_a_message(capsys, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"garbage")
+    cases = [
+        ["invert", "--model", "nope", "--image", str(bad)],
+        ["invert", "--model", "tiny-sd", "--image", str(bad), "--json"],
+        ["invert", "--model", "tiny-sd", "--inverter", "nope", "--image", str(bad)],
+        ["invert", "--model", "tiny-sd"],
+        ["bench", "--model", "tiny-sd", "--images", str(tmp_path / "none")],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: "), err
+
+
+def test_hub_model_fails_with_a_remedy_offline(capsys, cat_image):
+    assert main(["invert", "--model", "sd-1.5", "--image", str(cat_image), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "stable-diffusion-v1-5" in err and "offline" in err.lower()

@@ -1,0 +1,137 @@
+"""Metrics against independent references, image loading robustness, in-code tokenizers."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from inversion.images import ImageError, fit_size, load_image, to_pil
+from inversion.metrics import latent_psnr, lpips, psnr, ssim
+from inversion.models.tokenizers import WORDS, build_clip_tokenizer, build_t5_tokenizer, learn_merges
+
+
+def _pair():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 3, 40, 48, generator=g) * 2 - 1
+    b = (a + 0.1 * torch.randn(a.shape, generator=g)).clamp(-1, 1)
+    return a, b
+
+
+def test_psnr_known_value():
+    a = torch.zeros(1, 3, 8, 8)
+    b = a + 0.2  # 0.1 on the [0, 1] scale -> MSE 0.01 -> 20 dB
+    assert psnr(b, a) == pytest.approx(20.0, abs=1e-4)
+    assert math.isinf(psnr(a, a))
+    assert latent_psnr(a + 1, a) == latent_psnr(a + 1, a)  # constant reference: peak 1
+
+
+def test_ssim_matches_scikit_image():
+    a, b = _pair()
+    ref = structural_similarity(
+        ((a[0].permute(1, 2, 0).numpy() + 1) / 2), ((b[0].permute(1, 2, 0).numpy() + 1) / 2),
+        channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0,
+    )
+    assert ssim(b, a) == pytest.approx(ref, abs=1e-6)
+    assert ssim(a, a) == pytest.approx(1.0)
+
+
+def test_lpips_is_null_without_local_weights(monkeypatch, tmp_path):
+    import inversion.lpips as L
+
+    monkeypatch.setenv("INVERSION_LPIPS_BACKBONE", str(tmp_path / "missing.pth"))
+    L._model.cache_clear()
+    a, b = _pair()
+    assert lpips(a, b) is None
+    L._model.cache_clear()
+
+
+def test_lpips_computes_from_local_weights(monkeypatch, tmp_path):
+    """With weight files on disk (here random ones) LPIPS is a real distance: 0 for identical images."""
+    import inversion.lpips as L
+
+    torch.manual_seed(0)
+    feats = L._alexnet_features()
+    torch.save({f"features.{k}": v for k, v in feats.state_dict().items()}, tmp_path / "alex.pth")
+    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(L._CHANNELS)}, tmp_path / "lin.pth")
+    monkeypatch.setenv("INVERSION_LPIPS_BACKBONE", str(tmp_path / "alex.pth"))
+    monkeypatch.setenv("INVERSION_LPIPS_LINEAR", str(tmp_path / "lin.pth"))
+    L._model.cache_clear()
+    a, b = _pair()
+    assert lpips(a, a) == pytest.approx(0.0, abs=1e-7)
+    assert lpips(a, b) > 0
+    L._model.cache_clear()
+
+
+def _png(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=kw.pop("format", "PNG"), **kw)
+    return buf.getvalue()
+
+
+def test_images_of_every_mode_become_rgb():
+    rgb = Image.new("RGB", (20, 10), (10, 200, 30))
+    cases = {
+        "grey": rgb.convert("L"),
+        "cmyk": rgb.convert("CMYK"),
+        "palette": rgb.convert("P"),
+        "alpha": Image.new("RGBA", (20, 10), (255, 0, 0, 0)),
+        "la": rgb.convert("LA"),
+        "16bit": Image.fromarray((np.full((10, 20), 40000)).astype(np.uint16)),
+    }
+    for name, img in cases.items():
+        out = load_image(_png(img, format="TIFF" if name == "cmyk" else "PNG"))
+        assert out.mode == "RGB" and out.size == (20, 10), name
+    assert load_image(_png(cases["alpha"])).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
+    assert load_image(_png(cases["16bit"])).getpixel((0, 0))[0] == round(40000 / 65535 * 255)
+
+
+def test_exif_rotation_is_applied():
+    img = Image.new("RGB", (30, 10), (0, 0, 0))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    out = load_image(_png(img, format="JPEG", exif=exif.tobytes()))
+    assert out.size == (10, 30)
+
+
+@pytest.mark.parametrize("data", [b"", b"not an image at all", _png(Image.new("RGB", (64, 64)))[:60]])
+def test_bad_files_raise_clear_errors(data):
+    with pytest.raises(ImageError):
+        load_image(data)
+
+
+def test_size_limits(tmp_path):
+    with pytest.raises(ImageError, match="at least"):
+        load_image(Image.new("RGB", (4, 300)))
+    with pytest.raises(ImageError, match="no image file"):
+        load_image(tmp_path / "missing.png")
+    assert fit_size(4000, 3000, 512, 64, 768) == (512, 384)
+    assert fit_size(10, 10, 512, 64, 768) == (512, 512)
+    assert fit_size(5000, 100, 512, 64, 768) == (512, 64)
+
+
+def test_to_pil_roundtrip():
+    img = Image.new("RGB", (16, 8), (255, 0, 128))
+    from inversion.images import to_model_tensor
+
+    x = to_model_tensor(img, 16, 8, False, 64)
+    assert to_pil(x).getpixel((0, 0)) == (255, 0, 128)
+
+
+def test_clip_tokenizer_words_are_single_tokens_and_build_is_deterministic():
+    tok = build_clip_tokenizer()
+    for w in WORDS:
+        assert len(tok(w, add_special_tokens=False).input_ids) == 1, w
+    assert learn_merges(list(WORDS)) == learn_merges(list(WORDS))
+    assert tok.decode(tok("a zebra, on Mars!").input_ids, skip_special_tokens=True) == "a zebra , on mars !"
+    ids = tok("a cat", padding="max_length", max_length=77).input_ids
+    assert len(ids) == 77 and ids[0] == tok.bos_token_id
+
+
+def test_t5_tokenizer_builds_offline():
+    tok = build_t5_tokenizer()
+    ids = tok("a red cat").input_ids
+    assert tok.convert_ids_to_tokens(ids) == ["\u2581a", "\u2581red", "\u2581cat", "</s>"]
