@@ -106,13 +106,17 @@ def bench_images(a) -> list:
 
 def cmd_bench(a) -> None:
     model = load_model(a.model, device=a.device)
-    names = a.inverters.split(",") if a.inverters else [n for n, inv in INVERTERS.items() if isinstance(model, Cascade) or not inv.needs_cascade]
-    for n in names:
-        get_inverter(n)
+    names = a.inverters.split(",") if a.inverters else list(INVERTERS)
     images = bench_images(a)
     rows = []
     progress = StderrProgress(not a.quiet)
     for name in names:
+        inv_cls = get_inverter(name)
+        if inv_cls.needs_cascade and not isinstance(model, Cascade):
+            if a.inverters:
+                raise IncompatibleChoice(f"{name} needs a pixel cascade; {a.model} has one stage")
+            rows.append({"model": a.model, "inverter": name, "skipped": f"{name} inverts pixel cascades; {a.model} has one stage"})
+            continue
         per_image = []
         for i, img in enumerate(images):
             x = input_tensor(model, img, a.size, seed=i)
@@ -127,11 +131,14 @@ def cmd_bench(a) -> None:
 
 
 def average(reports: list[dict], count: int) -> dict:
+    """Mean of each metric over the images (None if any image lacks it)."""
     out = dict(reports[0])
     out.pop("stages", None)
-    for k in ("nfe", "seconds", "reconstruct_seconds", "psnr", "ssim", "lpips", "latent_psnr", "vae_psnr"):
-        vals = [r[k] for r in reports if r.get(k) is not None]
-        out[k] = sum(vals) / len(vals) if len(vals) == len(reports) else None
+    for k, v in reports[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "steps":
+            vals = [r.get(k) for r in reports]
+            mean = None if any(x is None for x in vals) else sum(vals) / len(vals)
+            out[k] = int(mean) if isinstance(v, int) and mean is not None and mean == int(mean) else mean
     out["images"] = count
     return out
 
@@ -146,10 +153,13 @@ def print_table(rows: list[dict]) -> None:
             return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
         return str(v)
 
-    table = [cols] + [[fmt(r.get(c)) for c in cols] for r in rows]
+    table = [cols] + [[fmt(r.get(c)) for c in cols] for r in rows if "skipped" not in r]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     for row in table:
         print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
+    for r in rows:
+        if "skipped" in r:
+            print(f"({r['inverter']}: skipped, {r['skipped']})")
 
 
 def cmd_list(what: str) -> None:

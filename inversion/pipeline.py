@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 
 import torch
 
@@ -154,6 +155,14 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
         "latent_psnr": _cap(latent_psnr(recovered, last.x0)),
         "vae_psnr": codec_bound(model, x),
     }
+    if not isinstance(model, Cascade) and inv.sampler == "lcm" and inv.noises is not None:
+        # LCM reconstructs exactly through the last step's recorded residual; without it
+        # (as diffusers samples) the error left is the inverter's own.
+        bare = replace(inv, noises=inv.noises.clone())
+        bare.noises[-1] = 0
+        bare_latent = reconstruct_latent(model, bare)
+        report["latent_psnr_uncorrected"] = _cap(latent_psnr(bare_latent, inv.x0))
+        report["psnr_uncorrected"] = _cap(psnr(model.decode(bare_latent), x))
     if isinstance(inv, CascadeInversion):
         report["stages"] = [_stage_report(model, inv, s, x) for s in range(len(inv.stages))]
     return report, recon

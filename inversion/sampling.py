@@ -1,7 +1,8 @@
 """Deterministic sampling and reconstruction from an `Inversion`.
 
-DDIM runs eta = 0; LCM replays the inversion's recorded per-step noise, so both
-retrace the inverted trajectory as closely as the inverter solved it.
+DDIM runs eta = 0 and retraces the trajectory as closely as the inverter solved
+it; LCM replays the inversion's recorded per-step noise (and the last step's
+recorded residual), so its reconstruction is exact by construction.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def sample(
     x = x.float().to(model.device)
     for j, t in enumerate(sampler.timesteps):
         eps = model.predict_noise(x, t, cond)
-        noise = None if noises is None or not sampler.takes_noise(j) else noises[j].to(x)
+        noise = None if noises is None or not sampler.stochastic else noises[j].to(x)
         x = sampler.step(x, eps, j, noise)
         if progress:
             progress(j + 1, sampler.num_steps, "sampling")

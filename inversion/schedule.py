@@ -12,6 +12,9 @@ Two samplers:
   x_next = sqrt(a_next) * D + sqrt(1 - a_next) * n with fresh noise n on every step
   but the last (where x_next = D). We record n, so sampling is reproducible, and
   "noise correction" picks the n that makes a step land exactly on its target.
+  The last step takes no noise, so its correction is recorded as an additive
+  residual instead (x_0 = D + r): with it an LCM reconstruction is exact, and
+  the size of r is the inverter's own error on that step.
 
 An inverter's job is the implicit equation of each step: find x_t such that
 step(x_t, eps(x_t)) = x_prev. `inverse_step` solves it for a *fixed* eps; the
@@ -88,7 +91,7 @@ class Sampler:
             return ddim_move(x, eps, a, a_next)
         d = self.denoised(x, eps, j)
         if not self.takes_noise(j):
-            return d
+            return d if noise is None else d + noise  # the final step's recorded residual
         if noise is None:
             raise ValueError(f"LCM step {j} needs its recorded noise")
         return a_next**0.5 * d + (1 - a_next) ** 0.5 * noise
@@ -107,9 +110,22 @@ class Sampler:
         # D = c_out * (x - sqrt(1-a) eps) / sqrt(a) + c_skip * x, linear in x for fixed eps.
         return (d_target + c_out * (1 - a) ** 0.5 / a**0.5 * eps) / (c_out / a**0.5 + c_skip)
 
+    def eps_gain(self, j: int) -> float:
+        """dF/d(eps) of the inverse step: F(z) = inverse_step(x_prev, eps(z), j) is affine in eps."""
+        a, a_next = self.alpha(j), self.alpha_next(j)
+        if self.kind == "ddim":
+            return (1 - a) ** 0.5 - (a / a_next) ** 0.5 * (1 - a_next) ** 0.5
+        c_skip, c_out = self._lcm_scalings(j)
+        return c_out * (1 - a) ** 0.5 / a**0.5 / (c_out / a**0.5 + c_skip)
+
     def corrected_noise(self, x_t: torch.Tensor, eps: torch.Tensor, j: int, x_prev: torch.Tensor) -> torch.Tensor:
-        """The noise that makes step j from x_t (with eps = eps(x_t)) land exactly on x_prev."""
+        """The noise that makes step j from x_t (with eps = eps(x_t)) land exactly on x_prev.
+
+        For LCM's last, noise-free step this is the additive residual x_prev - D instead.
+        """
+        if not self.stochastic:
+            raise ValueError("a deterministic sampler takes no noise")
         if not self.takes_noise(j):
-            raise ValueError(f"step {j} takes no noise")
+            return x_prev - self.denoised(x_t, eps, j)
         a_next = self.alpha_next(j)
         return (x_prev - a_next**0.5 * self.denoised(x_t, eps, j)) / (1 - a_next) ** 0.5

@@ -34,6 +34,7 @@ class Param:
     low: float | None = None
     high: float | None = None
     help: str = ""
+    choices: tuple | None = None
 
     def default_for(self, family: str) -> Any:
         if isinstance(self.default, dict):
@@ -54,6 +55,8 @@ class Param:
                 value = self.kind(value)
         except (TypeError, ValueError):
             raise ParameterError(f"{owner}: {name} must be {self.kind.__name__}, got {value!r}") from None
+        if self.choices is not None and value not in self.choices:
+            raise ParameterError(f"{owner}: {name} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
         if self.kind in (int, float):
             if value != value or (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
                 raise ParameterError(f"{owner}: {name}={value} is out of range [{self.low}, {self.high}] ({self.help})")
@@ -80,7 +83,7 @@ class Inverter:
     needs_cascade: bool = False
 
     def resolve_params(self, family: str, **overrides) -> dict:
-        base = {"noise_correction": Param(True, bool, help="record the noise that makes each LCM step exact")}
+        base = {"noise_correction": Param(True, bool, help="LCM: record the noise (last step: residual) that makes each step exact")}
         return resolve({**base, **self.params}, family, overrides, f"inverter {self.name!r}")
 
     # ---- the step loop --------------------------------------------------------------
@@ -109,7 +112,7 @@ class Inverter:
             noise = torch.randn(x0.shape, generator=gen).to(x0) if sampler.takes_noise(j) else None
             with torch.no_grad():
                 x_t, res = self.solve_step(model, latents[-1], j, cond, sampler, noise, p, state)
-                if noise is not None and p["noise_correction"]:
+                if sampler.stochastic and p["noise_correction"]:
                     eps = model.predict_noise(x_t, sampler.timesteps[j], cond)
                     noise = sampler.corrected_noise(x_t, eps, j, latents[-1])
             if noise is not None:
@@ -153,11 +156,16 @@ class Inverter:
         fz = sampler.inverse_step(x_prev, eps, j, noise)
         return fz, float((fz - z).pow(2).mean().sqrt())
 
+    @staticmethod
+    def scale(x: torch.Tensor) -> float:
+        """The latent's rms: what relative tolerances are measured against."""
+        return float(x.pow(2).mean().sqrt()) or 1.0
+
     def describe(self) -> dict:
         return {
             "name": self.name,
             "title": self.title,
             "paper": self.paper,
             "nfe_per_step": self.nfe_per_step,
-            "params": {k: {"default": p.default, "help": p.help, "range": [p.low, p.high]} for k, p in self.params.items()},
+            "params": {k: {"default": p.default, "help": p.help, "range": [p.low, p.high], "choices": p.choices} for k, p in self.params.items()},
         }
