@@ -22,15 +22,17 @@ def sample(
     sampler: Sampler,
     noises: torch.Tensor | None = None,
     progress=None,
+    stop: int | None = None,
 ) -> torch.Tensor:
-    """Run every sampling step from x (at timesteps[0]) to the clean level."""
+    """Run sampling steps 0..stop-1 (default: all) from x at timesteps[0]."""
     x = x.float().to(model.device)
-    for j, t in enumerate(sampler.timesteps):
+    stop = sampler.num_steps if stop is None else stop
+    for j, t in enumerate(sampler.timesteps[:stop]):
         eps = model.predict_noise(x, t, cond)
         noise = None if noises is None or not sampler.stochastic else noises[j].to(x)
         x = sampler.step(x, eps, j, noise)
         if progress:
-            progress(j + 1, sampler.num_steps, "sampling")
+            progress(j + 1, stop, "sampling")
     return x
 
 

@@ -72,3 +72,33 @@ def test_hub_model_fails_with_a_remedy_offline(capsys, cat_image):
     assert main(["invert", "--model", "sd-1.5", "--image", str(cat_image), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "stable-diffusion-v1-5" in err and "offline" in err.lower()
+
+
+def test_edit_cli_splits_timings_and_nfe(capsys, cat_image, tmp_path):
+    from editing.cli import main as edit_main
+
+    out = tmp_path / "edit.png"
+    argv = ["edit", "--model", "tiny-sd", "--inverter", "rnri", "--editor", "masactrl", "--image", str(cat_image),
+            "--source-prompt", "a cat", "--target-prompt", "a dog", "--steps", "4", "--out", str(out),
+            "--save-inversion", str(tmp_path / "inv.safetensors"), "--json", "--quiet"]
+    assert edit_main(argv) == 0
+    r = _last_json(capsys)
+    assert {"model", "inverter", "editor", "steps", "nfe", "inversion_nfe", "edit_nfe", "inversion_seconds", "edit_seconds", "psnr"} <= set(r)
+    assert r["nfe"] == r["inversion_nfe"] + r["edit_nfe"] and r["edit_nfe"] == 4 and r["inversion_nfe"] == 8
+    assert Image.open(out).size == (64, 48)
+    # reuse the saved inversion: no inversion NFE this time
+    argv = ["edit", "--model", "tiny-sd", "--editor", "diffedit", "--inversion", str(tmp_path / "inv.safetensors"),
+            "--image", str(cat_image), "--target-prompt", "a dog", "--json", "--quiet"]
+    assert edit_main(argv) == 0
+    r = _last_json(capsys)
+    assert r["inverter"] == "rnri" and r["steps"] == 4
+
+
+def test_edit_cli_user_errors(capsys, cat_image):
+    from editing.cli import main as edit_main
+
+    base = ["edit", "--model", "tiny-sd", "--image", str(cat_image), "--source-prompt", "a cat", "--steps", "3"]
+    for extra in (["--target-prompt", "a big dog", "--param", "mode=replace"], ["--target-prompt", "a dog", "--editor", "nope"],
+                  ["--target-prompt", "a dog", "--param", "cross_replace=2"]):
+        assert edit_main(base + extra) == 2
+        assert capsys.readouterr().err.startswith("error: ")

@@ -1,0 +1,257 @@
+"""One attention-control substrate for every editor.
+
+- `layer_registry(unet)`: each attention layer's place (down/mid/up), block,
+  resolution level, execution order and kind (self/cross), parsed from the
+  processor names -- never from dict order (diffusers lists down, up, mid) and
+  never from hard-coded layer counts, so SD-, SDXL- and tiny-shaped UNets share
+  one configuration.
+- `Controller`: per-edit state the processors read. The editing loop sets the
+  step and the batch layout (which UNet row is which branch and guidance half)
+  before each UNet call, so extra calls never shift a call counter.
+- `EditAttnProcessor`: one processor, numerically the same as diffusers'
+  AttnProcessor2_0 (SDPA, probabilities never built), that hands q/k/v to the
+  controller, which may route them between branches. Attention maps are
+  computed explicitly only in the layers and token columns a controller asks
+  for, and averaged, never all stored.
+- `controlled(unet, controller)`: installs the processors on the layers the
+  controller wants and always restores the originals, also when an edit raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+_NAME = re.compile(
+    r"^(?P<place>down_blocks|mid_block|up_blocks)(?:\.(?P<block>\d+))?\.attentions\.(?P<att>\d+)"
+    r"\.transformer_blocks\.(?P<tb>\d+)\.(?P<which>attn1|attn2)\.processor$"
+)
+_PLACE_RANK = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+
+
+class UnsupportedAttention(ValueError):
+    """The UNet's attention layers are not the separate self/cross kind editors control."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str  # processor key
+    place: str  # "down", "mid", "up"
+    block: int
+    attention: int
+    transformer: int
+    kind: str  # "self" or "cross"
+    level: int  # 0 = full latent resolution, grows with depth
+    order: int  # execution order among all controlled attention layers
+    block_order: int  # execution order of its transformer block (attn1/attn2 share it)
+
+    @property
+    def is_self(self) -> bool:
+        return self.kind == "self"
+
+
+def layer_registry(unet) -> list[LayerInfo]:
+    """Parse every attention processor of a UNet2DConditionModel into LayerInfo, in execution order."""
+    n_levels = len(unet.config.block_out_channels)
+    parsed = []
+    for name in unet.attn_processors:
+        m = _NAME.match(name)
+        if m is None:
+            continue
+        place = m["place"]
+        block = int(m["block"] or 0)
+        level = {"down_blocks": block, "mid_block": n_levels - 1, "up_blocks": n_levels - 1 - block}[place]
+        key = (_PLACE_RANK[place], block, int(m["att"]), int(m["tb"]), m["which"])
+        parsed.append((key, name, place.split("_")[0], block, int(m["att"]), int(m["tb"]), "self" if m["which"] == "attn1" else "cross", level))
+    if not parsed:
+        raise UnsupportedAttention(
+            "this UNet has no separate self-/cross-attention layers (e.g. DeepFloyd-IF's joint added-KV attention); "
+            "Prompt-to-Prompt and MasaCtrl need them. DiffEdit works on any model."
+        )
+    parsed.sort()
+    blocks = sorted({k[:4] for k, *_ in parsed})
+    return [
+        LayerInfo(name, place, block, att, tb, kind, level, order, blocks.index(key[:4]))
+        for order, (key, name, place, block, att, tb, kind, level) in enumerate(parsed)
+    ]
+
+
+def spatial_shape(tokens: int, latent_hw: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of a layer with `tokens` queries, from the latent's (H, W) (stride-2 levels, ceil)."""
+    h, w = latent_hw
+    while h * w > tokens:
+        h, w = (h + 1) // 2, (w + 1) // 2
+    if h * w != tokens:
+        raise ValueError(f"cannot place {tokens} tokens on a {latent_hw} latent")
+    return h, w
+
+
+def fraction_to_steps(fraction: float, num_steps: int) -> int:
+    """Number of steps a schedule fraction covers: rounded, and at least one when fraction > 0."""
+    if fraction <= 0:
+        return 0
+    return min(num_steps, max(1, int(fraction * num_steps + 0.5)))
+
+
+def attention_levels(layers: list[LayerInfo], kind: str) -> list[int]:
+    return sorted({info.level for info in layers if info.kind == kind})
+
+
+class WordMaps:
+    """Cross-attention maps of chosen tokens, per branch (conditional rows only), summed
+    over heads' mean, layers of one resolution level and steps -- the only maps kept."""
+
+    def __init__(self, tokens: dict[str, list[int]], level: int):
+        self.tokens = tokens  # branch -> token positions
+        self.level = level
+        self.total: dict[str, torch.Tensor] = {}
+        self.hw: tuple[int, int] | None = None
+
+    def wants(self, info: LayerInfo) -> bool:
+        return not info.is_self and info.level == self.level
+
+    def add(self, probs: torch.Tensor, controller: "Controller") -> None:
+        self.hw = spatial_shape(probs.shape[-2], controller.latent_hw)
+        for branch, toks in self.tokens.items():
+            i = controller.row(branch, "c")
+            if i is not None and toks:
+                m = probs[i][:, :, toks].sum(-1).mean(0)
+                self.total[branch] = self.total.get(branch, 0) + m
+
+    def mask(self, branch: str, size: tuple[int, int], threshold: float) -> torch.Tensor | None:
+        """(1, 1, H, W) binary mask: 3x3 max-pooled, upsampled, max-normalised, thresholded (P2P LocalBlend)."""
+        if branch not in self.total or self.hw is None:
+            return None
+        m = self.total[branch].view(1, 1, *self.hw)
+        m = F.max_pool2d(m, 3, stride=1, padding=1)
+        m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+        m = m / m.max().clamp_min(1e-12)
+        return (m > threshold).float()
+
+
+class Controller:
+    """Default: plain attention (what diffusers computes). Editors override `self_attention` /
+    `cross_attention` and `wants`, and read `rows`, `step` and `num_steps`."""
+
+    def __init__(self, layers: list[LayerInfo], capture: WordMaps | None = None):
+        self.layers = layers
+        self.step = 0
+        self.num_steps = 1
+        self.rows: list[tuple[str, str]] = []  # (branch, role) per UNet batch row
+        self.latent_hw = (1, 1)
+        self.enabled = True
+        self.capture = capture
+
+    def begin_step(self, step: int, num_steps: int, rows: list[tuple[str, str]], latent_hw: tuple[int, int]) -> None:
+        self.step, self.num_steps, self.rows, self.latent_hw = step, num_steps, list(rows), latent_hw
+
+    def wants(self, info: LayerInfo) -> bool:
+        """Whether this layer gets the controlling processor at all."""
+        return self.capture is not None and self.capture.wants(info)
+
+    def row(self, branch: str, role: str) -> int | None:
+        """The batch row of (branch, role), or None."""
+        try:
+            return self.rows.index((branch, role))
+        except ValueError:
+            return None
+
+    def pairs(self, source: str = "src", target: str = "tgt") -> list[tuple[int, int, str]]:
+        """(source row, target row, role) for every guidance half where both branches are present."""
+        out = []
+        for i, (branch, role) in enumerate(self.rows):
+            if branch == target:
+                s = self.row(source, role)
+                if s is not None:
+                    out.append((s, i, role))
+        return out
+
+    def attend(self, info: LayerInfo, q, k, v, attn) -> torch.Tensor:
+        if not self.enabled:
+            return F.scaled_dot_product_attention(q, k, v)
+        if info.is_self:
+            return self.self_attention(info, q, k, v, attn)
+        return self.cross_attention(info, q, k, v, attn)
+
+    def self_attention(self, info, q, k, v, attn) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v)
+
+    def cross_attention(self, info, q, k, v, attn) -> torch.Tensor:
+        return self.plain_cross(info, q, k, v)
+
+    def plain_cross(self, info, q, k, v) -> torch.Tensor:
+        """Unedited cross-attention; builds the probabilities only where maps are captured."""
+        if self.capture is None or not self.capture.wants(info):
+            return F.scaled_dot_product_attention(q, k, v)
+        probs = attention_probs(q, k, None)
+        self.capture.add(probs, self)
+        return (probs @ v.float()).to(v.dtype)
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, attn) -> torch.Tensor:
+    """Explicit softmax(q k^T / sqrt(d)) in float32 (upcast like diffusers' get_attention_scores)."""
+    scale = q.shape[-1] ** -0.5
+    return torch.softmax((q.float() @ k.float().transpose(-1, -2)) * scale, dim=-1)
+
+
+class EditAttnProcessor:
+    """AttnProcessor2_0's computation with the q/k/v -> output step delegated to a controller."""
+
+    def __init__(self, info: LayerInfo, controller: Controller):
+        self.info = info
+        self.controller = controller
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        if attention_mask is not None:
+            raise UnsupportedAttention("attention masks are not supported by the editing processor")
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        out = self.controller.attend(self.info, query, key, value, attn)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        out = attn.to_out[0](out)
+        out = attn.to_out[1](out)
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+@contextlib.contextmanager
+def controlled(unet, controller: Controller):
+    """Install the controller's processors; restore the UNet's own on exit, also after an error."""
+    original = dict(unet.attn_processors)
+    wanted = {info.name: info for info in controller.layers if controller.wants(info)}
+    new = {name: (EditAttnProcessor(wanted[name], controller) if name in wanted else proc) for name, proc in original.items()}
+    unet.set_attn_processor(new)
+    try:
+        yield controller
+    finally:
+        unet.set_attn_processor(dict(original))

@@ -1,0 +1,51 @@
+"""What every editor shares: parameters (validated, per model family), the
+result type, and compatibility checks against the model and the inversion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from inversion.inverters.base import Param, resolve
+from inversion.models.base import DiffusionModel
+from inversion.pipeline import IncompatibleChoice
+from inversion.result import Inversion
+
+
+@dataclass
+class EditResult:
+    latent: torch.Tensor  # the edited sample, in the model's space
+    source_latent: torch.Tensor | None  # the source branch (the reconstruction) when it was run
+    editor: str
+    params: dict
+    nfe: int
+    seconds: float
+    mask: torch.Tensor | None = None  # (1, 1, h, w) in [0, 1] where the editor computed one
+    info: dict = field(default_factory=dict)
+
+
+class Editor:
+    name: str = ""
+    title: str = ""
+    paper: str = ""
+    params: dict[str, Param] = {}
+    needs_attention: bool = True  # needs separate self/cross-attention layers to control
+
+    def resolve_params(self, family: str, **overrides) -> dict:
+        return resolve(self.params, family, overrides, f"editor {self.name!r}")
+
+    def check(self, model: DiffusionModel, inv: Inversion) -> None:
+        if self.needs_attention and model.unet is None:
+            raise IncompatibleChoice(f"{self.title} controls UNet attention; {model.name} has no UNet (try diffedit)")
+
+    def edit(self, model: DiffusionModel, inv: Inversion, target_prompt: str, guidance: float, p: dict, progress=None, image_cond=None) -> EditResult:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "paper": self.paper,
+            "params": {k: {"default": p.default, "help": p.help, "range": [p.low, p.high], "choices": p.choices} for k, p in self.params.items()},
+        }

@@ -1,0 +1,62 @@
+"""The editing sampler: source and target branches denoised together, one UNet
+batch per step, both replaying the inversion's timesteps and recorded noise.
+
+The source branch is the reconstruction: it starts from z_T with the
+inversion's prompt and guidance, so its attention (what editors inject into
+the target) comes from the image as the inverter recovered it, and an edit that
+changes nothing equals the reconstruction exactly. `pin_source=True` resets the
+source row to the inverted trajectory after every step instead (Direct
+Inversion, Ju et al., ICLR 2024): injected features then come from the input's
+own trajectory even when the inverter is inexact (DDIM, EasyInv).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from inversion.models.base import Conditioning, DiffusionModel
+from inversion.result import Inversion
+
+from .attention import Controller
+
+BRANCHES = ("src", "tgt")
+
+
+def source_condition(model: DiffusionModel, inv: Inversion, image=None) -> Conditioning:
+    cond = model.encode_prompt(inv.prompt, guidance=inv.guidance, negative=inv.negative_prompt)
+    return cond if image is None else cond.with_image(*image)
+
+
+@torch.no_grad()
+def run_branches(
+    model: DiffusionModel,
+    inv: Inversion,
+    cond: Conditioning,
+    x: torch.Tensor,
+    start: int = 0,
+    controller: Controller | None = None,
+    pin_source: bool = False,
+    after_step=None,
+    progress=None,
+) -> torch.Tensor:
+    """Sample rows of `x` (row 0 = source, row 1 = target when present) from step `start` to the end."""
+    sampler = model.sampler(inv.num_steps)
+    inv.check_compatible(sampler, model.name)
+    names = BRANCHES if len(cond) == 2 else ("tgt",) if len(cond) == 1 else None
+    if names is None:
+        raise ValueError("one or two branches")
+    layout = [(names[i], role) for i, role in model.batch_layout(cond)]
+    x = x.float().to(model.device)
+    for j in range(start, sampler.num_steps):
+        if controller is not None:
+            controller.begin_step(j, sampler.num_steps, layout, tuple(x.shape[-2:]))
+        eps = model.predict_noise(x, sampler.timesteps[j], cond)
+        noise = inv.noise(j)
+        x = sampler.step(x, eps, j, None if noise is None or not sampler.stochastic else noise.to(x).expand_as(x))
+        if pin_source and names == BRANCHES:
+            x[0:1] = inv.latent_after(j).to(x)
+        if after_step is not None:
+            x = after_step(j, x)
+        if progress:
+            progress(j + 1 - start, sampler.num_steps - start, "editing")
+    return x

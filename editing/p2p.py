@@ -1,0 +1,177 @@
+"""Prompt-to-Prompt (Hertz et al., "Prompt-to-Prompt Image Editing with Cross
+Attention Control", ICLR 2023) on the shared attention substrate.
+
+The target branch's cross-attention maps are replaced by the source's during
+the first `cross_replace` fraction of the steps, and its self-attention maps in
+the deepest two attention levels (SD's 16x16 and 8x8) during the first
+`self_replace` fraction. Edit types:
+- replace (same word count): A_tgt <- A_src M, M the word-swap token mapper;
+- refine (words added/removed): A_tgt[:, t] <- A_src[:, idx_t] where the target
+  token aligns to a source token, its own map elsewhere;
+- reweight: A_tgt <- A_src diag(eq) on the chosen words (also after replace/refine).
+Every edit is linear in the token axis, so maps are never built: they become
+value mixing inside SDPA, A M v = SDPA(q_src, k_src, M v_tgt) (and the same for
+refine/reweight); self-attention replacement is SDPA(q_src, k_src, v_tgt).
+Only the conditional rows are edited (the unconditional half runs untouched).
+LocalBlend (`blend_words`): the words' cross-attention maps at the second-deepest
+level (SD's 16x16), summed over steps, 3x3 max-pooled, max-normalised and
+thresholded, give a mask; outside it the target latent is reset to the source.
+Defaults: cross 0.8, self 0.4 (the paper's examples), LocalBlend threshold 0.3.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from inversion.inverters.base import Param
+from inversion.models.base import Conditioning
+
+from .attention import Controller, WordMaps, attention_levels, controlled, fraction_to_steps, layer_registry
+from .base import EditResult, Editor
+from .loop import run_branches, source_condition
+from .words import WordError, equalizer, find_word, refine_alignment, replace_mapper
+
+
+class P2PController(Controller):
+    def __init__(self, layers, mode, mapper, index, alpha, eq, cross_steps, self_steps, capture=None):
+        super().__init__(layers, capture)
+        self.mode = mode
+        self.mapper, self.index, self.alpha, self.eq = mapper, index, alpha, eq
+        self.cross_steps, self.self_steps = cross_steps, self_steps
+        levels = attention_levels(layers, "self")
+        self.self_levels = set(levels[-2:])
+
+    def wants(self, info) -> bool:
+        return (not info.is_self) or info.level in self.self_levels
+
+    def self_attention(self, info, q, k, v, attn):
+        out = F.scaled_dot_product_attention(q, k, v)
+        if self.step < self.self_steps and info.level in self.self_levels:
+            for s, t, role in self.pairs():
+                if role == "c":
+                    out[t] = F.scaled_dot_product_attention(q[s], k[s], v[t])
+        return out
+
+    def edited_cross(self, q_s, k_s, q_t, k_t, v_t) -> torch.Tensor:
+        """The target's cross-attention output with its map edited (no map materialised)."""
+        dt = v_t.dtype
+        v_eq = v_t * self.eq.to(v_t)[:, None] if self.eq is not None else v_t
+        if self.mode == "replace":
+            return F.scaled_dot_product_attention(q_s, k_s, (self.mapper.to(v_t) @ v_eq).to(dt))
+        if self.mode == "refine":
+            a = self.alpha.to(v_t)[:, None]
+            gathered = torch.zeros_like(v_eq).index_add_(-2, self.index.to(v_t.device), v_eq * a)
+            return F.scaled_dot_product_attention(q_s, k_s, gathered) + F.scaled_dot_product_attention(q_t, k_t, v_eq * (1 - a))
+        return F.scaled_dot_product_attention(q_s, k_s, v_eq)  # reweight alone: the source map, reweighted
+
+    def cross_attention(self, info, q, k, v, attn):
+        out = self.plain_cross(info, q, k, v)
+        if self.step < self.cross_steps:
+            for s, t, role in self.pairs():
+                if role == "c":
+                    out[t] = self.edited_cross(q[s], k[s], q[t], k[t], v[t])
+        return out
+
+
+class P2P(Editor):
+    name = "p2p"
+    title = "Prompt-to-Prompt"
+    paper = "Hertz et al., Prompt-to-Prompt Image Editing with Cross Attention Control, ICLR 2023"
+    params = {
+        "mode": Param("auto", str, choices=("auto", "replace", "refine", "reweight"), help="auto: replace if word counts match, else refine"),
+        "cross_replace": Param(0.8, float, 0.0, 1.0, "fraction of steps whose cross-attention maps come from the source"),
+        "self_replace": Param(0.4, float, 0.0, 1.0, "fraction of steps whose deep self-attention maps come from the source"),
+        "reweight_words": Param("", str, help="comma-separated word:scale pairs of the target prompt, e.g. 'red:2'"),
+        "blend_words": Param("", str, help="LocalBlend words (source or target prompt), comma-separated; empty = off"),
+        "blend_threshold": Param(0.3, float, 0.0, 1.0, "LocalBlend mask threshold on max-normalised maps"),
+        "blend_start": Param(0.2, float, 0.0, 1.0, "fraction of steps after which LocalBlend acts"),
+        "pin_source": Param(False, bool, help="reset the source branch to the inverted trajectory each step (Direct Inversion)"),
+    }
+
+    def edit(self, model, inv, target_prompt, guidance, p, progress=None, image_cond=None) -> EditResult:
+        self.check(model, inv)
+        tok, source = model.tokenizer, inv.prompt
+        length = model.max_tokens
+        mode = p["mode"]
+        if mode == "auto":
+            mode = "replace" if len(source.split()) == len(target_prompt.split()) else "refine"
+        mapper = index = alpha = None
+        if mode == "replace":
+            mapper = replace_mapper(tok, source, target_prompt, length)
+        elif mode == "refine":
+            index, alpha = refine_alignment(tok, source, target_prompt, length)
+        elif source.split() != target_prompt.split():
+            raise WordError("reweight keeps the prompt: give the same target prompt with reweight_words (or use replace/refine)")
+        weights = parse_weights(p["reweight_words"])
+        if mode == "reweight" and not weights:
+            raise WordError("reweight needs reweight_words, e.g. 'red:2'")
+        eq = equalizer(tok, target_prompt, weights, length) if weights else None
+        layers = layer_registry(model.unet)
+        n = inv.num_steps
+        capture = None
+        blend = [w.strip() for w in p["blend_words"].split(",") if w.strip()]
+        if blend:
+            capture = WordMaps(_blend_tokens(tok, source, target_prompt, blend, length), _blend_level(layers))
+        ctrl = P2PController(layers, mode, mapper, index, alpha, eq, fraction_to_steps(p["cross_replace"], n), fraction_to_steps(p["self_replace"], n), capture)
+        cond = Conditioning.cat([source_condition(model, inv, image_cond), _target_condition(model, target_prompt, guidance, inv, image_cond)])
+        after = None
+        masks = {}
+        if capture is not None:
+            blend_from = int(p["blend_start"] * n)
+
+            def after(j, x):
+                if j < blend_from:
+                    return x
+                size = tuple(x.shape[-2:])
+                ms = [m for m in (capture.mask("src", size, p["blend_threshold"]), capture.mask("tgt", size, p["blend_threshold"])) if m is not None]
+                if not ms:
+                    return x
+                mask = torch.clamp(sum(ms), 0, 1).to(x)
+                masks["last"] = mask
+                x[1:2] = x[0:1] + mask * (x[1:2] - x[0:1])
+                return x
+
+        nfe0, start = model.nfe, time.perf_counter()
+        with controlled(model.unet, ctrl):
+            x = run_branches(model, inv, cond, inv.z_T.repeat(2, 1, 1, 1), controller=ctrl, pin_source=p["pin_source"], after_step=after, progress=progress)
+        return EditResult(x[1:2], x[0:1], self.name, {**p, "mode": mode}, model.nfe - nfe0, time.perf_counter() - start, masks.get("last"), {"cross_steps": ctrl.cross_steps, "self_steps": ctrl.self_steps})
+
+
+def _target_condition(model, prompt, guidance, inv, image_cond):
+    cond = model.encode_prompt(prompt, guidance=guidance, negative=inv.negative_prompt)
+    return cond if image_cond is None else cond.with_image(*image_cond)
+
+
+def _blend_level(layers) -> int:
+    """LocalBlend's resolution: the second-deepest cross-attention level (SD: 16x16)."""
+    levels = attention_levels(layers, "cross")
+    return levels[-2] if len(levels) > 1 else levels[-1]
+
+
+def _blend_tokens(tok, source, target, words, length) -> dict[str, list[int]]:
+    out = {"src": [], "tgt": []}
+    for w in words:
+        found = False
+        for branch, prompt in (("src", source), ("tgt", target)):
+            try:
+                out[branch] += find_word(tok, prompt, w, length)
+                found = True
+            except WordError:
+                pass
+        if not found:
+            raise WordError(f"LocalBlend word {w!r} is in neither prompt ({source!r}, {target!r})")
+    return out
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        word, sep, scale = item.partition(":")
+        try:
+            out[word.strip()] = float(scale) if sep else 2.0
+        except ValueError:
+            raise WordError(f"reweight_words takes word:scale pairs, got {item!r}") from None
+    return out

@@ -1,0 +1,327 @@
+"""Editors: no-op invariance, processor restoration, independent references for each editor."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import editing.masactrl as masactrl_mod
+import editing.p2p as p2p_mod
+from editing import edit
+from editing.attention import WordMaps, controlled, fraction_to_steps, layer_registry, Controller
+from editing.diffedit import diffedit_mask, strength_step
+from editing.words import WordError, find_word, replace_mapper
+from inversion.pipeline import invert, reconstruct
+
+INVERTERS = ["ddim", "easyinv", "rnri", "renoise", "fixed-point"]
+PROMPT = "a cat sitting on the grass"
+
+
+@pytest.fixture(scope="module")
+def inversions(tiny_sd, cat_image):
+    return {name: invert(tiny_sd, cat_image, PROMPT, name, steps=6) for name in INVERTERS}
+
+
+def _noop(editor):
+    return {"background": "reconstruction"} if editor == "diffedit" else {}
+
+
+@pytest.mark.parametrize("inverter", INVERTERS)
+@pytest.mark.parametrize("editor", ["p2p", "masactrl", "diffedit"])
+def test_an_edit_that_changes_nothing_equals_the_reconstruction(tiny_sd, inversions, editor, inverter):
+    inv = inversions[inverter]
+    out = edit(tiny_sd, inv, PROMPT, editor, guidance=inv.guidance, **_noop(editor))
+    rec = reconstruct(tiny_sd, inv)
+    assert torch.allclose(out.image, rec, atol=1e-4), float((out.image - rec).abs().max())
+    assert torch.allclose(out.source_image, rec, atol=1e-4)
+
+
+@pytest.mark.parametrize("editor", ["p2p", "masactrl", "diffedit"])
+def test_noop_edit_on_lcm_equals_the_reconstruction(tiny_lcm, cat_image, editor):
+    """Compared in latent space: float32 batch-size differences (~1e-6 in eps) are amplified by LCM's
+    corrected noise and, in image space, by the random tiny VAE's decoder gain."""
+    from editing import get_editor
+    from inversion.sampling import reconstruct_latent
+
+    inv = invert(tiny_lcm, cat_image, PROMPT, "rnri", steps=4)
+    ed = get_editor(editor)
+    out = ed.edit(tiny_lcm, inv, PROMPT, inv.guidance, ed.resolve_params("lcm", **_noop(editor)))
+    rec = reconstruct_latent(tiny_lcm, inv)
+    tol = 1e-4 * float(inv.latents.abs().max())
+    assert torch.allclose(out.latent, rec, atol=tol) and torch.allclose(out.source_latent, rec, atol=tol)
+
+
+def test_diffedit_noop_keeps_the_input_background(tiny_sd, inversions):
+    inv = inversions["ddim"]
+    out = edit(tiny_sd, inv, PROMPT, "diffedit", guidance=inv.guidance)
+    assert float(out.mask.sum()) == 0
+    assert torch.allclose(out.image, tiny_sd.decode(inv.x0), atol=1e-5)
+
+
+def test_source_branch_is_the_reconstruction_whatever_the_target(tiny_sd, inversions):
+    inv = inversions["rnri"]
+    rec = reconstruct(tiny_sd, inv)
+    for editor in ("p2p", "masactrl"):
+        out = edit(tiny_sd, inv, "a dog sitting on the grass", editor, guidance=7.5)
+        assert torch.allclose(out.source_image, rec, atol=1e-4)
+        assert not torch.allclose(out.image, rec, atol=1e-3)
+
+
+def test_pinned_source_follows_the_inverted_trajectory(tiny_sd, inversions):
+    inv = inversions["ddim"]
+    out = edit(tiny_sd, inv, "a dog sitting on the grass", "p2p", pin_source=True)
+    assert torch.allclose(out.source_image, tiny_sd.decode(inv.x0), atol=1e-5)
+
+
+def test_processors_are_restored_after_an_edit_and_after_an_error(tiny_sd, inversions):
+    before = dict(tiny_sd.unet.attn_processors)
+    edit(tiny_sd, inversions["ddim"], "a dog sitting on the grass", "masactrl")
+    assert dict(tiny_sd.unet.attn_processors) == before
+
+    def boom(*_):
+        assert any(type(p).__name__ == "EditAttnProcessor" for p in tiny_sd.unet.attn_processors.values())
+        raise RuntimeError("interrupted")
+
+    for editor in ("p2p", "masactrl"):
+        with pytest.raises(RuntimeError, match="interrupted"):
+            edit(tiny_sd, inversions["ddim"], "a dog sitting on the grass", editor, progress=boom)
+        assert dict(tiny_sd.unet.attn_processors) == before
+
+
+def test_diffedit_mask_matches_diffusers_generate_mask(tiny_sd, cat_image):
+    from diffusers import DDIMInverseScheduler, DDIMScheduler, StableDiffusionDiffEditPipeline
+
+    from inversion.models.tiny import SD_SCHEDULER
+
+    pipe = StableDiffusionDiffEditPipeline(
+        vae=tiny_sd.vae, text_encoder=tiny_sd.text_encoder, tokenizer=tiny_sd.tokenizer, unet=tiny_sd.unet,
+        scheduler=DDIMScheduler(**SD_SCHEDULER), inverse_scheduler=DDIMInverseScheduler(**SD_SCHEDULER),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    inv = invert(tiny_sd, cat_image, "a cat", "ddim", steps=10)
+    for clamp in (3.0, 1.0):
+        ref = pipe.generate_mask(image=inv.x0.clone(), source_prompt="a cat", target_prompt="a bowl of fruit", num_maps_per_mask=4,
+                                 mask_encode_strength=0.5, mask_thresholding_ratio=clamp, num_inference_steps=10,
+                                 guidance_scale=7.5, generator=torch.Generator().manual_seed(3), output_type="pt")
+        out = edit(tiny_sd, inv, "a bowl of fruit", "diffedit", guidance=7.5, mask_samples=4, mask_strength=0.5, mask_clamp=clamp, mask_seed=3)
+        assert torch.equal(out.mask[0, 0].cpu(), torch.as_tensor(ref[0]).float())
+    assert 0 < float(out.mask.mean()) < 1  # clamp 1.0 gives a non-trivial mask on random weights
+
+
+def test_diffedit_pastes_background_at_the_matching_level(tiny_sd, inversions, monkeypatch):
+    """Outside the mask every step lands on the trajectory latent of its *target* timestep."""
+    import editing.diffedit as de
+
+    inv, seen, real = inversions["ddim"], [], de.run_branches
+
+    def spy(model, inv_, cond, x, start=0, after_step=None, **kw):
+        def wrapped(j, x):
+            x = after_step(j, x)
+            seen.append((j, x.clone()))
+            return x
+
+        return real(model, inv_, cond, x, start=start, after_step=wrapped, **kw)
+
+    monkeypatch.setattr(de, "run_branches", spy)
+    out = edit(tiny_sd, inv, "a bowl of fruit", "diffedit", mask_clamp=2.0)  # about half the latent
+    outside = (out.mask == 0).expand_as(inv.x0)
+    assert outside.any() and (~outside).any()
+    for j, x in seen:
+        assert torch.allclose(x[outside], inv.latent_after(j)[outside])
+    assert seen[-1][0] == inv.num_steps - 1
+
+
+class ExplicitP2P(p2p_mod.P2PController):
+    """Reference: P2P as the paper writes it, on explicit softmax maps (no value mixing)."""
+
+    captured = []
+
+    def self_attention(self, info, q, k, v, attn):
+        out = F.scaled_dot_product_attention(q, k, v)
+        if self.step < self.self_steps and info.level in self.self_levels:
+            for s, t, role in self.pairs():
+                if role == "c":
+                    a = torch.softmax(q[s] @ k[s].transpose(-1, -2) * q.shape[-1] ** -0.5, -1)
+                    out[t] = a @ v[t]
+        return out
+
+    def cross_attention(self, info, q, k, v, attn):
+        out = F.scaled_dot_product_attention(q, k, v)
+        if self.step < self.cross_steps:
+            for s, t, role in self.pairs():
+                if role != "c":
+                    continue
+                a_s = torch.softmax(q[s] @ k[s].transpose(-1, -2) * q.shape[-1] ** -0.5, -1)
+                a_new = a_s @ self.mapper if self.mode == "replace" else a_s.clone()
+                if self.eq is not None:
+                    a_new = a_new * self.eq
+                ExplicitP2P.captured.append((a_s, a_new))
+                out[t] = a_new @ v[t]
+        return out
+
+
+def test_p2p_value_mixing_equals_explicit_map_editing(tiny_sd, inversions, monkeypatch):
+    inv = inversions["rnri"]
+    target = "a dog sitting on the grass"
+    for params in ({"mode": "replace"}, {"mode": "replace", "reweight_words": "dog:3"}, {"mode": "reweight", "reweight_words": "cat:0.5"}):
+        tgt = PROMPT if params["mode"] == "reweight" else target
+        fast = edit(tiny_sd, inv, tgt, "p2p", **params)
+        ExplicitP2P.captured = []
+        monkeypatch.setattr(p2p_mod, "P2PController", ExplicitP2P)
+        ref = edit(tiny_sd, inv, tgt, "p2p", **params)
+        monkeypatch.undo()
+        assert torch.allclose(fast.image, ref.image, atol=1e-4)
+        assert ExplicitP2P.captured
+
+
+def test_p2p_replace_uses_the_source_map_on_the_replaced_word(tiny_sd, inversions, monkeypatch):
+    tok = tiny_sd.tokenizer
+    target = "a dog sitting on the grass"
+    s_tok, t_tok = find_word(tok, PROMPT, "cat")[0], find_word(tok, target, "dog")[0]
+    assert replace_mapper(tok, PROMPT, target)[s_tok, t_tok] == 1
+    ExplicitP2P.captured = []
+    monkeypatch.setattr(p2p_mod, "P2PController", ExplicitP2P)
+    edit(tiny_sd, inversions["rnri"], target, "p2p", mode="replace")
+    for a_s, a_new in ExplicitP2P.captured:
+        assert torch.equal(a_new[..., t_tok], a_s[..., s_tok])
+
+
+def test_p2p_reweight_scales_exactly_the_chosen_token(tiny_sd, inversions, monkeypatch):
+    tok = tiny_sd.tokenizer
+    idx = find_word(tok, PROMPT, "grass")
+    ExplicitP2P.captured = []
+    monkeypatch.setattr(p2p_mod, "P2PController", ExplicitP2P)
+    edit(tiny_sd, inversions["rnri"], PROMPT, "p2p", mode="reweight", reweight_words="grass:2.5")
+    others = [i for i in range(77) if i not in idx]
+    for a_s, a_new in ExplicitP2P.captured:
+        assert torch.allclose(a_new[..., idx], 2.5 * a_s[..., idx])
+        assert torch.equal(a_new[..., others], a_s[..., others])
+
+
+class RecordingMasaCtrl(masactrl_mod.MasaCtrlController):
+    records = []
+
+    def self_attention(self, info, q, k, v, attn):
+        out = super().self_attention(info, q, k, v, attn)
+        RecordingMasaCtrl.records.append((self.step, info, q.clone(), k.clone(), v.clone(), out.clone(), self.pairs()))
+        return out
+
+
+def test_masactrl_target_attends_to_source_keys_and_values(tiny_sd, inversions, monkeypatch):
+    RecordingMasaCtrl.records = []
+    monkeypatch.setattr(masactrl_mod, "MasaCtrlController", RecordingMasaCtrl)
+    out = edit(tiny_sd, inversions["rnri"], "a dog sitting on the grass", "masactrl", guidance=5.0)
+    start_step, start_block = out.info["start_step"], out.info["start_block"]
+    assert start_step >= 1 and RecordingMasaCtrl.records
+    checked = {"controlled": 0, "free": 0}
+    for step, info, q, k, v, o, pairs in RecordingMasaCtrl.records:
+        assert len(pairs) == 2  # both guidance halves
+        for s, t, _ in pairs:
+            if step >= start_step and info.block_order >= start_block:
+                assert torch.allclose(o[t], F.scaled_dot_product_attention(q[t], k[s], v[s]), atol=1e-6)
+                checked["controlled"] += 1
+            else:
+                assert torch.allclose(o[t], F.scaled_dot_product_attention(q[t], k[t], v[t]), atol=1e-6)
+                checked["free"] += 1
+            assert torch.allclose(o[s], F.scaled_dot_product_attention(q[s], k[s], v[s]), atol=1e-6)
+    assert checked["controlled"] and checked["free"]
+
+
+def test_layer_registry_is_derived_from_names(tiny_sd):
+    from diffusers import UNet2DConditionModel
+
+    from inversion.models.shapes_arch import base_unet
+
+    layers = layer_registry(tiny_sd.unet)
+    assert [i.order for i in layers] == list(range(len(layers)))
+    places = [i.place for i in layers]
+    assert places == sorted(places, key=["down", "mid", "up"].index)
+    shapes_layers = layer_registry(base_unet())
+    assert max(i.block_order for i in shapes_layers) + 1 == 7 and {i.level for i in shapes_layers} == {1, 2}
+    xl = UNet2DConditionModel(  # SDXL-shaped: several transformer blocks per attention, no top-level attention
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 3), cross_attention_dim=32, attention_head_dim=(2, 4, 8),
+    )
+    xl_layers = layer_registry(xl)
+    assert len(xl_layers) == len(xl.attn_processors)
+    assert {i.level for i in xl_layers} == {1, 2} and max(i.transformer for i in xl_layers) == 2
+    mid = [i.order for i in xl_layers if i.place == "mid"]
+    assert max(i.order for i in xl_layers if i.place == "down") < min(mid) < min(i.order for i in xl_layers if i.place == "up")
+
+
+def test_masactrl_and_p2p_run_on_an_sdxl_shaped_unet():
+    """No hard-coded layer counts: the processor handles several transformer blocks and levels."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    xl = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 3), cross_attention_dim=32, attention_head_dim=(2, 4, 8),
+    ).eval()
+    layers = layer_registry(xl)
+    ctrl = masactrl_mod.MasaCtrlController(layers, 0, 0)
+    x = torch.randn(2, 4, 16, 16)
+    emb = torch.randn(2, 77, 32)
+    ref = xl(x, 500, emb).sample
+    with controlled(xl, Controller(layers)) as plain:
+        plain.begin_step(0, 1, [("src", "c"), ("tgt", "c")], (16, 16))
+        assert torch.allclose(xl(x, 500, emb).sample, ref, atol=1e-5)  # the processor reproduces diffusers
+    with controlled(xl, ctrl):
+        ctrl.begin_step(0, 1, [("src", "c"), ("tgt", "c")], (16, 16))
+        out = xl(torch.cat([x[:1], x[:1]]), 500, torch.cat([emb[:1], emb[1:]])).sample
+    assert torch.isfinite(out).all()
+
+
+def test_schedules_are_fractions_that_control_at_least_one_step():
+    assert fraction_to_steps(0.4, 4) == 2 and fraction_to_steps(0.01, 4) == 1 and fraction_to_steps(0.0, 4) == 0
+    assert fraction_to_steps(0.8, 50) == 40 and fraction_to_steps(1.0, 4) == 4
+
+
+def test_masactrl_controls_at_4_lcm_steps(tiny_lcm, cat_image):
+    inv = invert(tiny_lcm, cat_image, PROMPT, "ddim", steps=4)
+    out = edit(tiny_lcm, inv, "a dog sitting on the grass", "masactrl")
+    assert out.info["start_step"] == 1  # step 0 free for the new layout, steps 1..3 controlled
+    p2p = edit(tiny_lcm, inv, "a dog sitting on the grass", "p2p")
+    assert p2p.info["cross_steps"] == 3 and p2p.info["self_steps"] == 2
+
+
+def test_word_errors_are_clear(tiny_sd, inversions):
+    with pytest.raises(WordError, match="same number of words"):
+        edit(tiny_sd, inversions["ddim"], "a dog", "p2p", mode="replace")
+    with pytest.raises(WordError, match="not a word of the prompt"):
+        edit(tiny_sd, inversions["ddim"], "a dog sitting on the grass", "p2p", reweight_words="horse:2")
+    with pytest.raises(WordError, match="neither prompt"):
+        edit(tiny_sd, inversions["ddim"], "a dog sitting on the grass", "p2p", blend_words="horse")
+    with pytest.raises(ValueError, match="empty"):
+        edit(tiny_sd, inversions["ddim"], "  ", "p2p")
+
+
+def test_refine_mode_runs_for_added_words(tiny_sd, inversions):
+    out = edit(tiny_sd, inversions["rnri"], "a fluffy cat sitting on the green grass", "p2p")
+    assert out.params["mode"] == "refine"
+
+
+def test_local_blend_mask_is_pooled_normalised_and_thresholded():
+    wm = WordMaps({"tgt": [1]}, level=0)
+    wm.hw = (4, 4)
+    m = torch.zeros(16)
+    m[5] = 1.0  # one hot pixel
+    wm.total["tgt"] = m
+    mask = wm.mask("tgt", (8, 8), 0.3)
+    assert mask.shape == (1, 1, 8, 8) and 0 < float(mask.mean()) < 1
+    assert mask[0, 0, 0, 7] == 0 and mask[0, 0, 2, 2] == 1
+
+
+def test_editors_refuse_models_without_separate_attention(tiny_if, cat_image):
+    inv = invert(tiny_if, cat_image, "a cat", "ddim", steps=3)
+    with pytest.raises(ValueError, match="added-KV"):
+        edit(tiny_if, inv, "a dog", "masactrl")
+    out = edit(tiny_if, inv, "a dog", "diffedit")
+    assert out.image.shape == (1, 3, 32, 32)
+
+
+def test_strength_step_matches_diffusers_convention():
+    assert strength_step(50, 0.8) == 10 and strength_step(4, 1.0) == 0 and strength_step(10, 0.5) == 5
