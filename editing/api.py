@@ -54,6 +54,18 @@ def get_editor(name: str) -> Editor:
         raise ParameterError(f"unknown editor {name!r}; choose one of: {', '.join(EDITORS)}") from None
 
 
+def validate_edit(model: DiffusionModel | Cascade, source_prompt: str, target_prompt: str, editor: str, **params) -> dict:
+    """Check an edit's choices before inverting anything; returns the resolved parameters."""
+    ed = get_editor(editor)
+    if not isinstance(target_prompt, str) or not target_prompt.strip():
+        raise PromptError("the target prompt is empty: describe the edited image")
+    base = model.stages[0] if isinstance(model, Cascade) else model
+    base.check_prompt(target_prompt)
+    p = ed.resolve_params(base.family, **params)
+    ed.validate(base, source_prompt, target_prompt, p)
+    return p
+
+
 def edit(
     model: DiffusionModel | Cascade,
     inv: Inversion | CascadeInversion,
@@ -64,13 +76,11 @@ def edit(
     **params,
 ) -> EditOutput:
     ed = get_editor(editor)
-    if not isinstance(target_prompt, str) or not target_prompt.strip():
-        raise PromptError("the target prompt is empty: describe the edited image")
-    base = model.stages[0] if isinstance(model, Cascade) else model
-    base_inv = inv.stages[0] if isinstance(inv, CascadeInversion) else inv
     if isinstance(model, Cascade) != isinstance(inv, CascadeInversion):
         raise IncompatibleChoice(f"this inversion does not belong to {model.name}")
-    p = ed.resolve_params(base.family, **params)
+    base = model.stages[0] if isinstance(model, Cascade) else model
+    base_inv = inv.stages[0] if isinstance(inv, CascadeInversion) else inv
+    p = validate_edit(model, base_inv.prompt, target_prompt, editor, **params)
     g = base.default_edit_guidance if guidance is None else float(guidance)
     start = time.perf_counter()
     result = ed.edit(base, base_inv, target_prompt, g, p, progress=progress)

@@ -35,7 +35,8 @@ class Editor:
     def resolve_params(self, family: str, **overrides) -> dict:
         return resolve(self.params, family, overrides, f"editor {self.name!r}")
 
-    def check(self, model: DiffusionModel, inv: Inversion) -> None:
+    def validate(self, model: DiffusionModel, source_prompt: str, target_prompt: str, p: dict) -> None:
+        """Raise on choices that cannot work, before any compute (words, modes, model kind)."""
         if self.needs_attention and model.unet is None:
             raise IncompatibleChoice(f"{self.title} controls UNet attention; {model.name} has no UNet (try diffedit)")
 

@@ -23,7 +23,7 @@ from inversion.models import MODELS, load_model
 from inversion.pipeline import evaluate, input_tensor, invert, save_image
 from inversion.result import load_inversion
 
-from .api import EDITORS, edit
+from .api import EDITORS, edit, validate_edit
 from .words import WordError
 
 
@@ -33,7 +33,11 @@ def cmd_edit(a) -> None:
     x = input_tensor(model, a.image, a.size, a.seed)
     if a.inversion:
         inv = load_inversion(a.inversion)
+        source_prompt = (inv.stages[0] if hasattr(inv, "stages") else inv).prompt
     else:
+        source_prompt = a.source_prompt
+    validate_edit(model, source_prompt, a.target_prompt, a.editor, **parse_params(a.param))
+    if not a.inversion:
         inv = invert(model, x, a.source_prompt, a.inverter, a.steps, a.inversion_guidance, a.negative_prompt, a.seed, progress=progress, **parse_params(a.inverter_param))
     report, recon = evaluate(model, x, inv)
     out = edit(model, inv, a.target_prompt, a.editor, a.guidance, progress=progress, **parse_params(a.param))

@@ -92,8 +92,14 @@ class MasaCtrl(Editor):
         "pin_source": Param(False, bool, help="reset the source branch to the inverted trajectory each step (Direct Inversion)"),
     }
 
+    def validate(self, model, source_prompt, target_prompt, p):
+        super().validate(model, source_prompt, target_prompt, p)
+        layer_registry(model.unet)
+        if p["mask_word"].strip():
+            _blend_tokens(model.tokenizer, source_prompt, target_prompt, [p["mask_word"].strip()], model.max_tokens)
+
     def edit(self, model, inv, target_prompt, guidance, p, progress=None, image_cond=None) -> EditResult:
-        self.check(model, inv)
+        self.validate(model, inv.prompt, target_prompt, p)
         layers = layer_registry(model.unet)
         n = inv.num_steps
         n_blocks = max(i.block_order for i in layers) + 1

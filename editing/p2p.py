@@ -91,10 +91,11 @@ class P2P(Editor):
         "pin_source": Param(False, bool, help="reset the source branch to the inverted trajectory each step (Direct Inversion)"),
     }
 
-    def edit(self, model, inv, target_prompt, guidance, p, progress=None, image_cond=None) -> EditResult:
-        self.check(model, inv)
-        tok, source = model.tokenizer, inv.prompt
-        length = model.max_tokens
+    def plan(self, model, source, target_prompt, p):
+        """Mode, token maps and equaliser for this prompt pair (raises WordError when impossible)."""
+        super().validate(model, source, target_prompt, p)
+        layer_registry(model.unet)
+        tok, length = model.tokenizer, model.max_tokens
         mode = p["mode"]
         if mode == "auto":
             mode = "replace" if len(source.split()) == len(target_prompt.split()) else "refine"
@@ -109,12 +110,18 @@ class P2P(Editor):
         if mode == "reweight" and not weights:
             raise WordError("reweight needs reweight_words, e.g. 'red:2'")
         eq = equalizer(tok, target_prompt, weights, length) if weights else None
+        blend = [w.strip() for w in p["blend_words"].split(",") if w.strip()]
+        blend_tokens = _blend_tokens(tok, source, target_prompt, blend, length) if blend else None
+        return mode, mapper, index, alpha, eq, blend_tokens
+
+    def validate(self, model, source_prompt, target_prompt, p):
+        self.plan(model, source_prompt, target_prompt, p)
+
+    def edit(self, model, inv, target_prompt, guidance, p, progress=None, image_cond=None) -> EditResult:
+        mode, mapper, index, alpha, eq, blend_tokens = self.plan(model, inv.prompt, target_prompt, p)
         layers = layer_registry(model.unet)
         n = inv.num_steps
-        capture = None
-        blend = [w.strip() for w in p["blend_words"].split(",") if w.strip()]
-        if blend:
-            capture = WordMaps(_blend_tokens(tok, source, target_prompt, blend, length), _blend_level(layers))
+        capture = WordMaps(blend_tokens, _blend_level(layers)) if blend_tokens else None
         ctrl = P2PController(layers, mode, mapper, index, alpha, eq, fraction_to_steps(p["cross_replace"], n), fraction_to_steps(p["self_replace"], n), capture)
         cond = Conditioning.cat([source_condition(model, inv, image_cond), _target_condition(model, target_prompt, guidance, inv, image_cond)])
         after = None

@@ -101,4 +101,4 @@ def test_edit_cli_user_errors(capsys, cat_image):
     for extra in (["--target-prompt", "a big dog", "--param", "mode=replace"], ["--target-prompt", "a dog", "--editor", "nope"],
                   ["--target-prompt", "a dog", "--param", "cross_replace=2"]):
         assert edit_main(base + extra) == 2
-        assert capsys.readouterr().err.startswith("error: ")
+        assert capsys.readouterr().err.startswith("error: ")  # fails before any inversion (no progress line)
