@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -120,6 +122,19 @@ def pick_model(name: str) -> tuple[object, str]:
         return load_model("shapes"), f"Could not load **{name}**: {e} Running the offline model **shapes** instead."
 
 
+class OutOfMemory(RuntimeError):
+    """The GPU ran out of memory; the message says which size should fit."""
+
+
+def oom_message(x: torch.Tensor) -> str:
+    h, w = x.shape[-2:]
+    side = max(64, int(max(h, w) * 0.7) // 64 * 64)
+    return (
+        f"The GPU ran out of memory at {w}x{h} pixels. Try a long side of {side} px or less, fewer steps, "
+        "or fewer inverter iterations; nothing else was changed and the app keeps serving."
+    )
+
+
 class Engine:
     """The loaded model, the inversion cache and a lock: one UNet serves one request at a time
     (editors swap its attention processors, and NFE counts must not interleave)."""
@@ -156,7 +171,7 @@ class Engine:
         hit = self.cache.get(session, key)
         if hit is not None:
             return hit, True
-        with self.lock:
+        with self.lock, _oom_guard(x):
             inv = invert(self.model, x, prompt, inverter, steps, guidance, "", int(seed), progress=progress, **params)
             report, recon = evaluate(self.model, x, inv)
         entry = Entry(inv, x, recon, report)
@@ -169,7 +184,7 @@ class Engine:
         if int(steps) < min_steps:
             raise IncompatibleChoice(f"{EDITORS[editor].title} needs at least {min_steps} steps (one free for the new layout)")
         entry, cached = self.inversion(session, image, source, inverter, steps, seed, guidance, inv_params, progress)
-        with self.lock:
+        with self.lock, _oom_guard(entry.x):
             out = edit(self.model, entry.inversion, target, editor, edit_guidance, progress=progress, **ed_p)
         inv = entry.inversion
         return {
@@ -202,6 +217,16 @@ class Engine:
             inv = entry.inversion
             rows.append({"inverter": name, "cached": cached, "nfe": inv.nfe, "seconds": round(inv.seconds, 3), **_quality(entry.report), "reconstruction": entry.reconstruction, "residuals": inv.residuals})
         return rows
+
+
+@contextlib.contextmanager
+def _oom_guard(x: torch.Tensor):
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemory(oom_message(x)) from None
 
 
 def _quality(report: dict) -> dict:
@@ -262,17 +287,13 @@ def _progress(p):
 def _errors(fn):
     """User errors become a readable message in the UI (inputs are kept); OOM says what fits."""
 
+    @functools.wraps(fn)  # keeps the signature: gradio injects gr.Request / gr.Progress from it
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            raise gr.Error("The GPU ran out of memory. Try a smaller image (512 px or less) or fewer steps; the app keeps running.") from None
-        except USER_ERRORS as e:
+        except (*USER_ERRORS, OutOfMemory) as e:
             raise gr.Error(str(e)) from None
 
-    wrapped.__name__ = fn.__name__
-    wrapped.__doc__ = fn.__doc__
     return wrapped
 
 

@@ -1,0 +1,154 @@
+"""Bad input, fp16 NaN fallback, out-of-memory reporting, concurrent sessions."""
+
+import io
+import threading
+
+import pytest
+import torch
+from PIL import Image
+
+from inversion.images import ImageError, load_image
+from inversion.models import PromptError, load_model
+from inversion.pipeline import invert
+
+
+def test_huge_images_are_refused_before_decoding():
+    buf = io.BytesIO()
+    Image.new("L", (9000, 6000)).save(buf, format="PNG")  # 54 MP, a small file
+    with pytest.raises(ImageError, match="limit is 50 MP"):
+        load_image(buf.getvalue())
+
+
+def test_large_images_are_resized_to_the_model_cap(tiny_sd):
+    x = tiny_sd.prepare_image(Image.new("RGB", (3000, 1000), (10, 20, 30)))
+    assert max(x.shape[-2:]) == 64 and x.shape[-1] % 16 == 0 and x.shape[-2] % 16 == 0
+
+
+def test_over_long_prompts_explain_the_token_limit(tiny_sd, cat_image):
+    with pytest.raises(PromptError, match=r"at most 77.*shorten it by about \d+ tokens"):
+        invert(tiny_sd, cat_image, "a very " * 60 + "cat", "ddim", steps=2)
+
+
+def test_empty_source_prompt_is_the_unconditional_prompt(tiny_sd, cat_image):
+    inv = invert(tiny_sd, cat_image, "", "ddim", steps=2)
+    assert inv.prompt == ""
+
+
+class _NaNOnce(torch.nn.Module):
+    """Wraps a module; the first call in float16 returns NaN (the fp16 overflow failure)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.fired = inner, False
+
+    def forward(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs)
+        if not self.fired and next(self.inner.parameters()).dtype == torch.float16:
+            self.fired = True
+            out = (out[0] * float("nan"),) + tuple(out[1:]) if isinstance(out, tuple) else out * float("nan")
+        return out
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.inner, name)
+
+
+def test_fp16_nan_in_the_unet_falls_back_to_fp32():
+    m = load_model("tiny-sd")
+    m.unet_module.to(torch.float16)
+    m.text_encoder.to(torch.float16)
+    m.dtype = torch.float16
+    m.unet_module = _NaNOnce(m.unet_module)
+    eps = m.predict_noise(torch.randn(1, 4, 8, 8), 501, m.encode_prompt("a cat"))
+    assert torch.isfinite(eps).all() and m.unet_module.fired
+    assert m.dtype == torch.float32 and next(m.unet_module.inner.parameters()).dtype == torch.float32
+    assert any("float16" in w for w in m.warnings)
+
+
+def test_fp16_nan_in_the_vae_falls_back_to_fp32():
+    m = load_model("tiny-sd")
+    m.vae.to(torch.float16)
+    decode = m.vae.decode
+    state = {"fired": False}
+
+    def nan_decode(z, *a, **k):
+        out = decode(z, *a, **k)
+        if not state["fired"] and m.vae.dtype == torch.float16:
+            state["fired"] = True
+            out.sample = out.sample * float("nan")
+        return out
+
+    m.vae.decode = nan_decode
+    img = m.decode(torch.randn(1, 4, 8, 8))
+    assert torch.isfinite(img).all() and state["fired"] and m.vae.dtype == torch.float32
+    assert any("VAE" in w for w in m.warnings)
+
+
+def test_non_finite_output_in_float32_is_an_error_not_a_black_image():
+    from inversion.models import ModelError
+
+    m = load_model("tiny-sd")
+    m.unet_module = _NaNOnce(m.unet_module)
+    m.unet_module.fired = True  # never fires in fp32; poison the input instead
+    with pytest.raises(ModelError, match="NaN or inf"):
+        m.predict_noise(torch.full((1, 4, 8, 8), float("nan")), 501, m.encode_prompt("a cat"))
+
+
+def test_out_of_memory_reports_a_size_that_fits(monkeypatch, cat_image):
+    import app
+
+    engine = app.Engine("tiny-sd")
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(app, "invert", oom)
+    with pytest.raises(app.OutOfMemory, match=r"at 64x48 pixels\. Try a long side of 64 px or less"):
+        engine.inversion("s", Image.open(cat_image), "a cat", "ddim", 3, 0, 1.0, {})
+    monkeypatch.undo()
+    entry, cached = engine.inversion("s", Image.open(cat_image), "a cat", "ddim", 3, 0, 1.0, {})
+    assert not cached and entry.inversion.nfe == 3  # still serving
+    assert "768 px" in app.oom_message(torch.zeros(1, 3, 1024, 1100))
+
+
+def test_four_concurrent_sessions_get_their_own_results(cat_image, tmp_path):
+    """Through the app's queue on loopback: no cross-session cache, results equal to serial runs."""
+    import socket
+
+    import app
+    from gradio_client import Client, handle_file
+
+    engine = app.Engine("tiny-sd")
+    demo = app.build(engine)
+    demo.queue(default_concurrency_limit=1)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        jobs = [("a cat on grass", "a dog on grass"), ("a cat on grass", "a fox on grass"), ("a cat indoors", "a dog indoors"), ("a cat on grass", "a dog on grass")]
+        results = [None] * len(jobs)
+
+        def run(i):
+            c = Client(url, verbose=False)
+            src, tgt = jobs[i]
+            results[i] = c.predict(handle_file(str(cat_image)), src, tgt, "rnri", "p2p", 4, 0, 1.0, 7.5, "{}", "{}", api_name="/edit")
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert all(r is not None for r in results)
+        for (edited, _, metrics), (src, tgt) in zip(results, jobs):
+            assert not metrics["inversion_cached"] and metrics["inversion_nfe"] == 8  # never another session's
+        # sessions 0 and 3 asked the same thing: identical images; 0 and 1 differ only in the target
+        same = [Image.open(results[i][0]).tobytes() for i in (0, 3, 1)]
+        assert same[0] == same[1] and same[0] != same[2]
+        assert len(engine.cache.sessions) == 4 and engine.cache.nbytes() < app.CACHE_BYTES_PER_SESSION * 4
+    finally:
+        demo.close()
