@@ -16,7 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from inversion.cli import USER_ERRORS, StderrProgress, emit, parse_params
+from inversion.benchmark import calls_recorded, speed_fields, warm_up
+from inversion.cli import USER_ERRORS, StderrProgress, emit, parse_params, print_table
 from inversion.images import ImageError
 from inversion.metrics import psnr, ssim
 from inversion.models import MODELS, load_model
@@ -75,6 +76,32 @@ def cmd_edit(a) -> None:
     emit(result, a.json)
 
 
+def cmd_bench(a) -> None:
+    """Each editor on one inversion: NFE, seconds, time per NFE and overhead vs its UNet calls."""
+    model = load_model(a.model, device=a.device)
+    x = input_tensor(model, a.image, a.size, a.seed)
+    names = a.editors.split(",") if a.editors else list(EDITORS)
+    for n in names:
+        validate_edit(model, a.source_prompt, a.target_prompt, n)
+    warm_up(model, x, a.source_prompt)
+    with calls_recorded(model) as calls:
+        inv = invert(model, x, a.source_prompt, a.inverter, a.steps, None, "", a.seed, **parse_params(a.inverter_param))
+    inv_speed = speed_fields(inv.seconds, inv.nfe, calls)
+    rows = []
+    for n in names:
+        with calls_recorded(model) as calls:
+            out = edit(model, inv, a.target_prompt, n)
+        rows.append({
+            "model": a.model, "inverter": inv.inverter, "editor": n, "steps": inv.num_steps,
+            "inversion_nfe": inv.nfe, "inversion_seconds": inv.seconds, "inversion_overhead": inv_speed["overhead"],
+            "nfe": out.nfe, "seconds": out.seconds, **speed_fields(out.seconds, out.nfe, calls),
+            "total_seconds": inv.seconds + out.seconds,
+        })
+    if not a.json:
+        print_table(rows, ["model", "inverter", "editor", "steps", "inversion_nfe", "inversion_seconds", "inversion_overhead", "nfe", "seconds", "time_per_nfe", "overhead", "total_seconds"])
+    emit(rows, a.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m editing", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -99,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.add_argument("--json", action="store_true")
     e.add_argument("--quiet", action="store_true")
+    b = sub.add_parser("bench", help="every editor on one inversion: NFE, seconds, overhead")
+    b.add_argument("--model", required=True)
+    b.add_argument("--inverter", default="ddim")
+    b.add_argument("--editors", default=None, help="comma-separated (default: all)")
+    b.add_argument("--image", default=str(Path(__file__).resolve().parents[1] / "assets" / "chelsea.jpg"))
+    b.add_argument("--source-prompt", default="a photo of a cat")
+    b.add_argument("--target-prompt", default="a photo of a dog")
+    b.add_argument("--steps", type=int, default=None)
+    b.add_argument("--size", type=int, default=None)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--inverter-param", action="append", metavar="NAME=VALUE")
+    b.add_argument("--device", default=None)
+    b.add_argument("--json", action="store_true")
     sub.add_parser("editors", help="list the editors and their parameters")
     return p
 
@@ -110,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             if a.image is None and a.model != "oracle" and a.inversion is None:
                 raise ImageError("--image is required")
             cmd_edit(a)
+        elif a.cmd == "bench":
+            cmd_bench(a)
         else:
             for ed in EDITORS.values():
                 print(f"{ed.name:10s} {ed.paper}")

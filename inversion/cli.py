@@ -18,6 +18,7 @@ import os
 import sys
 from pathlib import Path
 
+from .benchmark import calls_recorded, speed_fields, warm_up
 from .images import ImageError
 from .inverters import INVERTERS, ParameterError, get_inverter
 from .models import MODELS, Cascade, ModelError, PromptError, load_model
@@ -110,6 +111,7 @@ def cmd_bench(a) -> None:
     images = bench_images(a)
     rows = []
     progress = StderrProgress(not a.quiet)
+    warm_up(model, input_tensor(model, images[0], a.size, seed=0), a.prompt)
     for name in names:
         inv_cls = get_inverter(name)
         if inv_cls.needs_cascade and not isinstance(model, Cascade):
@@ -120,8 +122,10 @@ def cmd_bench(a) -> None:
         per_image = []
         for i, img in enumerate(images):
             x = input_tensor(model, img, a.size, seed=i)
-            inv = invert(model, x, a.prompt, name, a.steps, a.guidance, "", seed=i, **parse_params(a.param))
+            with calls_recorded(model) as calls:
+                inv = invert(model, x, a.prompt, name, a.steps, a.guidance, "", seed=i, **parse_params(a.param))
             report, _ = evaluate(model, x, inv)
+            report.update(speed_fields(inv.seconds, inv.nfe, calls))
             per_image.append(report)
         progress(len(rows) + 1, len(names), "bench")
         rows.append(average(per_image, len(images)))
@@ -143,8 +147,8 @@ def average(reports: list[dict], count: int) -> dict:
     return out
 
 
-def print_table(rows: list[dict]) -> None:
-    cols = ["model", "inverter", "steps", "nfe", "seconds", "psnr", "ssim", "latent_psnr", "vae_psnr", "lpips"]
+def print_table(rows: list[dict], cols: list[str] | None = None) -> None:
+    cols = cols or ["model", "inverter", "steps", "nfe", "seconds", "time_per_nfe", "overhead", "psnr", "ssim", "latent_psnr", "vae_psnr", "lpips"]
 
     def fmt(v):
         if v is None:

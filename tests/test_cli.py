@@ -40,8 +40,8 @@ def test_bench_prints_one_row_per_inverter(capsys):
         if INVERTERS[r["inverter"]].needs_cascade:
             assert "cascade" in r["skipped"]
             continue
-        assert CONTRACT | {"vae_psnr"} <= set(r)
-        assert r["images"] == 2 and isinstance(r["nfe"], int)
+        assert CONTRACT | {"vae_psnr", "time_per_nfe", "overhead"} <= set(r)
+        assert r["images"] == 2 and isinstance(r["nfe"], int) and r["overhead"] > 0
 
 
 def test_bench_over_an_image_folder(capsys, tmp_path, cat_image):
@@ -102,3 +102,13 @@ def test_edit_cli_user_errors(capsys, cat_image):
                   ["--target-prompt", "a dog", "--param", "cross_replace=2"]):
         assert edit_main(base + extra) == 2
         assert capsys.readouterr().err.startswith("error: ")  # fails before any inversion (no progress line)
+
+
+def test_editing_bench_reports_overhead_per_editor(capsys):
+    from editing.cli import main as edit_main
+
+    assert edit_main(["bench", "--model", "tiny-sd", "--inverter", "ddim", "--steps", "3", "--json"]) == 0
+    rows = _last_json(capsys)
+    assert [r["editor"] for r in rows] == ["p2p", "masactrl", "diffedit"]
+    for r in rows:
+        assert r["nfe"] > 0 and r["unet_seconds"] > 0 and r["overhead"] > 0 and r["inversion_nfe"] == 3
