@@ -1,0 +1,117 @@
+"""GPU timing of inversion + edit at 512x512 on LCM-Dreamshaper-sized networks.
+
+Random weights are enough for timing: the UNet has SD-1.5's shape with LCM's
+w-embedding (time_cond_proj_dim 256), the VAE and a 12-layer CLIP text encoder
+have SD's sizes. Reports per configuration: one UNet call (batch 1 and 2),
+inversion and edit wall time, NFE, and the overhead ratio against the UNet
+calls alone. Targets (issue): inversion <= 0.3 s and inversion + edit <= 1 s
+on an H100 in fp16.
+
+    python benchmarks/gpu_bench.py --inverter rnri --editor p2p --steps 4 [--compile] [--json out.json]
+    python benchmarks/gpu_bench.py --tiny --device cpu   # smoke test of the script itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffusers import AutoencoderKL, DDIMScheduler, LCMScheduler, UNet2DConditionModel  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
+
+from editing import edit  # noqa: E402
+from inversion.benchmark import calls_recorded, speed_fields  # noqa: E402
+from inversion.models.tiny import SD_SCHEDULER, tiny_sd  # noqa: E402
+from inversion.models.tokenizers import build_clip_tokenizer  # noqa: E402
+from inversion.models.unet_model import UNetModel, final_alpha, scheduler_timestep_fn  # noqa: E402
+from inversion.pipeline import invert  # noqa: E402
+
+
+def lcm_sized(device: str, dtype: torch.dtype) -> UNetModel:
+    torch.manual_seed(0)
+    tok = build_clip_tokenizer()
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                                        max_position_embeddings=77, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, time_cond_proj_dim=256)  # SD-1.5 defaults
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4)
+    for m in (text, unet, vae):
+        m.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    sched = LCMScheduler.from_config(DDIMScheduler(**SD_SCHEDULER).config)
+    return UNetModel(
+        name="lcm-sized", family="lcm", sampler_kind="lcm", alphas_cumprod=sched.alphas_cumprod.double(), final_alpha=final_alpha(sched),
+        timestep_fn=scheduler_timestep_fn(sched), device=torch.device(device), dtype=dtype, latent_channels=4, default_steps=4,
+        default_guidance=8.5, default_edit_guidance=8.5, uses_cfg=False, image_size=512, size_multiple=64,
+        unet_module=unet, text_encoder=text, tokenizer=tok, vae=vae, scaling_factor=0.18215,
+    )
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeats: int):
+    fn()  # warm-up (and compilation)
+    times, out = [], None
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default=None, help="float16 (default on CUDA) or float32")
+    ap.add_argument("--inverter", default="rnri")
+    ap.add_argument("--editor", default="p2p")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the UNet (inversion path)")
+    ap.add_argument("--tiny", action="store_true", help="tiny random model instead (smoke test)")
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    dtype = getattr(torch, a.dtype) if a.dtype else (torch.float16 if a.device.startswith("cuda") else torch.float32)
+    model = tiny_sd(lcm=True, device=a.device) if a.tiny else lcm_sized(a.device, dtype)
+    if a.compile:
+        model.unet_module = torch.compile(model.unet_module, mode="max-autotune-no-cudagraphs", fullgraph=False)
+    size = 64 if a.tiny else a.size
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(a.device) * 2 - 1
+    prompt, target = "a photo of a cat sitting on a sofa", "a photo of a dog sitting on a sofa"
+    report = {"device": torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device, "dtype": str(dtype), "compile": a.compile,
+              "size": size, "steps": a.steps, "inverter": a.inverter, "editor": a.editor}
+    for batch in (1, 2):
+        cond = model.encode_prompt([prompt] * batch)
+        z = torch.randn(batch, 4, size // 8, size // 8, device=a.device)
+        report[f"unet_call_b{batch}_s"], _ = timed(lambda: model.predict_noise(z, 500, cond), a.device, a.repeats)
+    inv_s, inv = timed(lambda: invert(model, x, prompt, a.inverter, a.steps), a.device, a.repeats)
+    edit_s, out = timed(lambda: edit(model, inv, target, a.editor), a.device, a.repeats)
+    with calls_recorded(model) as calls:
+        inv = invert(model, x, prompt, a.inverter, a.steps)
+    report.update(inversion_s=inv_s, inversion_nfe=inv.nfe, inversion_overhead=speed_fields(inv_s, inv.nfe, calls)["overhead"])
+    with calls_recorded(model) as calls:
+        out = edit(model, inv, target, a.editor)
+    report.update(edit_s=edit_s, edit_nfe=out.nfe, edit_overhead=speed_fields(edit_s, out.nfe, calls)["overhead"], total_s=inv_s + edit_s)
+    if a.device.startswith("cuda"):
+        report["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    for k, v in report.items():
+        print(f"{k:22s} {v:.4f}" if isinstance(v, float) else f"{k:22s} {v}")
+    if a.json:
+        a.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

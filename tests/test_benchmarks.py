@@ -1,0 +1,41 @@
+"""The benchmark scripts run (their numbers are measured elsewhere, never asserted on time)."""
+
+import csv
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+from conftest import ROOT
+
+
+def test_folder_evaluation_writes_rows_and_a_summary(tmp_path, cat_image):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import eval_folder
+
+    d = tmp_path / "images"
+    d.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.open(cat_image).save(d / name)
+    (d / "b.txt").write_text("a cat on a sofa\na dog on a sofa\n")
+    (d / "broken.png").write_bytes(b"not an image")
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"a.png": {"source": "a cat", "target": "a dog"}}))
+    out = tmp_path / "r.csv"
+    result = eval_folder.main(["--model", "tiny-sd", "--images", str(d), "--inverters", "ddim,rnri", "--editor", "p2p",
+                               "--steps", "3", "--prompts", str(prompts), "--out", str(out)])
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 6 and {r["image"] for r in rows} == {"a.png", "b.png", "broken.png"}
+    assert all(r["error"] for r in rows if r["image"] == "broken.png")
+    assert all(float(r["psnr"]) and float(r["edit_psnr"]) for r in rows if r["image"] != "broken.png")
+    assert [s["inverter"] for s in result] == ["ddim", "rnri"] and all(s["images"] == 2 and s["errors"] == 1 for s in result)
+
+
+def test_gpu_benchmark_script_smoke_runs_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--tiny", "--device", "cpu", "--repeats", "1", "--json", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(out.read_text())
+    assert r["inversion_nfe"] == 12 and r["edit_nfe"] == 4 and r["inversion_overhead"] > 0
