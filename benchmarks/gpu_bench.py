@@ -49,7 +49,7 @@ def lcm_sized(device: str, dtype: torch.dtype) -> UNetModel:
     return UNetModel(
         name="lcm-sized", family="lcm", sampler_kind="lcm", alphas_cumprod=sched.alphas_cumprod.double(), final_alpha=final_alpha(sched),
         timestep_fn=scheduler_timestep_fn(sched), device=torch.device(device), dtype=dtype, latent_channels=4, default_steps=4,
-        default_guidance=8.5, default_edit_guidance=8.5, uses_cfg=False, image_size=512, size_multiple=64,
+        default_guidance=8.5, default_edit_guidance=8.5, uses_cfg=False, image_size=512, size_multiple=64, latent_scale=8,
         unet_module=unet, text_encoder=text, tokenizer=tok, vae=vae, scaling_factor=0.18215,
     )
 

@@ -25,7 +25,7 @@ from .models.base import DiffusionModel
 from .models.cascade import Cascade
 from .models.oracle import OracleModel
 from .result import CascadeInversion, Inversion
-from .sampling import reconstruct_latent
+from .sampling import reconstruct_latent, sample
 
 PSNR_CAP = 100.0  # identical images have infinite PSNR; JSON gets this cap instead
 
@@ -114,6 +114,28 @@ def reconstruct(model: DiffusionModel | Cascade, inv: Inversion | CascadeInversi
     if isinstance(inv, CascadeInversion):
         raise IncompatibleChoice(f"{model.name} has a single stage; this inversion is of a cascade")
     return model.decode(reconstruct_latent(model, inv, progress=progress))
+
+
+@torch.no_grad()
+def generate(model: DiffusionModel | Cascade, prompts: list[str], steps: int | None = None, guidance: float | None = None, seed: int = 0, size: int | None = None) -> torch.Tensor:
+    """Text-to-image samples (B, 3, H, W) in [-1, 1]: every stage from seeded noise (SR stages
+    conditioned on the stage before, with unguided SR as in the cascade's inversions)."""
+    stages = model.stages if isinstance(model, Cascade) else [model]
+    g = torch.Generator().manual_seed(seed)
+    image = None
+    for s, stage in enumerate(stages):
+        side = stage.image_size if (s > 0 or size is None) else size
+        cond = stage.encode_prompt(list(prompts), guidance=guidance if s == 0 else None)
+        if s > 0:
+            cond = cond.with_image(*model.sr_condition(s, image, torch.randn((len(prompts), 3, side, side), generator=g)))
+        sampler = stage.sampler(steps or stage.default_steps)
+        lat = side // stage.latent_scale
+        z = torch.randn((len(prompts), stage.latent_channels, lat, lat), generator=g)
+        noises = torch.randn((sampler.num_steps, *z.shape), generator=g) if sampler.stochastic else None
+        if noises is not None:
+            noises[-1] = 0  # the last LCM step takes no noise
+        image = stage.decode(sample(stage, z, cond, sampler, noises))
+    return image
 
 
 def _cap(v: float | None) -> float | None:

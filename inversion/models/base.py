@@ -103,6 +103,7 @@ class DiffusionModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     latent_channels: int = 4
+    latent_scale: int = 1  # image pixels per latent pixel (8 for SD's VAE)
     default_steps: int = 50
     default_guidance: float = 1.0  # guidance used for inversion and the source branch
     default_edit_guidance: float = 7.5  # guidance of an edit's target branch

@@ -67,6 +67,7 @@ def _sd_bundle(name, pipe, sched, *, lcm: bool, device, dtype, description) -> U
         device=device,
         dtype=dtype,
         latent_channels=4,
+        latent_scale=8,
         default_steps=4 if lcm else 50,
         default_guidance=8.5 if distilled else 1.0,
         default_edit_guidance=8.5 if distilled else (1.5 if lcm else 7.5),

@@ -100,6 +100,7 @@ def tiny_sd(lcm: bool = False, device: str = "cpu", seed: int = 0) -> UNetModel:
         timestep_fn=scheduler_timestep_fn(sched),
         device=torch.device(device),
         latent_channels=4,
+        latent_scale=8,
         default_steps=4 if lcm else 50,
         default_guidance=8.0 if lcm else 1.0,
         default_edit_guidance=8.0 if lcm else 7.5,

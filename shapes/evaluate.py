@@ -1,0 +1,187 @@
+"""Measure the `shapes` model with the judge: generation, inversion, editing.
+
+    python -m shapes.evaluate                 # the full run behind the README's tables (~tens of minutes on 2 cores)
+    python -m shapes.evaluate --quick         # a few scenes, for a quick look
+
+- Generation: held-out captions (colour, shape, background triples never seen in
+  training), one shape each; the judge checks the asked colour and shape.
+- Inversion: every inverter's reconstruction PSNR on generated scenes and on
+  held-out dataset scenes, beside the codec bound (identity for a pixel model).
+- Editing, on held-out single-shape dataset scenes, for every inverter:
+  p2p colour change (target colour reached, shape kept, mask IoU >= 0.8 with the
+  original object), masactrl shape change (target shape reached, colour kept),
+  diffedit colour change (as p2p) and its mask's IoU against the true mask.
+Writes JSON (numbers) and prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from editing import edit
+from inversion import generate, invert, load_model
+from inversion.metrics import psnr, ssim
+from inversion.pipeline import evaluate
+
+from .judge import find_objects, has, mask_iou
+from .scenes import COLOURS, SHAPES, Scene, render, scenes
+
+OUT = Path(__file__).resolve().parents[1] / "assets" / "shapes" / "eval.json"
+IOU_KEPT = 0.8
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(img).permute(2, 0, 1).float().unsqueeze(0) / 127.5 - 1
+
+
+def eval_generation(model, count: int, guidances, steps: int, seed: int = 11) -> dict:
+    items = scenes(seed, count, held_out=True, single_shape=True)
+    out = {}
+    for g in guidances:
+        ok = colour = shape = 0
+        for i in range(0, count, 16):
+            batch = items[i : i + 16]
+            imgs = to_uint8(generate(model, [s.caption for s in batch], steps=steps, guidance=g, seed=seed + i))
+            for img, s in zip(imgs, batch):
+                want = s.shapes[0]
+                objs, _ = find_objects(img)
+                ok += has(img, want.colour, want.kind)
+                colour += any(o.colour == want.colour for o in objs)
+                shape += any(o.shape == want.kind for o in objs)
+        out[str(g)] = {"colour_and_shape": ok / count, "colour": colour / count, "shape": shape / count, "samples": count}
+        print(f"generation guidance {g}: colour+shape {ok / count:.3f} (colour {colour / count:.3f}, shape {shape / count:.3f}) over {count}", flush=True)
+    return out
+
+
+def eval_inversion(model, inverters, count: int, steps: int, guidance: float, seed: int = 23) -> list[dict]:
+    data = scenes(seed, count, held_out=True)
+    gen_scenes = scenes(seed + 1, count, held_out=True, single_shape=True)
+    generated = to_uint8(generate(model, [s.caption for s in gen_scenes], steps=50, guidance=guidance, seed=seed))
+    sets = {"generated": [(to_tensor(img), s.caption) for img, s in zip(generated, gen_scenes)],
+            "dataset": [(to_tensor(render(s, 64)[0]), s.caption) for s in data]}
+    rows = []
+    for name in inverters:
+        row = {"inverter": name, "steps": steps}
+        for label, items in sets.items():
+            ps, ss, nfe, secs, base = [], [], [], [], []
+            for x, caption in items:
+                inv = invert(model, x, caption, name, steps)
+                r, _ = evaluate(model, x, inv)
+                ps.append(r["psnr"]), ss.append(r["ssim"]), nfe.append(r["nfe"]), secs.append(r["seconds"])
+                base.append(r["stages"][0]["latent_psnr"])
+            row.update({f"psnr_{label}": float(np.mean(ps)), f"ssim_{label}": float(np.mean(ss)), f"base_psnr_{label}": float(np.mean(base))})
+            row["nfe"], row["seconds"] = float(np.mean(nfe)), float(np.mean(secs))
+        row["codec_bound"] = "identity (pixel model)"
+        rows.append(row)
+        print(f"inversion {name}: {row}", flush=True)
+    return rows
+
+
+def _colour_target(s: Scene) -> str:
+    names = list(COLOURS)
+    src = s.shapes[0].colour
+    start = names.index(src)
+    return next(c for c in names[start + 1 :] + names[:start] if c not in s.background and c != src)
+
+
+def _shape_target(s: Scene) -> str:
+    i = SHAPES.index(s.shapes[0].kind)
+    return SHAPES[(i + 1) % len(SHAPES)]
+
+
+def eval_editing(model, inverters, editors, count: int, steps: int, seed: int = 37) -> list[dict]:
+    items = scenes(seed, count, held_out=True, single_shape=True)
+    prepared = [(s, *render(s, 64)) for s in items]
+    rows = []
+    for inv_name in inverters:
+        stats = {e: {"success": 0, "iou": [], "mask_iou": []} for e in editors}
+        start = time.perf_counter()
+        for s, img, masks in prepared:
+            x, true_mask = to_tensor(img), masks[0]
+            inv = invert(model, x, s.caption, inv_name, steps)
+            src = s.shapes[0]
+            for ed in editors:
+                if ed == "masactrl":
+                    want_colour, want_shape = src.colour, _shape_target(s)
+                    target = s.caption.replace(f"{src.colour} {src.kind}", f"{src.colour} {want_shape}", 1)
+                else:
+                    want_colour, want_shape = _colour_target(s), src.kind
+                    target = s.caption.replace(f"{src.colour} {src.kind}", f"{want_colour} {src.kind}", 1)
+                out = edit(model, inv, target, ed)
+                objs, _ = find_objects(to_uint8(out.image)[0])
+                hit = [o for o in objs if o.colour == want_colour and o.shape == want_shape]
+                iou = max((mask_iou(o.mask, true_mask) for o in hit), default=0.0)
+                ok = bool(hit) and (iou >= IOU_KEPT if ed != "masactrl" else True)
+                stats[ed]["success"] += ok
+                stats[ed]["iou"].append(iou)
+                if out.mask is not None and ed == "diffedit":
+                    m = F.interpolate(out.mask.float(), size=true_mask.shape, mode="nearest")[0, 0].cpu().numpy() > 0.5
+                    stats[ed]["mask_iou"].append(mask_iou(m, true_mask))
+        for ed in editors:
+            st = stats[ed]
+            row = {"inverter": inv_name, "editor": ed, "scenes": count, "success": st["success"] / count, "mean_object_iou": float(np.mean(st["iou"]))}
+            if st["mask_iou"]:
+                row["mask_iou"] = float(np.mean(st["mask_iou"]))
+                row["mask_iou_at_least_0.5"] = float(np.mean(np.array(st["mask_iou"]) >= 0.5))
+            rows.append(row)
+            print(f"editing {inv_name} {ed}: {row}", flush=True)
+        print(f"  ({time.perf_counter() - start:.0f} s)", flush=True)
+    return rows
+
+
+def markdown(results: dict) -> str:
+    lines = ["Generation (held-out captions, judge at 64 px):", "", "| guidance | colour and shape | colour | shape |", "|---|---|---|---|"]
+    for g, r in results["generation"].items():
+        lines.append(f"| {g} | {r['colour_and_shape']:.1%} | {r['colour']:.1%} | {r['shape']:.1%} |")
+    lines += ["", "Inversion (PSNR in dB at 64 px; codec bound: identity):", "", "| inverter | NFE | seconds | PSNR generated | PSNR dataset | SSIM dataset |", "|---|---|---|---|---|---|"]
+    for r in results["inversion"]:
+        lines.append(f"| {r['inverter']} | {r['nfe']:.0f} | {r['seconds']:.2f} | {r['psnr_generated']:.2f} | {r['psnr_dataset']:.2f} | {r['ssim_dataset']:.3f} |")
+    lines += ["", "Editing success (held-out scenes):", "", "| inverter | p2p colour | masactrl shape | diffedit colour | diffedit mask IoU |", "|---|---|---|---|---|"]
+    by = {(r["inverter"], r["editor"]): r for r in results["editing"]}
+    for inv in dict.fromkeys(r["inverter"] for r in results["editing"]):
+        p, m, d = by.get((inv, "p2p")), by.get((inv, "masactrl")), by.get((inv, "diffedit"))
+        lines.append(f"| {inv} | {p['success']:.0%} | {m['success']:.0%} | {d['success']:.0%} | {d.get('mask_iou', float('nan')):.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: generation,inversion,editing")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    model = load_model("shapes")
+    n_gen, n_inv, n_edit = (32, 4, 6) if a.quick else (200, 20, 50)
+    inverters = ["ddim", "easyinv", "rnri", "renoise", "fixed-point", "iterinv"]
+    skip = set(filter(None, a.skip.split(",")))
+    results = {"steps": a.steps, "machine": "2 CPU cores, no GPU"}
+    start = time.perf_counter()
+    with torch.no_grad():
+        if "generation" not in skip:
+            results["generation"] = eval_generation(model, n_gen, (1.0, 3.0, 5.0), steps=50)
+        if "inversion" not in skip:
+            results["inversion"] = eval_inversion(model, inverters, n_inv, a.steps, guidance=3.0)
+        if "editing" not in skip:
+            results["editing"] = eval_editing(model, inverters, ["p2p", "masactrl", "diffedit"], n_edit, a.steps)
+    results["seconds"] = time.perf_counter() - start
+    if not a.quick:
+        a.out.write_text(json.dumps(results, indent=1))
+    if not skip:
+        print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
