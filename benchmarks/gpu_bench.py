@@ -25,21 +25,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffusers import AutoencoderKL, DDIMScheduler, LCMScheduler, UNet2DConditionModel  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
 
 from editing import edit  # noqa: E402
 from inversion.benchmark import calls_recorded, speed_fields  # noqa: E402
 from inversion.models.tiny import SD_SCHEDULER, tiny_sd  # noqa: E402
-from inversion.models.tokenizers import build_clip_tokenizer  # noqa: E402
-from inversion.models.unet_model import UNetModel, final_alpha, scheduler_timestep_fn  # noqa: E402
+from inversion.models.tokenizers import build_clip_tokenizer, clip_text_encoder  # noqa: E402
+from inversion.models.unet_model import UNetModel, schedule_fields  # noqa: E402
 from inversion.pipeline import invert  # noqa: E402
 
 
 def lcm_sized(device: str, dtype: torch.dtype) -> UNetModel:
     torch.manual_seed(0)
     tok = build_clip_tokenizer()
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-                                        max_position_embeddings=77, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    text = clip_text_encoder(tok, hidden=768, intermediate=3072, heads=12, layers=12)
     unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, time_cond_proj_dim=256)  # SD-1.5 defaults
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                         up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4)
@@ -47,8 +45,7 @@ def lcm_sized(device: str, dtype: torch.dtype) -> UNetModel:
         m.to(device=device, dtype=dtype).eval().requires_grad_(False)
     sched = LCMScheduler.from_config(DDIMScheduler(**SD_SCHEDULER).config)
     return UNetModel(
-        name="lcm-sized", family="lcm", sampler_kind="lcm", alphas_cumprod=sched.alphas_cumprod.double(), final_alpha=final_alpha(sched),
-        timestep_fn=scheduler_timestep_fn(sched), device=torch.device(device), dtype=dtype, latent_channels=4, default_steps=4,
+        name="lcm-sized", family="lcm", sampler_kind="lcm", **schedule_fields(sched), device=torch.device(device), dtype=dtype, latent_channels=4, default_steps=4,
         default_guidance=8.5, default_edit_guidance=8.5, uses_cfg=False, image_size=512, size_multiple=64, latent_scale=8,
         unet_module=unet, text_encoder=text, tokenizer=tok, vae=vae, scaling_factor=0.18215,
     )

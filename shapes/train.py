@@ -76,7 +76,7 @@ class Trainer:
         self.sqrt_1ma = (1 - alphas).sqrt()
         if stage == "base":
             self.unet = arch.base_unet()
-            self.text = arch.text_encoder(len(self.tok))
+            self.text = arch.text_encoder(self.tok)
             params = list(self.unet.parameters()) + list(self.text.parameters())
         else:
             self.unet = arch.sr_unet()

@@ -11,7 +11,7 @@ import torch
 
 from .base import ModelError
 from .cascade import Cascade
-from .unet_model import UNetModel, final_alpha, scheduler_timestep_fn
+from .unet_model import UNetModel, schedule_fields
 
 REPOS = {
     "lcm-dreamshaper-v7": "SimianLuo/LCM_Dreamshaper_v7",
@@ -61,9 +61,7 @@ def _sd_bundle(name, pipe, sched, *, lcm: bool, device, dtype, description) -> U
         name=name,
         family="lcm" if lcm else "sd",
         sampler_kind="lcm" if lcm else "ddim",
-        alphas_cumprod=sched.alphas_cumprod.double(),
-        final_alpha=final_alpha(sched),
-        timestep_fn=scheduler_timestep_fn(sched),
+        **schedule_fields(sched),
         device=device,
         dtype=dtype,
         latent_channels=4,
@@ -132,9 +130,7 @@ def load_deepfloyd_if(device=None, dtype=None) -> Cascade:
                 name="deepfloyd-if" if size == 64 else "deepfloyd-if-sr",
                 family="if",
                 sampler_kind="ddim",
-                alphas_cumprod=sched.alphas_cumprod.double(),
-                final_alpha=final_alpha(sched),
-                timestep_fn=scheduler_timestep_fn(sched),
+                **schedule_fields(sched),
                 device=device,
                 dtype=dtype,
                 latent_channels=3,

@@ -28,7 +28,7 @@ from PIL import Image
 
 from .base import Conditioning, DiffusionModel
 from .tiny import SD_SCHEDULER
-from .unet_model import final_alpha, scheduler_timestep_fn
+from .unet_model import schedule_fields
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 COMPONENTS = {"astronaut": "astronaut.jpg", "coffee": "coffee.jpg", "cat": "chelsea.jpg", "rocket": "rocket.jpg", "camera": "camera.jpg"}
@@ -105,9 +105,7 @@ def oracle(device: str = "cpu", variance: float = 0.05) -> OracleModel:
         name="oracle",
         family="oracle",
         sampler_kind="ddim",
-        alphas_cumprod=sched.alphas_cumprod.double(),
-        final_alpha=final_alpha(sched),
-        timestep_fn=scheduler_timestep_fn(sched),
+        **schedule_fields(sched),
         device=torch.device(device),
         latent_channels=3,
         default_steps=50,

@@ -13,7 +13,7 @@ from . import shapes_arch as arch
 from .base import ModelError
 from .cascade import Cascade
 from .tokenizers import MAX_LENGTH
-from .unet_model import UNetModel, final_alpha, scheduler_timestep_fn
+from .unet_model import UNetModel, schedule_fields
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "shapes" / "shapes.safetensors"
 
@@ -28,7 +28,7 @@ def shapes(device: str = "cpu") -> Cascade:
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v.float() for k, v in raw.items() if k.startswith(prefix)}
 
-    text = arch.text_encoder(len(tok))
+    text = arch.text_encoder(tok)
     text.load_state_dict(part("base.text."))
     base, sr = arch.base_unet(), arch.sr_unet()
     base.load_state_dict(part("base.unet."))
@@ -41,9 +41,7 @@ def shapes(device: str = "cpu") -> Cascade:
                 name=name,
                 family="shapes",
                 sampler_kind="ddim",
-                alphas_cumprod=sched.alphas_cumprod.double(),
-                final_alpha=final_alpha(sched),
-                timestep_fn=scheduler_timestep_fn(sched),
+                **schedule_fields(sched),
                 device=torch.device(device),
                 latent_channels=3,
                 default_steps=20,

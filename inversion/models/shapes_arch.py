@@ -13,9 +13,9 @@ low-res image, and the augmentation level enters as a class embedding.
 from __future__ import annotations
 
 from diffusers import DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextModel
 
-from .tokenizers import build_clip_tokenizer
+from .tokenizers import clip_text_encoder
 
 BASE_SIZE = 32
 SR_SIZE = 64
@@ -37,21 +37,8 @@ def scheduler() -> DDIMScheduler:
     return DDIMScheduler(**SCHEDULER_CONFIG)
 
 
-def text_encoder(vocab_size: int) -> CLIPTextModel:
-    tok = build_clip_tokenizer()
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=TEXT_DIM,
-            intermediate_size=128,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-    )
+def text_encoder(tok) -> CLIPTextModel:
+    return clip_text_encoder(tok, hidden=TEXT_DIM, intermediate=128, heads=4, layers=2)
 
 
 def base_unet() -> UNet2DConditionModel:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, LCMScheduler, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnAddedKVProcessor
-from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+from transformers import T5Config, T5EncoderModel
 
 from .cascade import Cascade
-from .tokenizers import build_clip_tokenizer, build_t5_tokenizer
-from .unet_model import UNetModel, final_alpha, scheduler_timestep_fn
+from .tokenizers import build_clip_tokenizer, build_t5_tokenizer, clip_text_encoder
+from .unet_model import UNetModel, schedule_fields
 
 SD_SCHEDULER = dict(
     num_train_timesteps=1000,
@@ -31,22 +31,6 @@ IF_SCHEDULER = dict(
     set_alpha_to_one=False,
     steps_offset=1,
 )
-
-
-def _clip_text(tok) -> CLIPTextModel:
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-    )
 
 
 def _sd_unet(time_cond_proj_dim: int | None = None) -> UNet2DConditionModel:
@@ -84,7 +68,7 @@ def tiny_sd(lcm: bool = False, device: str = "cpu", seed: int = 0) -> UNetModel:
     """SD-1.x-shaped: 64 px images, 8x8x4 latents, CLIP text encoder, DDIM (or LCM)."""
     torch.manual_seed(seed)
     tok = build_clip_tokenizer()
-    text = _clip_text(tok)
+    text = clip_text_encoder(tok, hidden=32, intermediate=37, heads=4, layers=2)
     unet = _sd_unet(time_cond_proj_dim=32 if lcm else None)
     vae = _vae()
     _eval(text, unet, vae)
@@ -95,9 +79,7 @@ def tiny_sd(lcm: bool = False, device: str = "cpu", seed: int = 0) -> UNetModel:
         name=name,
         family="lcm" if lcm else "sd",
         sampler_kind="lcm" if lcm else "ddim",
-        alphas_cumprod=sched.alphas_cumprod.double(),
-        final_alpha=final_alpha(sched),
-        timestep_fn=scheduler_timestep_fn(sched),
+        **schedule_fields(sched),
         device=torch.device(device),
         latent_channels=4,
         latent_scale=8,
@@ -159,9 +141,7 @@ def tiny_if(device: str = "cpu", seed: int = 0) -> Cascade:
                 name="tiny-if" + ("-sr" if sr else ""),
                 family="if",
                 sampler_kind="ddim",
-                alphas_cumprod=sched.alphas_cumprod.double(),
-                final_alpha=final_alpha(sched),
-                timestep_fn=scheduler_timestep_fn(sched),
+                **schedule_fields(sched),
                 device=torch.device(device),
                 latent_channels=3,
                 default_steps=50,

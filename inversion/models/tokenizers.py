@@ -1,4 +1,4 @@
-"""Tokenizers built in code, so offline models need no downloaded vocabulary.
+"""Tokenizers (and small text encoders) built in code, so offline models need no download.
 
 Real models load their own tokenizers from the hub. The tiny and `shapes` models
 use a CLIP-style byte-level BPE whose merges are learned here by a small,
@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 from functools import lru_cache
 
-from transformers import CLIPTokenizer, T5Tokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Tokenizer
 
 MAX_LENGTH = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -105,3 +105,20 @@ def build_t5_tokenizer(words: tuple[str, ...] = tuple(WORDS)) -> T5Tokenizer:
     singles = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'-:;()"
     pieces += [(c, -5.0) for c in singles] + [("\u2581" + c, -4.0) for c in singles]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=MAX_LENGTH)
+
+
+def clip_text_encoder(tok: CLIPTokenizer, hidden: int, intermediate: int, heads: int, layers: int) -> CLIPTextModel:
+    """A randomly initialised CLIP text encoder sized for `tok` (77 positions, its special tokens)."""
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tok),
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_attention_heads=heads,
+            num_hidden_layers=layers,
+            max_position_embeddings=MAX_LENGTH,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )

@@ -30,6 +30,11 @@ def final_alpha(scheduler) -> float:
     return float(a)
 
 
+def schedule_fields(scheduler) -> dict:
+    """The DiffusionModel fields a diffusers scheduler defines: training schedule, final level, timesteps."""
+    return {"alphas_cumprod": scheduler.alphas_cumprod.double(), "final_alpha": final_alpha(scheduler), "timestep_fn": scheduler_timestep_fn(scheduler)}
+
+
 def guidance_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
     """LCM's sinusoidal embedding of the guidance weight w (the UNet's timestep_cond)."""
     w = w.float() * 1000.0
