@@ -170,6 +170,16 @@ class Controller:
                     out.append((s, i, role))
         return out
 
+    def routing(self, role: str | None = None) -> torch.Tensor | None:
+        """Row index where each target row (of `role`, or any) reads the source row instead; None if no pair."""
+        pairs = [(s, t) for s, t, r in self.pairs() if role is None or r == role]
+        if not pairs:
+            return None
+        idx = list(range(len(self.rows)))
+        for s, t in pairs:
+            idx[t] = s
+        return torch.tensor(idx)
+
     def attend(self, info: LayerInfo, q, k, v, attn) -> torch.Tensor:
         if not self.enabled:
             return F.scaled_dot_product_attention(q, k, v)

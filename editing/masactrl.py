@@ -52,21 +52,19 @@ class MasaCtrlController(Controller):
         super().begin_step(step, num_steps, rows, latent_hw)
 
     def self_attention(self, info, q, k, v, attn):
-        out = F.scaled_dot_product_attention(q, k, v)
-        if self.step < self.start_step or not self.controls(info):
-            return out
+        idx = self.routing() if self.step >= self.start_step and self.controls(info) else None
+        if idx is None:
+            return F.scaled_dot_product_attention(q, k, v)
+        idx = idx.to(q.device)
         fg = self._masks(q.shape[-2]) if len(self.masks) == 2 else None
+        if fg is None or not fg[0].any() or fg[0].all():  # no (or a degenerate) source mask: plain MasaCtrl
+            return F.scaled_dot_product_attention(q, k[idx], v[idx])
+        m_s, m_t = fg
+        out = F.scaled_dot_product_attention(q, k, v)
         for s, t, _role in self.pairs():
-            if fg is None:
-                out[t] = F.scaled_dot_product_attention(q[t], k[s], v[s])
-            else:
-                m_s, m_t = fg
-                if not m_s.any() or m_s.all():  # a degenerate source mask leaves nothing to split
-                    out[t] = F.scaled_dot_product_attention(q[t], k[s], v[s])
-                    continue
-                o_fg = F.scaled_dot_product_attention(q[t], k[s], v[s], attn_mask=m_s[None, None, :])
-                o_bg = F.scaled_dot_product_attention(q[t], k[s], v[s], attn_mask=~m_s[None, None, :])
-                out[t] = torch.where(m_t[None, :, None], o_fg, o_bg)
+            o_fg = F.scaled_dot_product_attention(q[t], k[s], v[s], attn_mask=m_s[None, None, :])
+            o_bg = F.scaled_dot_product_attention(q[t], k[s], v[s], attn_mask=~m_s[None, None, :])
+            out[t] = torch.where(m_t[None, :, None], o_fg, o_bg)
         return out
 
     def _masks(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:

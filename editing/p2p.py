@@ -48,31 +48,38 @@ class P2PController(Controller):
         return (not info.is_self) or info.level in self.self_levels
 
     def self_attention(self, info, q, k, v, attn):
-        out = F.scaled_dot_product_attention(q, k, v)
-        if self.step < self.self_steps and info.level in self.self_levels:
-            for s, t, role in self.pairs():
-                if role == "c":
-                    out[t] = F.scaled_dot_product_attention(q[s], k[s], v[t])
-        return out
+        idx = self.routing("c") if self.step < self.self_steps and info.level in self.self_levels else None
+        if idx is None:
+            return F.scaled_dot_product_attention(q, k, v)
+        # the target's self-attention map becomes the source's: q, k from the source, v its own
+        idx = idx.to(q.device)
+        return F.scaled_dot_product_attention(q[idx], k[idx], v)
 
-    def edited_cross(self, q_s, k_s, q_t, k_t, v_t) -> torch.Tensor:
-        """The target's cross-attention output with its map edited (no map materialised)."""
-        dt = v_t.dtype
+    def target_values(self, v_t: torch.Tensor) -> torch.Tensor:
+        """M (eq * v): the values that turn the source's map into the edited target map."""
         v_eq = v_t * self.eq.to(v_t)[:, None] if self.eq is not None else v_t
         if self.mode == "replace":
-            return F.scaled_dot_product_attention(q_s, k_s, (self.mapper.to(v_t) @ v_eq).to(dt))
+            return (self.mapper.to(v_t) @ v_eq).to(v_t.dtype)
         if self.mode == "refine":
             a = self.alpha.to(v_t)[:, None]
-            gathered = torch.zeros_like(v_eq).index_add_(-2, self.index.to(v_t.device), v_eq * a)
-            return F.scaled_dot_product_attention(q_s, k_s, gathered) + F.scaled_dot_product_attention(q_t, k_t, v_eq * (1 - a))
-        return F.scaled_dot_product_attention(q_s, k_s, v_eq)  # reweight alone: the source map, reweighted
+            return torch.zeros_like(v_eq).index_add_(-2, self.index.to(v_t.device), v_eq * a)
+        return v_eq  # reweight alone: the source map, reweighted
 
     def cross_attention(self, info, q, k, v, attn):
-        out = self.plain_cross(info, q, k, v)
-        if self.step < self.cross_steps:
-            for s, t, role in self.pairs():
-                if role == "c":
-                    out[t] = self.edited_cross(q[s], k[s], q[t], k[t], v[t])
+        idx = self.routing("c") if self.step < self.cross_steps else None
+        if idx is None:
+            return self.plain_cross(info, q, k, v)
+        pairs = [(s, t) for s, t, r in self.pairs() if r == "c"]
+        if self.capture is not None and self.capture.wants(info):
+            self.plain_cross(info, q, k, v)  # LocalBlend reads the unedited maps
+        idx = idx.to(q.device)
+        v_new = v.clone()
+        for _, t in pairs:
+            v_new[t] = self.target_values(v[t])
+        out = F.scaled_dot_product_attention(q[idx], k[idx], v_new)
+        if self.mode == "refine":  # tokens only the target has keep their own attention
+            for _, t in pairs:
+                out[t] = out[t] + F.scaled_dot_product_attention(q[t], k[t], v[t] * (1 - self.alpha.to(v)[:, None]))
         return out
 
 
