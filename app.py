@@ -173,7 +173,7 @@ class Engine:
             return hit, True
         with self.lock, _oom_guard(x):
             inv = invert(self.model, x, prompt, inverter, steps, guidance, "", int(seed), progress=progress, **params)
-            report, recon = evaluate(self.model, x, inv)
+            report, recon = evaluate(self.model, x, inv, per_stage=False)
         entry = Entry(inv, x, recon, report)
         self.cache.put(session, key, entry)
         return entry, False

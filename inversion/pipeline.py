@@ -87,33 +87,36 @@ def _invert_cascade(model: Cascade, x, prompt, inv, steps, guidance, negative_pr
             cond = cond.with_image(*model.sr_condition(s, pyramid[s - 1], noise))
         r = stage_inv.invert(stage, stage.encode_image(pyramid[s]), cond, steps or stage.default_steps, seed=seed + s, progress=progress, **stage_params)
         r.stage, r.condition_noise, r.negative_prompt = s, noise, negative_prompt
-        if s > 0 and inv.name != r.inverter:  # a cascade inverter names itself on its SR stages
-            r.inverter = inv.name
         results.append(r)
     return CascadeInversion(results)
 
 
 @torch.no_grad()
-def reconstruct(model: DiffusionModel | Cascade, inv: Inversion | CascadeInversion, progress=None, low_res: list[torch.Tensor] | None = None) -> torch.Tensor:
+def reconstruct(model: DiffusionModel | Cascade, inv: Inversion | CascadeInversion, progress=None) -> torch.Tensor:
     """Decode the inversion back to an image in [-1, 1].
 
     For a cascade each SR stage is conditioned on the previous stage's
-    reconstruction (or on `low_res[s - 1]` when given) with the recorded noise.
+    reconstruction with the recorded noise.
     """
     if isinstance(model, Cascade):
-        if not isinstance(inv, CascadeInversion):
-            raise IncompatibleChoice(f"{model.name} is a cascade; this inversion has one stage")
-        image = None
-        for s, (stage, r) in enumerate(zip(model.stages, inv.stages)):
-            cond = stage.encode_prompt(r.prompt, guidance=r.guidance, negative=r.negative_prompt)
-            if s > 0:
-                low = low_res[s - 1] if low_res is not None else image
-                cond = cond.with_image(*model.sr_condition(s, low, r.condition_noise))
-            image = stage.decode(reconstruct_latent(stage, r, cond, progress))
-        return image
+        return model.stages[-1].decode(_cascade_latents(model, inv, progress)[-1])
     if isinstance(inv, CascadeInversion):
         raise IncompatibleChoice(f"{model.name} has a single stage; this inversion is of a cascade")
     return model.decode(reconstruct_latent(model, inv, progress=progress))
+
+
+def _cascade_latents(model: Cascade, inv, progress=None) -> list[torch.Tensor]:
+    """Each stage's reconstruction, SR stages conditioned on the stage before's."""
+    if not isinstance(inv, CascadeInversion):
+        raise IncompatibleChoice(f"{model.name} is a cascade; this inversion has one stage")
+    out, image = [], None
+    for s, (stage, r) in enumerate(zip(model.stages, inv.stages)):
+        cond = stage.encode_prompt(r.prompt, guidance=r.guidance, negative=r.negative_prompt)
+        if s > 0:
+            cond = cond.with_image(*model.sr_condition(s, image, r.condition_noise))
+        out.append(reconstruct_latent(stage, r, cond, progress))
+        image = stage.decode(out[-1])
+    return out
 
 
 @torch.no_grad()
@@ -150,15 +153,20 @@ def codec_bound(model: DiffusionModel | Cascade, x: torch.Tensor) -> float:
     return _cap(psnr(top.decode(top.encode_image(x)), x))
 
 
-def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInversion, seed: int = 0) -> tuple[dict, torch.Tensor]:
-    """(the JSON contract's numbers for one inversion (see DESIGN.md), the reconstruction)."""
+def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInversion, seed: int = 0, per_stage: bool = True) -> tuple[dict, torch.Tensor]:
+    """(the JSON contract's numbers for one inversion (see DESIGN.md), the reconstruction).
+
+    `per_stage` adds, for cascades, each SR stage reconstructed from the *true* low-res
+    input (what it inverted): one more pass per SR stage.
+    """
     x = image if isinstance(image, torch.Tensor) else input_tensor(model, image, seed=seed)
     top = model.stages[-1] if isinstance(model, Cascade) else model
     last = inv.stages[-1] if isinstance(inv, CascadeInversion) else inv
     start = time.perf_counter()
     if isinstance(model, Cascade):
-        recon = reconstruct(model, inv)
-        recovered = top.encode_image(recon)  # pixel stage: the image is the sampler's tensor
+        stage_latents = _cascade_latents(model, inv)
+        recovered = stage_latents[-1]  # pixel stages: the image is the sampler's tensor
+        recon = top.decode(recovered)
     else:
         recovered = reconstruct_latent(model, inv)
         recon = model.decode(recovered)
@@ -185,19 +193,20 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
         bare_latent = reconstruct_latent(model, bare)
         report["latent_psnr_uncorrected"] = _cap(latent_psnr(bare_latent, inv.x0))
         report["psnr_uncorrected"] = _cap(psnr(model.decode(bare_latent), x))
-    if isinstance(inv, CascadeInversion):
-        report["stages"] = [_stage_report(model, inv, s, x) for s in range(len(inv.stages))]
+    if isinstance(inv, CascadeInversion) and per_stage:
+        report["stages"] = [_stage_report(model, inv, s, x, stage_latents[0]) for s in range(len(inv.stages))]
     return report, recon
 
 
-def _stage_report(model: Cascade, inv: CascadeInversion, s: int, x: torch.Tensor) -> dict:
+def _stage_report(model: Cascade, inv: CascadeInversion, s: int, x: torch.Tensor, base_latent: torch.Tensor) -> dict:
     """Each stage on its own: SR stages conditioned on the true low-res input (what they inverted)."""
     stage, r = model.stages[s], inv.stages[s]
-    cond = stage.encode_prompt(r.prompt, guidance=r.guidance, negative=r.negative_prompt)
-    if s > 0:
-        low = model.pyramid(x)[s - 1]
-        cond = cond.with_image(*model.sr_condition(s, low, r.condition_noise))
-    rec = reconstruct_latent(stage, r, cond)
+    if s == 0:
+        rec = base_latent
+    else:
+        cond = stage.encode_prompt(r.prompt, guidance=r.guidance, negative=r.negative_prompt)
+        cond = cond.with_image(*model.sr_condition(s, model.pyramid(x)[s - 1], r.condition_noise))
+        rec = reconstruct_latent(stage, r, cond)
     return {"stage": s, "size": stage.image_size, "inverter": r.inverter, "nfe": r.nfe, "seconds": round(r.seconds, 4), "latent_psnr": _cap(latent_psnr(rec, r.x0))}
 
 
