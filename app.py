@@ -51,17 +51,19 @@ except ImportError:
 ROOT = Path(__file__).resolve().parent
 USER_ERRORS = (ImageError, PromptError, ParameterError, WordError, IncompatibleChoice, IncompatibleInversion, ModelError, ValueError)
 CACHE_BYTES_PER_SESSION = 256 * 2**20
+CACHE_BYTES_TOTAL = 1024 * 2**20
 CACHE_SESSIONS = 64
 MAX_STEPS = 100
 
 
 # ---------------------------------------------------------------- engine (no gradio) ----
 class InversionCache:
-    """Inversions per session, least recently used first out, bounded in bytes per session
-    and in sessions. Keys always include the session, so sessions never see each other's."""
+    """Inversions per session, least recently used first out, bounded in bytes per session,
+    in bytes over all sessions and in sessions. Keys always include the session, so
+    sessions never see each other's."""
 
-    def __init__(self, max_bytes: int = CACHE_BYTES_PER_SESSION, max_sessions: int = CACHE_SESSIONS):
-        self.max_bytes, self.max_sessions = max_bytes, max_sessions
+    def __init__(self, max_bytes: int = CACHE_BYTES_PER_SESSION, max_sessions: int = CACHE_SESSIONS, max_total: int = CACHE_BYTES_TOTAL):
+        self.max_bytes, self.max_sessions, self.max_total = max_bytes, max_sessions, max_total
         self.sessions: collections.OrderedDict[str, collections.OrderedDict] = collections.OrderedDict()
         self.lock = threading.Lock()
 
@@ -83,6 +85,14 @@ class InversionCache:
                 store.popitem(last=False)
             while len(self.sessions) > self.max_sessions:
                 self.sessions.popitem(last=False)
+            while self._total() > self.max_total and len(self.sessions) > 1:
+                oldest = next(iter(self.sessions.values()))  # least recent session loses its oldest entry
+                oldest.popitem(last=False)
+                if not oldest:
+                    self.sessions.popitem(last=False)
+
+    def _total(self) -> int:
+        return sum(e.nbytes for st in self.sessions.values() for e in st.values())
 
     def nbytes(self, session: str | None = None) -> int:
         with self.lock:

@@ -116,6 +116,10 @@ def test_cache_is_per_session_and_bounded():
     cache.put("b", "k", entry(10))
     cache.put("c", "k", entry(10))  # third session: the least recent (a) goes
     assert cache.get("a", "k2") is None and cache.nbytes() == 20
+    total = app.InversionCache(max_bytes=1000, max_sessions=10, max_total=1500)
+    for sess in ("a", "b", "c"):
+        total.put(sess, "k", entry(600))  # the third pushes the total over: the least recent session's entry goes
+    assert total.get("a", "k") is None and total.get("b", "k") is not None and total.nbytes() == 1200
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
