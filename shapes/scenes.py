@@ -110,6 +110,8 @@ def render(scene: Scene, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
             masks[i] = masks[i] & ~later
     image = np.clip(np.round(_area_downsample(img, SUPERSAMPLE)), 0, 255).astype(np.uint8)
     mask_arr = np.stack([_area_downsample(m.astype(np.float32), SUPERSAMPLE) >= 0.5 for m in masks]) if masks else np.zeros((0, size, size), bool)
+    for i in range(len(mask_arr)):  # a pixel split exactly in half goes to the shape in front
+        mask_arr[i] &= ~mask_arr[i + 1 :].any(axis=0) if i + 1 < len(mask_arr) else True
     return image, mask_arr
 
 
