@@ -115,21 +115,25 @@ class Entry:
 
 
 def pick_model(name: str) -> tuple[object, str]:
-    """(model, notice). 'auto': LCM Dreamshaper on a GPU when it loads, else the offline `shapes`."""
+    """(model, notice). 'auto': LCM Dreamshaper on a GPU when it loads, else the offline `shapes`;
+    a model that fails to load falls back to `shapes` (and, without its weights, to `tiny-sd`)."""
     notice = ""
-    if name == "auto":
-        if torch.cuda.is_available():
-            try:
-                return load_model("lcm-dreamshaper-v7"), ""
-            except ModelError as e:
-                notice = f"Could not load lcm-dreamshaper-v7 ({str(e).split(':')[0]}); running the offline model **shapes** instead."
-        else:
-            notice = "No GPU here: running the small offline model **shapes** (flat shapes, 64 px). Start with `--model lcm-dreamshaper-v7` on a GPU for photos."
-        return load_model("shapes"), notice
+    if name == "auto" and torch.cuda.is_available():
+        try:
+            return load_model("lcm-dreamshaper-v7"), ""
+        except ModelError as e:
+            notice = f"Could not load lcm-dreamshaper-v7 ({str(e).split(':')[0]}); running the offline model **shapes** instead."
+    elif name == "auto":
+        notice = "No GPU here: running the small offline model **shapes** (flat shapes, 64 px). Start with `--model lcm-dreamshaper-v7` on a GPU for photos."
+    else:
+        try:
+            return load_model(name), ""
+        except ModelError as e:
+            notice = f"Could not load **{name}**: {e} Running the offline model **shapes** instead."
     try:
-        return load_model(name), ""
+        return load_model("shapes"), notice
     except ModelError as e:
-        return load_model("shapes"), f"Could not load **{name}**: {e} Running the offline model **shapes** instead."
+        return load_model("tiny-sd"), f"{notice} The shapes weights are missing too ({e}); running the random-weight **tiny-sd** (plumbing only)."
 
 
 class OutOfMemory(RuntimeError):
