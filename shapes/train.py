@@ -153,6 +153,8 @@ class Trainer:
             noise = torch.randn_like(hi)
             xt = self.sqrt_a[t].view(-1, 1, 1, 1) * hi + self.sqrt_1ma[t].view(-1, 1, 1, 1) * noise
             pred = self.unet(torch.cat([xt, low], 1), t, torch.zeros(self.batch, 1, arch.TEXT_DIM), class_labels=s).sample
+            v = self.sqrt_a[t].view(-1, 1, 1, 1) * noise - self.sqrt_1ma[t].view(-1, 1, 1, 1) * hi
+            return F.mse_loss(pred, v)
         return F.mse_loss(pred, noise)
 
     def run(self, save_every: int) -> None:

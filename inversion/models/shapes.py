@@ -51,6 +51,7 @@ def shapes(device: str = "cpu") -> Cascade:
                 fixed_size=True,
                 size_multiple=1,
                 description="our small trained pixel model",
+                prediction_type=arch.SR_PREDICTION if name == "shapes-sr" else "epsilon",
                 unet_module=unet.eval().requires_grad_(False).to(device),
                 text_encoder=text.eval().requires_grad_(False).to(device),
                 tokenizer=tok,
