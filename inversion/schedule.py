@@ -32,6 +32,13 @@ def to_x0(x: torch.Tensor, eps: torch.Tensor, a: float) -> torch.Tensor:
     return (x - (1 - a) ** 0.5 * eps) / a**0.5
 
 
+def clamp_x0(x: torch.Tensor, eps: torch.Tensor, a: float, bound: float) -> torch.Tensor:
+    """The eps whose clean estimate is x0 clamped to [-bound, bound] (Imagen's static
+    thresholding, Saharia et al. 2022): keeps guided pixel samples in the data range."""
+    x0 = to_x0(x, eps, a).clamp(-bound, bound)
+    return (x - a**0.5 * x0) / (1 - a) ** 0.5
+
+
 def ddim_move(x: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> torch.Tensor:
     """Deterministic DDIM move between noise levels with a fixed eps (either direction)."""
     return a_to**0.5 * to_x0(x, eps, a_from) + (1 - a_to) ** 0.5 * eps

@@ -2,6 +2,7 @@
 
     python -m shapes.evaluate                 # the full run behind the README's tables (~tens of minutes on 2 cores)
     python -m shapes.evaluate --quick         # a few scenes, for a quick look
+    python -m shapes.evaluate --skip generation --inverters rnri   # re-measure one inverter's rows
 
 - Generation: held-out captions (colour, shape, background triples never seen in
   training), one shape each; the judge checks the asked colour and shape.
@@ -155,31 +156,47 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _merge(old: dict, new: dict, inverters: list[str]) -> dict:
+    """Rows of re-measured inverters replace theirs; everything else is kept."""
+    merged = {**old, **{k: v for k, v in new.items() if k not in ("inversion", "editing")}}
+    for part in ("inversion", "editing"):
+        if part in new:
+            kept = [r for r in old.get(part, []) if r["inverter"] not in inverters]
+            merged[part] = sorted(kept + new[part], key=lambda r: INVERTERS.index(r["inverter"]))
+    return merged
+
+
+INVERTERS = ["ddim", "easyinv", "rnri", "renoise", "fixed-point", "iterinv"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: generation,inversion,editing")
+    ap.add_argument("--inverters", default=",".join(INVERTERS), help="a subset re-measures those rows and keeps the rest of --out")
     a = ap.parse_args()
     torch.set_num_threads(2)
     model = load_model("shapes")
     n_gen, n_inv, n_edit = (32, 4, 6) if a.quick else (200, 20, 50)
-    inverters = ["ddim", "easyinv", "rnri", "renoise", "fixed-point", "iterinv"]
+    inverters = a.inverters.split(",")
     skip = set(filter(None, a.skip.split(",")))
     results = {"steps": a.steps, "machine": "2 CPU cores, no GPU"}
     start = time.perf_counter()
     with torch.no_grad():
         if "generation" not in skip:
-            results["generation"] = eval_generation(model, n_gen, (1.0, 3.0, 5.0), steps=50)
+            results["generation"] = eval_generation(model, n_gen, (3.0, 5.0, 7.5), steps=50)
         if "inversion" not in skip:
             results["inversion"] = eval_inversion(model, inverters, n_inv, a.steps, guidance=3.0)
         if "editing" not in skip:
             results["editing"] = eval_editing(model, inverters, ["p2p", "masactrl", "diffedit"], n_edit, a.steps)
     results["seconds"] = time.perf_counter() - start
     if not a.quick:
+        if a.out.exists() and (skip or set(inverters) != set(INVERTERS)):
+            results = _merge(json.loads(a.out.read_text()), results, inverters)
         a.out.write_text(json.dumps(results, indent=1))
-    if not skip:
+    if {"generation", "inversion", "editing"} <= set(results):
         print(markdown(results))
 
 

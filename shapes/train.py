@@ -3,10 +3,13 @@
     python -m shapes.train --stage base --steps 6000   # 32x32 text-to-image (~70 min)
     python -m shapes.train --stage sr --steps 2500     # 32 -> 64 super-resolution (~15 min)
     python -m shapes.train --export                    # EMA weights -> assets/shapes/
+    python -m shapes.train --stage base --steps 5000 --lr 2.5e-4 --init assets/shapes/shapes.safetensors
 
 Checkpoints go to runs/shapes/ every --save-every steps; re-running a stage
-resumes from its checkpoint. The export writes fp16 weights (a few MB) and the
-tokenizer's vocabulary, which is what the `shapes` model loads.
+resumes from its checkpoint. --init continues a stage from exported weights
+(fresh optimiser, a new warm-up) when its checkpoint is gone. The export writes
+fp16 weights (a few MB) and the tokenizer's vocabulary, which is what the
+`shapes` model loads; a stage with no checkpoint keeps its exported weights.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from inversion.models import shapes_arch as arch
@@ -64,7 +68,7 @@ def upsample(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class Trainer:
-    def __init__(self, stage: str, batch: int, lr: float, steps: int, data_count: int):
+    def __init__(self, stage: str, batch: int, lr: float, steps: int, data_count: int, init: Path | None = None):
         self.stage, self.batch, self.lr, self.steps = stage, batch, lr, steps
         self.tok = build_clip_tokenizer()
         images, captions = dataset(data_count)
@@ -85,9 +89,25 @@ class Trainer:
         self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
         self.ema = {k: v.detach().clone() for k, v in self._state().items()}
         self.step = 0
+        self.prior_steps = 0  # steps trained before --init's export
         self.ckpt = RUN_DIR / f"{stage}.pt"
         if self.ckpt.exists():
             self._load()
+        elif init is not None:
+            self._init_from(init)
+
+    def _init_from(self, path: Path) -> None:
+        """Start from exported (EMA, fp16) weights: model and EMA both begin there."""
+        prefix = f"{self.stage}."
+        weights = {k[len(prefix) :]: v.float() for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+        own = self._state()
+        if set(weights) != set(own):
+            raise SystemExit(f"{path} does not hold the {self.stage} stage of this architecture")
+        with torch.no_grad():
+            for k, v in own.items():
+                v.copy_(weights[k])
+        self.ema = {k: v.clone() for k, v in weights.items()}
+        self.prior_steps = exported_steps(path).get(self.stage, 0)
 
     def _state(self) -> dict[str, torch.Tensor]:
         sd = {f"unet.{k}": v for k, v in self.unet.state_dict().items()}
@@ -103,6 +123,7 @@ class Trainer:
         self.opt.load_state_dict(ck["opt"])
         self.ema = ck["ema"]
         self.step = ck["step"]
+        self.prior_steps = ck.get("prior_steps", 0)
         torch.set_rng_state(ck["torch_rng"])
         random.setstate(ck["py_rng"])
 
@@ -115,6 +136,7 @@ class Trainer:
                 "opt": self.opt.state_dict(),
                 "ema": self.ema,
                 "step": self.step,
+                "prior_steps": self.prior_steps,
                 "torch_rng": torch.get_rng_state(),
                 "py_rng": random.getstate(),
             },
@@ -183,16 +205,33 @@ class Trainer:
         print(f"{self.stage}: {self.step} steps, last loss {ema_loss}, {time.time() - t0:.0f} s this run", flush=True)
 
 
+def exported_steps(path: Path) -> dict[str, int]:
+    """Training steps per stage recorded in an export's metadata."""
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return {k.removesuffix("_steps"): int(v) for k, v in meta.items() if k.endswith("_steps")}
+
+
 def export() -> Path:
     """Write the EMA weights of both stages (fp16) and the tokenizer vocabulary to assets/shapes/."""
     ASSET_DIR.mkdir(parents=True, exist_ok=True)
+    path = ASSET_DIR / "shapes.safetensors"
+    previous = load_file(str(path)) if path.exists() else {}
+    previous_steps = exported_steps(path) if path.exists() else {}
     tensors, meta = {}, {}
     for stage in ("base", "sr"):
-        ck = torch.load(RUN_DIR / f"{stage}.pt", weights_only=False)
-        meta[f"{stage}_steps"] = ck["step"]
+        ckpt = RUN_DIR / f"{stage}.pt"
+        if not ckpt.exists():
+            kept = {k: v for k, v in previous.items() if k.startswith(f"{stage}.")}
+            if not kept:
+                raise SystemExit(f"no checkpoint {ckpt} and no exported {stage} weights to keep")
+            tensors.update(kept)
+            meta[f"{stage}_steps"] = previous_steps.get(stage, 0)
+            continue
+        ck = torch.load(ckpt, weights_only=False)
+        meta[f"{stage}_steps"] = ck.get("prior_steps", 0) + ck["step"]
         for k, v in ck["ema"].items():
             tensors[f"{stage}.{k}"] = v.to(torch.float16).contiguous()
-    path = ASSET_DIR / "shapes.safetensors"
     save_file(tensors, str(path), metadata={k: str(v) for k, v in meta.items()})
     vocab, merges = _clip_vocab(tuple(WORDS))
     (ASSET_DIR / "tokenizer.json").write_text(json.dumps({"vocab": vocab, "merges": merges}))
@@ -210,12 +249,13 @@ def main() -> None:
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", action="store_true")
+    p.add_argument("--init", type=Path, help="continue a stage from these exported weights (no checkpoint)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.stage:
         torch.manual_seed(0)
         random.seed(0)
-        Trainer(a.stage, a.batch, a.lr, a.steps, a.data).run(a.save_every)
+        Trainer(a.stage, a.batch, a.lr, a.steps, a.data, a.init).run(a.save_every)
     if a.export:
         export()
 

@@ -21,17 +21,27 @@ def _free_port() -> int:
     return port
 
 
-@pytest.fixture(scope="module")
-def served():
+def _serve(model_name: str):
     import app
 
-    engine = app.Engine(APP_MODEL)
+    engine = app.Engine(model_name)
     demo = app.build(engine)
     demo.queue(default_concurrency_limit=1)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield engine, f"http://127.0.0.1:{port}"
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def served():
+    yield from _serve(APP_MODEL)
+
+
+@pytest.fixture(scope="module")
+def served_shapes():
+    """The app's offline default, with a scene it was trained for: what the screenshot shows."""
+    yield from _serve("shapes")
 
 
 @pytest.fixture()
@@ -126,7 +136,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def test_browser_edit_shows_slider_and_metrics(served, cat_image, tmp_path):
+def test_browser_edit_shows_slider_and_metrics(served_shapes, tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:
         if os.environ.get("REQUIRE_BROWSER"):
@@ -134,15 +144,16 @@ def test_browser_edit_shows_slider_and_metrics(served, cat_image, tmp_path):
         pytest.skip("Debian chromium not installed")
     from playwright.sync_api import sync_playwright
 
-    url = served[1]
+    url = served_shapes[1]
+    scene = Path(ROOT) / "assets" / "shapes" / "examples" / "scene0.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(url, wait_until="networkidle")
-        page.locator("#input input[type=file]").set_input_files(str(cat_image))
+        page.locator("#input input[type=file]").set_input_files(str(scene))
         page.locator("#input img").first.wait_for(timeout=30000)
-        page.locator("#source textarea").fill("a cat sitting")
-        page.locator("#target textarea").fill("a dog sitting")
+        page.locator("#source textarea").fill("a red circle on a blue background")
+        page.locator("#target textarea").fill("a green circle on a blue background")
         page.locator("#edit-btn").click()
         page.locator("#slider img").nth(1).wait_for(timeout=120000)
         page.locator("#summary table").wait_for(timeout=30000)

@@ -128,3 +128,21 @@ def test_unknown_inverter_and_parameters_are_explained():
         get_inverter("nope")
     with pytest.raises(ParameterError, match="has no parameter"):
         get_inverter("ddim").resolve_params("sd", bogus=1)
+
+
+def test_static_thresholding_clamps_the_clean_estimate_and_only_it(tiny_if):
+    from inversion.schedule import to_x0
+
+    stage = tiny_if.stages[0]
+    x, t, a = torch.randn(2, 3, 8, 8) * 1.5, 500, float(stage.alphas_cumprod[500])
+    cond = stage.encode_prompt(["a cat", "a dog"])
+    eps = stage.predict_noise(x, t, cond)
+    stage.clip_x0 = 1.0
+    try:
+        clipped = stage.predict_noise(x, t, cond)
+    finally:
+        stage.clip_x0 = None
+    x0 = to_x0(x, eps, a)
+    assert torch.allclose(to_x0(x, clipped, a), x0.clamp(-1, 1), atol=1e-5)
+    inside = x0.abs() < 1
+    assert inside.any() and torch.allclose(clipped[inside], eps[inside], atol=1e-5)

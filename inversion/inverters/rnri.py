@@ -9,6 +9,7 @@ so the solution stays in distribution. Newton-Raphson needs J_r = I - c J_eps;
 the full UNet Jacobian is infeasible, so we approximate J_eps ~ kappa I:
 - first iteration: kappa from a Gaussian model of the data with the image's
   own variance s^2 (exact for Gaussian data): kappa = sqrt(1-a)/(a s^2 + 1 - a);
+  for a super-resolution stage s^2 is the variance left given its low-res condition;
 - later iterations: the secant estimate from the last two UNet calls,
   kappa = <d eps, d z> / <d z, d z> (no extra NFE).
 The regularised Newton step minimises |r|^2/2 + lambda |z - mu_t|^2 / (2 (1 - a_t)):
@@ -40,7 +41,8 @@ class RNRIInverter(Inverter):
     paper = "Samuel et al., Regularized Newton Raphson Inversion for Text-to-Image Diffusion Models (GNRI, ICLR 2025)"
     nfe_per_step = "<= iterations (1-2)"
     params = {
-        "iterations": Param(2, int, 1, 50, "Newton iterations (UNet calls) per step at most"),
+        # shapes: 2 iterations leave its clamped pixel denoiser at ~30 dB, 4 reach ~50 dB (measured)
+        "iterations": Param({"default": 2, "shapes": 4}, int, 1, 50, "Newton iterations (UNet calls) per step at most"),
         "tolerance": Param(1e-3, float, 0.0, 1.0, "stop once rms residual <= tolerance x rms(latent)"),
         "prior_weight": Param(1e-5, float, 0.0, 10.0, "lambda: weight of the forward-process prior"),
         "newton": Param("secant", str, choices=("secant", "l1"), help="Jacobian model: secant (paper's NR) or the official code's scalar L1 step"),
@@ -48,7 +50,11 @@ class RNRIInverter(Inverter):
     }
 
     def begin(self, model, x0, cond, sampler, p):
-        return {"x0": x0, "data_var": float(x0.var())}
+        # The Gaussian Jacobian needs the variance of what the model does not know: given a
+        # super-resolution stage's low-res condition, that is the residual, not the image
+        # (+3 to 5 dB on the shapes SR stage).
+        spread = x0 - cond.image if cond.image is not None else x0 - x0.mean()
+        return {"x0": x0, "data_var": float(spread.pow(2).mean())}
 
     def solve_step(self, model, x_prev, j, cond, sampler, noise, p, state):
         t, a = sampler.timesteps[j], sampler.alpha(j)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..images import to_model_tensor
-from ..schedule import Sampler
+from ..schedule import Sampler, clamp_x0
 
 
 class ModelError(RuntimeError):
@@ -113,6 +113,7 @@ class DiffusionModel:
     size_multiple: int = 64  # image sides are rounded to this
     max_image_side: int = 1024
     max_tokens: int = 77
+    clip_x0: float | None = None  # pixel models: clamp the guided x0 estimate to [-c, c]
     description: str = ""
     nfe: int = 0
     warnings: list[str] = field(default_factory=list)  # user-visible notices (fallbacks)
@@ -173,6 +174,8 @@ class DiffusionModel:
         eps = self._guided(x, t, cond)
         if not torch.isfinite(eps).all():
             eps = self._recover_non_finite(lambda: self._guided(x, t, cond), "noise prediction")
+        if self.clip_x0 is not None:
+            eps = clamp_x0(x.float(), eps, float(self.alphas_cumprod[t]), self.clip_x0)
         return eps
 
     def _guided(self, x: torch.Tensor, t: int, cond: Conditioning) -> torch.Tensor:
