@@ -76,6 +76,22 @@ def cmd_edit(a) -> None:
     emit(result, a.json)
 
 
+def _at_least_one(v: str) -> int:
+    if not v.isdigit() or int(v) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {v!r}")
+    return int(v)
+
+
+def _median_run(repeats: int, run, model):
+    """(the run of median seconds, its recorded UNet calls): sub-second runs on a shared CPU are noisy."""
+    results = []
+    for _ in range(repeats):
+        with calls_recorded(model) as calls:
+            results.append((run(), calls))
+    results.sort(key=lambda r: r[0].seconds)
+    return results[len(results) // 2]
+
+
 def cmd_bench(a) -> None:
     """Each editor on one inversion: NFE, seconds, time per NFE and overhead vs its UNet calls."""
     model = load_model(a.model, device=a.device)
@@ -84,13 +100,11 @@ def cmd_bench(a) -> None:
     for n in names:
         validate_edit(model, a.source_prompt, a.target_prompt, n)
     warm_up(model, x, a.source_prompt)
-    with calls_recorded(model) as calls:
-        inv = invert(model, x, a.source_prompt, a.inverter, a.steps, None, "", a.seed, **parse_params(a.inverter_param))
+    inv, calls = _median_run(a.repeats, lambda: invert(model, x, a.source_prompt, a.inverter, a.steps, None, "", a.seed, **parse_params(a.inverter_param)), model)
     inv_speed = speed_fields(inv.seconds, inv.nfe, calls)
     rows = []
     for n in names:
-        with calls_recorded(model) as calls:
-            out = edit(model, inv, a.target_prompt, n)
+        out, calls = _median_run(a.repeats, lambda: edit(model, inv, a.target_prompt, n), model)
         rows.append({
             "model": a.model, "inverter": inv.inverter, "editor": n, "steps": inv.num_steps,
             "inversion_nfe": inv.nfe, "inversion_seconds": inv.seconds, "inversion_overhead": inv_speed["overhead"],
@@ -139,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--inverter-param", action="append", metavar="NAME=VALUE")
     b.add_argument("--device", default=None)
     b.add_argument("--json", action="store_true")
+    b.add_argument("--repeats", type=_at_least_one, default=3, help="runs of each operation; the median is reported")
     sub.add_parser("editors", help="list the editors and their parameters")
     return p
 

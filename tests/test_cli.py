@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from conftest import ROOT
@@ -107,8 +108,12 @@ def test_edit_cli_user_errors(capsys, cat_image):
 def test_editing_bench_reports_overhead_per_editor(capsys):
     from editing.cli import main as edit_main
 
-    assert edit_main(["bench", "--model", "tiny-sd", "--inverter", "ddim", "--steps", "3", "--json"]) == 0
+    assert edit_main(["bench", "--model", "tiny-sd", "--inverter", "ddim", "--steps", "3", "--repeats", "2", "--json"]) == 0
     rows = _last_json(capsys)
     assert [r["editor"] for r in rows] == ["p2p", "masactrl", "diffedit"]
     for r in rows:
         assert r["nfe"] > 0 and r["unet_seconds"] > 0 and r["overhead"] > 0 and r["inversion_nfe"] == 3
+    assert rows[0]["nfe"] == 3  # one run's count, not the repeats' sum
+    with pytest.raises(SystemExit) as exit_:
+        edit_main(["bench", "--model", "tiny-sd", "--repeats", "0"])
+    assert exit_.value.code == 2
