@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from editing import edit
 from inversion import generate, invert, load_model
+from inversion.inverters import INVERTERS
 from inversion.metrics import psnr, ssim
 from inversion.pipeline import evaluate
 
@@ -162,11 +163,8 @@ def _merge(old: dict, new: dict, inverters: list[str]) -> dict:
     for part in ("inversion", "editing"):
         if part in new:
             kept = [r for r in old.get(part, []) if r["inverter"] not in inverters]
-            merged[part] = sorted(kept + new[part], key=lambda r: INVERTERS.index(r["inverter"]))
+            merged[part] = sorted(kept + new[part], key=lambda r: list(INVERTERS).index(r["inverter"]))
     return merged
-
-
-INVERTERS = ["ddim", "easyinv", "rnri", "renoise", "fixed-point", "iterinv"]
 
 
 def main() -> None:

@@ -62,3 +62,15 @@ def test_judge_finds_nothing_on_a_plain_background():
     objs, bg = find_objects(img)
     assert objs == [] and bg == ("purple",)
     assert nearest_colour((250, 250, 250)) == "white" and set(SHAPES) >= {"circle", "square"}
+
+
+def test_evaluation_merge_replaces_only_the_remeasured_inverters():
+    from shapes.evaluate import _merge
+
+    old = {"generation": {"5.0": 0.9}, "inversion": [{"inverter": "ddim", "psnr": 1}, {"inverter": "rnri", "psnr": 2}],
+           "editing": [{"inverter": "rnri", "editor": "p2p"}, {"inverter": "iterinv", "editor": "p2p"}]}
+    new = {"seconds": 3, "inversion": [{"inverter": "rnri", "psnr": 9}], "editing": [{"inverter": "rnri", "editor": "p2p", "success": 1}]}
+    merged = _merge(old, new, ["rnri"])
+    assert merged["generation"] == old["generation"] and merged["seconds"] == 3
+    assert merged["inversion"] == [{"inverter": "ddim", "psnr": 1}, {"inverter": "rnri", "psnr": 9}]
+    assert merged["editing"] == [{"inverter": "rnri", "editor": "p2p", "success": 1}, {"inverter": "iterinv", "editor": "p2p"}]

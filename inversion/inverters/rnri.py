@@ -39,7 +39,7 @@ class RNRIInverter(Inverter):
     name = "rnri"
     title = "RNRI (regularised Newton-Raphson)"
     paper = "Samuel et al., Regularized Newton Raphson Inversion for Text-to-Image Diffusion Models (GNRI, ICLR 2025)"
-    nfe_per_step = "<= iterations (1-2)"
+    nfe_per_step = "<= iterations (2; shapes 4)"
     params = {
         # shapes: 2 iterations leave its clamped pixel denoiser at ~30 dB, 4 reach ~50 dB (measured)
         "iterations": Param({"default": 2, "shapes": 4}, int, 1, 50, "Newton iterations (UNet calls) per step at most"),
