@@ -8,7 +8,9 @@ the deepest two attention levels (SD's 16x16 and 8x8) during the first
 - replace (same word count): A_tgt <- A_src M, M the word-swap token mapper;
 - refine (words added/removed): A_tgt[:, t] <- A_src[:, idx_t] where the target
   token aligns to a source token, its own map elsewhere;
-- reweight: A_tgt <- A_src diag(eq) on the chosen words (also after replace/refine).
+- reweight: A <- A diag(eq) on the chosen words, applied to the whole edited map
+  (after replace or refine: (A_src[:, index] alpha + A_tgt (1 - alpha)) diag(eq),
+  as the official AttentionReweight wraps its previous controller).
 Every edit is linear in the token axis, so maps are never built: they become
 value mixing inside SDPA, A M v = SDPA(q_src, k_src, M v_tgt) (and the same for
 refine/reweight); self-attention replacement is SDPA(q_src, k_src, v_tgt).
@@ -26,11 +28,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from inversion.inverters.base import Param
 from inversion.models.base import Conditioning
+from inversion.params import Param
 
 from .attention import Controller, WordMaps, attention_levels, controlled, fraction_to_steps, layer_registry
-from .base import EditResult, Editor
+from .base import Editor, EditResult
 from .loop import run_branches, source_condition
 from .words import WordError, equalizer, find_word, refine_alignment, replace_mapper
 
@@ -77,9 +79,12 @@ class P2PController(Controller):
         for _, t in pairs:
             v_new[t] = self.target_values(v[t])
         out = F.scaled_dot_product_attention(q[idx], k[idx], v_new)
-        if self.mode == "refine":  # tokens only the target has keep their own attention
+        if self.mode == "refine":  # tokens only the target has keep their own attention, reweighted too
+            own = (1 - self.alpha.to(v))[:, None]
+            if self.eq is not None:
+                own = own * self.eq.to(v)[:, None]
             for _, t in pairs:
-                out[t] = out[t] + F.scaled_dot_product_attention(q[t], k[t], v[t] * (1 - self.alpha.to(v)[:, None]))
+                out[t] = out[t] + F.scaled_dot_product_attention(q[t], k[t], v[t] * own)
         return out
 
 

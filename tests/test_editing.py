@@ -7,8 +7,8 @@ import torch.nn.functional as F
 import editing.masactrl as masactrl_mod
 import editing.p2p as p2p_mod
 from editing import edit
-from editing.attention import WordMaps, controlled, fraction_to_steps, layer_registry, Controller
-from editing.diffedit import diffedit_mask, strength_step
+from editing.attention import Controller, WordMaps, controlled, fraction_to_steps, layer_registry
+from editing.diffedit import strength_step
 from editing.words import WordError, find_word, replace_mapper
 from inversion.pipeline import invert, reconstruct
 
@@ -131,9 +131,18 @@ def test_diffedit_pastes_background_at_the_matching_level(tiny_sd, inversions, m
 
 
 class ExplicitP2P(p2p_mod.P2PController):
-    """Reference: P2P as the paper writes it, on explicit softmax maps (no value mixing)."""
+    """Reference: P2P as the paper writes it, on explicit softmax maps (no value mixing),
+    with token maps and schedules the test builds itself (`ExplicitP2P.ref`), not the code's."""
 
     captured = []
+    ref = {}
+
+    def __init__(self, layers, mode, *args, **kwargs):
+        super().__init__(layers, mode, *args, **kwargs)
+        r = ExplicitP2P.ref  # empty: the test checks the code's own maps
+        if r:
+            self.cross_steps, self.self_steps = r["cross_steps"], r["self_steps"]
+            self.mapper, self.index, self.alpha, self.eq = r.get("mapper"), r.get("index"), r.get("alpha"), r.get("eq")
 
     def self_attention(self, info, q, k, v, attn):
         out = F.scaled_dot_product_attention(q, k, v)
@@ -151,7 +160,13 @@ class ExplicitP2P(p2p_mod.P2PController):
                 if role != "c":
                     continue
                 a_s = torch.softmax(q[s] @ k[s].transpose(-1, -2) * q.shape[-1] ** -0.5, -1)
-                a_new = a_s @ self.mapper if self.mode == "replace" else a_s.clone()
+                a_t = torch.softmax(q[t] @ k[t].transpose(-1, -2) * q.shape[-1] ** -0.5, -1)
+                if self.mode == "replace":
+                    a_new = a_s @ self.mapper
+                elif self.mode == "refine":
+                    a_new = a_s[..., self.index] * self.alpha + a_t * (1 - self.alpha)
+                else:
+                    a_new = a_s.clone()
                 if self.eq is not None:
                     a_new = a_new * self.eq
                 ExplicitP2P.captured.append((a_s, a_new))
@@ -159,18 +174,62 @@ class ExplicitP2P(p2p_mod.P2PController):
         return out
 
 
-def test_p2p_value_mixing_equals_explicit_map_editing(tiny_sd, inversions, monkeypatch):
+def _reference_maps(tok, source, target, mode, weights=None, steps=6):
+    """Token maps built from the token ids alone, for prompt pairs where they are evident:
+    replace of one single-token word (the identity), refine by words appended at the end."""
+    s_ids, t_ids = tok(source).input_ids, tok(target).input_ids
+    ref = {"cross_steps": 5, "self_steps": 2} if steps == 6 else {}  # round(0.8 * 6), round(0.4 * 6)
+    if mode == "replace":
+        assert len(s_ids) == len(t_ids)
+        ref["mapper"] = torch.eye(77)
+    elif mode == "refine":
+        s_end, t_end = len(s_ids) - 1, len(t_ids) - 1
+        assert t_ids[:s_end] == s_ids[:s_end], "the target must extend the source"
+        index, alpha = torch.arange(77), torch.ones(77)
+        alpha[s_end:t_end] = 0  # the appended tokens keep their own attention
+        index[t_end:] = torch.arange(s_end, s_end + 77 - t_end)  # end token and padding follow the source's
+        ref["index"], ref["alpha"] = index, alpha
+    if weights:
+        eq = torch.ones(77)
+        for word, scale in weights.items():
+            w_ids = tok(word).input_ids[1:-1]
+            for i in range(len(t_ids) - len(w_ids) + 1):
+                if t_ids[i : i + len(w_ids)] == w_ids:
+                    eq[i : i + len(w_ids)] = scale
+        assert (eq != 1).any()
+        ref["eq"] = eq
+    return ref
+
+
+P2P_CASES = [
+    ("a dog sitting on the grass", {"mode": "replace"}, None),
+    ("a dog sitting on the grass", {"mode": "replace", "reweight_words": "dog:3"}, {"dog": 3.0}),
+    (PROMPT, {"mode": "reweight", "reweight_words": "cat:0.5"}, {"cat": 0.5}),
+    (PROMPT + " at winter", {"mode": "refine"}, None),
+    (PROMPT + " at winter", {"mode": "refine", "reweight_words": "winter:3"}, {"winter": 3.0}),
+    (PROMPT + " at winter", {"mode": "refine", "reweight_words": "cat:2"}, {"cat": 2.0}),
+]
+
+
+@pytest.mark.parametrize("target, params, weights", P2P_CASES)
+def test_p2p_value_mixing_equals_explicit_map_editing(tiny_sd, inversions, monkeypatch, target, params, weights):
     inv = inversions["rnri"]
-    target = "a dog sitting on the grass"
-    for params in ({"mode": "replace"}, {"mode": "replace", "reweight_words": "dog:3"}, {"mode": "reweight", "reweight_words": "cat:0.5"}):
-        tgt = PROMPT if params["mode"] == "reweight" else target
-        fast = edit(tiny_sd, inv, tgt, "p2p", **params)
-        ExplicitP2P.captured = []
-        monkeypatch.setattr(p2p_mod, "P2PController", ExplicitP2P)
-        ref = edit(tiny_sd, inv, tgt, "p2p", **params)
-        monkeypatch.undo()
-        assert torch.allclose(fast.image, ref.image, atol=1e-4)
-        assert ExplicitP2P.captured
+    fast = edit(tiny_sd, inv, target, "p2p", **params)
+    ExplicitP2P.captured = []
+    ExplicitP2P.ref = _reference_maps(tiny_sd.tokenizer, PROMPT, target, params["mode"], weights)
+    monkeypatch.setattr(p2p_mod, "P2PController", ExplicitP2P)
+    ref = edit(tiny_sd, inv, target, "p2p", **params)
+    monkeypatch.undo()
+    assert ExplicitP2P.captured
+    assert torch.allclose(fast.image, ref.image, atol=1e-4)
+
+
+def test_p2p_reweighting_a_word_only_the_target_has_changes_the_refined_edit(tiny_sd, inversions):
+    """The P2P notebook's '... at winter' with winter reweighted: refine must scale the target's own map."""
+    target = PROMPT + " at winter"
+    plain = edit(tiny_sd, inversions["rnri"], target, "p2p", mode="refine")
+    strong = edit(tiny_sd, inversions["rnri"], target, "p2p", mode="refine", reweight_words="winter:5")
+    assert (strong.image - plain.image).abs().max() > 1e-3
 
 
 def test_p2p_replace_uses_the_source_map_on_the_replaced_word(tiny_sd, inversions, monkeypatch):
@@ -178,7 +237,7 @@ def test_p2p_replace_uses_the_source_map_on_the_replaced_word(tiny_sd, inversion
     target = "a dog sitting on the grass"
     s_tok, t_tok = find_word(tok, PROMPT, "cat")[0], find_word(tok, target, "dog")[0]
     assert replace_mapper(tok, PROMPT, target)[s_tok, t_tok] == 1
-    ExplicitP2P.captured = []
+    ExplicitP2P.captured, ExplicitP2P.ref = [], {}
     monkeypatch.setattr(p2p_mod, "P2PController", ExplicitP2P)
     edit(tiny_sd, inversions["rnri"], target, "p2p", mode="replace")
     for a_s, a_new in ExplicitP2P.captured:
@@ -188,7 +247,7 @@ def test_p2p_replace_uses_the_source_map_on_the_replaced_word(tiny_sd, inversion
 def test_p2p_reweight_scales_exactly_the_chosen_token(tiny_sd, inversions, monkeypatch):
     tok = tiny_sd.tokenizer
     idx = find_word(tok, PROMPT, "grass")
-    ExplicitP2P.captured = []
+    ExplicitP2P.captured, ExplicitP2P.ref = [], {}
     monkeypatch.setattr(p2p_mod, "P2PController", ExplicitP2P)
     edit(tiny_sd, inversions["rnri"], PROMPT, "p2p", mode="reweight", reweight_words="grass:2.5")
     others = [i for i in range(77) if i not in idx]
