@@ -19,7 +19,6 @@ import json
 import os
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +75,7 @@ class InversionCache:
             store.move_to_end(key)
             return store[key]
 
-    def put(self, session: str, key: str, entry: "Entry") -> None:
+    def put(self, session: str, key: str, entry: Entry) -> None:
         with self.lock:
             store = self.sessions.setdefault(session, collections.OrderedDict())
             self.sessions.move_to_end(session)

@@ -93,7 +93,7 @@ def main() -> None:
     for batch in (1, 2):
         cond = model.encode_prompt([prompt] * batch)
         z = torch.randn(batch, 4, size // 8, size // 8, device=a.device)
-        report[f"unet_call_b{batch}_s"], _ = timed(lambda: model.predict_noise(z, 500, cond), a.device, a.repeats)
+        report[f"unet_call_b{batch}_s"], _ = timed(lambda z=z, cond=cond: model.predict_noise(z, 500, cond), a.device, a.repeats)
     inv_s, inv = timed(lambda: invert(model, x, prompt, a.inverter, a.steps), a.device, a.repeats)
     edit_s, out = timed(lambda: edit(model, inv, target, a.editor), a.device, a.repeats)
     with calls_recorded(model) as calls:

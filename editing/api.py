@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from inversion.models.base import Conditioning, DiffusionModel, PromptError
+from inversion.errors import IncompatibleChoice, ParameterError, PromptError
+from inversion.models.base import Conditioning, DiffusionModel
 from inversion.models.cascade import Cascade
-from inversion.pipeline import IncompatibleChoice
 from inversion.result import CascadeInversion, Inversion
 from inversion.sampling import reconstruct_latent
 
@@ -46,8 +46,6 @@ class EditOutput:
 
 
 def get_editor(name: str) -> Editor:
-    from inversion.inverters.base import ParameterError
-
     try:
         return EDITORS[name]
     except KeyError:

@@ -26,15 +26,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from inversion.errors import UnsupportedAttention
+
 _NAME = re.compile(
     r"^(?P<place>down_blocks|mid_block|up_blocks)(?:\.(?P<block>\d+))?\.attentions\.(?P<att>\d+)"
     r"\.transformer_blocks\.(?P<tb>\d+)\.(?P<which>attn1|attn2)\.processor$"
 )
 _PLACE_RANK = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
-
-
-class UnsupportedAttention(ValueError):
-    """The UNet's attention layers are not the separate self/cross kind editors control."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +112,7 @@ class WordMaps:
     def wants(self, info: LayerInfo) -> bool:
         return not info.is_self and info.level == self.level
 
-    def add(self, probs: torch.Tensor, controller: "Controller") -> None:
+    def add(self, probs: torch.Tensor, controller: Controller) -> None:
         self.hw = spatial_shape(probs.shape[-2], controller.latent_hw)
         for branch, toks in self.tokens.items():
             i = controller.row(branch, "c")

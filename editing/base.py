@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from inversion.inverters.base import Param, resolve
+from inversion.errors import IncompatibleChoice
 from inversion.models.base import DiffusionModel
-from inversion.pipeline import IncompatibleChoice
+from inversion.params import Param, resolve
 from inversion.result import Inversion
 
 

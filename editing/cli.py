@@ -104,7 +104,7 @@ def cmd_bench(a) -> None:
     inv_speed = speed_fields(inv.seconds, inv.nfe, calls)
     rows = []
     for n in names:
-        out, calls = _median_run(a.repeats, lambda: edit(model, inv, a.target_prompt, n), model)
+        out, calls = _median_run(a.repeats, lambda n=n: edit(model, inv, a.target_prompt, n), model)
         rows.append({
             "model": a.model, "inverter": inv.inverter, "editor": n, "steps": inv.num_steps,
             "inversion_nfe": inv.nfe, "inversion_seconds": inv.seconds, "inversion_overhead": inv_speed["overhead"],

@@ -23,11 +23,11 @@ import time
 
 import torch
 
-from inversion.inverters.base import Param
 from inversion.models.base import Conditioning
+from inversion.params import Param
 from inversion.sampling import sample
 
-from .base import EditResult, Editor
+from .base import Editor, EditResult
 from .loop import run_branches, source_condition
 from .p2p import _target_condition
 

@@ -23,11 +23,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from inversion.inverters.base import Param
 from inversion.models.base import Conditioning
+from inversion.params import Param
 
 from .attention import Controller, WordMaps, attention_levels, controlled, layer_registry
-from .base import EditResult, Editor
+from .base import Editor, EditResult
 from .loop import run_branches, source_condition
 from .p2p import _blend_tokens, _target_condition
 

@@ -13,11 +13,9 @@ import re
 
 import torch
 
+from inversion.errors import WordError
+
 WORD = re.compile(r"[\w'-]+", re.UNICODE)
-
-
-class WordError(ValueError):
-    """A word, or a prompt pair, that an edit cannot use; the message says why."""
 
 
 def _norm(word: str) -> str:

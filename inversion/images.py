@@ -17,12 +17,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import ImageError
+
 MAX_PIXELS = 50_000_000  # larger uploads are refused before decoding
 MIN_SIDE = 8
-
-
-class ImageError(ValueError):
-    """An input image that cannot be used; the message says why."""
 
 
 def load_image(source) -> Image.Image:

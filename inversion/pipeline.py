@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import torch
 
+from .errors import IncompatibleChoice
 from .images import load_image, to_pil
 from .inverters import get_inverter
 from .metrics import image_metrics, latent_psnr, psnr
@@ -28,10 +29,6 @@ from .result import CascadeInversion, Inversion
 from .sampling import reconstruct_latent, sample
 
 PSNR_CAP = 100.0  # identical images have infinite PSNR; JSON gets this cap instead
-
-
-class IncompatibleChoice(ValueError):
-    """An inverter/editor/model combination that cannot work (e.g. IterInv on SD)."""
 
 
 def input_tensor(model: DiffusionModel | Cascade, image, size: int | None = None, seed: int = 0) -> torch.Tensor:

@@ -16,11 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .errors import IncompatibleInversion
 from .schedule import Sampler
-
-
-class IncompatibleInversion(ValueError):
-    """An inversion used with a model, sampler or step count it was not made for."""
 
 
 @dataclass
@@ -103,7 +100,7 @@ class Inversion:
         return d
 
     @classmethod
-    def from_parts(cls, meta: dict, tensors: dict[str, torch.Tensor], prefix: str = "") -> "Inversion":
+    def from_parts(cls, meta: dict, tensors: dict[str, torch.Tensor], prefix: str = "") -> Inversion:
         meta = dict(meta)
         meta["timesteps"] = tuple(meta["timesteps"])
         return cls(

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from editing import edit
 from inversion import generate, invert, load_model
 from inversion.inverters import INVERTERS
-from inversion.metrics import psnr, ssim
 from inversion.pipeline import evaluate
 
 from .judge import find_objects, has, mask_iou

@@ -11,7 +11,7 @@ with the highest IoU against the region's mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from scipy import ndimage
@@ -58,7 +58,7 @@ def background(image: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
     return bg, names
 
 
-@lru_cache(maxsize=None)
+@cache
 def _extent(kind: str) -> tuple[float, float, float, float]:
     """The unit template's own bounding box (u0, u1, v0, v1), measured on a fine grid."""
     g = np.linspace(-1.2, 1.2, 961, dtype=np.float32)

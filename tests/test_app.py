@@ -6,9 +6,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import ROOT
+from PIL import Image
 
 APP_MODEL = os.environ.get("TEST_APP_MODEL", "tiny-sd")
 
@@ -100,15 +99,16 @@ def test_user_errors_come_back_as_messages_and_the_app_keeps_serving(client, cat
     for args, needle in cases:
         with pytest.raises(Exception, match=needle):
             client.predict(*args, api_name="/edit")
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="not an image"):
         client.predict(handle_file(str(bad)), "a cat", "rnri", 4, 0, 1.0, "{}", api_name="/invert")
     recon, m = client.predict(handle_file(str(cat_image)), "a cat", "ddim", 3, 0, 1.0, "{}", api_name="/invert")
     assert m["nfe"] == 3
 
 
 def test_cache_is_per_session_and_bounded():
-    import app
     import torch
+
+    import app
 
     class Fake:
         def __init__(self, n):

@@ -5,9 +5,8 @@ import json
 import subprocess
 import sys
 
-from PIL import Image
-
 from conftest import ROOT
+from PIL import Image
 
 
 def test_folder_evaluation_writes_rows_and_a_summary(tmp_path, cat_image):

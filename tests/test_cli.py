@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 from PIL import Image
 
-from conftest import ROOT
 from inversion.cli import main
 from inversion.inverters import INVERTERS
 

@@ -117,8 +117,9 @@ def test_four_concurrent_sessions_get_their_own_results(cat_image, tmp_path):
     """Through the app's queue on loopback: no cross-session cache, results equal to serial runs."""
     import socket
 
-    import app
     from gradio_client import Client, handle_file
+
+    import app
 
     engine = app.Engine("tiny-sd")
     demo = app.build(engine)
@@ -144,7 +145,7 @@ def test_four_concurrent_sessions_get_their_own_results(cat_image, tmp_path):
         for t in threads:
             t.join(timeout=300)
         assert all(r is not None for r in results)
-        for (edited, _, metrics), (src, tgt) in zip(results, jobs):
+        for _edited, _, metrics in results:
             assert not metrics["inversion_cached"] and metrics["inversion_nfe"] == 8  # never another session's
         # sessions 0 and 3 asked the same thing: identical images; 0 and 1 differ only in the target
         same = [Image.open(results[i][0]).tobytes() for i in (0, 3, 1)]

@@ -2,7 +2,6 @@
 inverts, edits, and is the app's offline default. Seconds on 2 cores."""
 
 import pytest
-import torch
 
 from editing import edit
 from inversion import generate, invert, load_model

@@ -15,16 +15,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from PIL import Image
 
+from ..errors import ModelError, PromptError
 from ..images import to_model_tensor
 from ..schedule import Sampler, clamp_x0
-
-
-class ModelError(RuntimeError):
-    """A model cannot be built or used as asked; the message says what to do."""
-
-
-class PromptError(ValueError):
-    """A prompt the text encoder cannot take (too long, wrong type)."""
 
 
 @dataclass
@@ -48,7 +41,7 @@ class Conditioning:
     def __len__(self) -> int:
         return self.text.shape[0]
 
-    def rows(self, index: list[int]) -> "Conditioning":
+    def rows(self, index: list[int]) -> Conditioning:
         idx = torch.as_tensor(index, device=self.text.device)
 
         def pick(t):
@@ -63,15 +56,15 @@ class Conditioning:
             noise_level=pick(self.noise_level),
         )
 
-    def with_guidance(self, guidance: float | list[float]) -> "Conditioning":
+    def with_guidance(self, guidance: float | list[float]) -> Conditioning:
         g = torch.as_tensor(guidance, dtype=torch.float32).expand(len(self)).clone()
         return replace(self, guidance=g)
 
-    def with_image(self, image: torch.Tensor | None, noise_level: torch.Tensor | None) -> "Conditioning":
+    def with_image(self, image: torch.Tensor | None, noise_level: torch.Tensor | None) -> Conditioning:
         return replace(self, image=image, noise_level=noise_level)
 
     @staticmethod
-    def cat(items: list["Conditioning"]) -> "Conditioning":
+    def cat(items: list[Conditioning]) -> Conditioning:
         def join(name):
             vals = [getattr(c, name) for c in items]
             if all(v is None for v in vals):

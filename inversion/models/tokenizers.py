@@ -12,7 +12,7 @@ the weights of a trained model stay aligned with their token ids.
 from __future__ import annotations
 
 import collections
-from functools import lru_cache
+from functools import cache
 
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Tokenizer
 
@@ -77,7 +77,7 @@ def learn_merges(words: list[str]) -> list[tuple[str, str]]:
             seqs[k] = out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _clip_vocab(words: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     alphabet = list(bytes_to_unicode().values())
     vocab_list = alphabet + [c + "</w>" for c in alphabet]
