@@ -39,6 +39,19 @@ def clamp_x0(x: torch.Tensor, eps: torch.Tensor, a: float, bound: float) -> torc
     return (x - a**0.5 * x0) / (1 - a) ** 0.5
 
 
+LCM_SIGMA_DATA = 0.5  # the data scale in LCM's boundary condition (diffusers' LCMScheduler default)
+LCM_TIMESTEP_SCALING = 10.0  # LCMScheduler's timestep_scaling: c_skip(t) ~ 0 for every t >= 1
+
+
+def lcm_boundary_scalings(t, timestep_scaling: float = LCM_TIMESTEP_SCALING, sigma_data: float = LCM_SIGMA_DATA):
+    """(c_skip, c_out) of the consistency function f(x, t) = c_skip x + c_out x0(x, t), as
+    LCMScheduler defines them: f(x, 0) = x at the boundary. `t` a number or a tensor."""
+    s = t * timestep_scaling
+    c_skip = sigma_data**2 / (s**2 + sigma_data**2)
+    c_out = s / (s**2 + sigma_data**2) ** 0.5
+    return c_skip, c_out
+
+
 def ddim_move(x: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> torch.Tensor:
     """Deterministic DDIM move between noise levels with a fixed eps (either direction)."""
     return a_to**0.5 * to_x0(x, eps, a_from) + (1 - a_to) ** 0.5 * eps
@@ -52,7 +65,7 @@ class Sampler:
     timesteps: tuple[int, ...]
     alphas_cumprod: torch.Tensor  # float64, the training schedule
     final_alpha: float  # level after the last step
-    timestep_scaling: float = 10.0  # LCM boundary-condition scaling
+    timestep_scaling: float = LCM_TIMESTEP_SCALING
 
     def __post_init__(self) -> None:
         if self.kind not in ("ddim", "lcm"):
@@ -79,9 +92,7 @@ class Sampler:
         return self.stochastic and j < self.num_steps - 1
 
     def _lcm_scalings(self, j: int) -> tuple[float, float]:
-        s = self.timesteps[j] * self.timestep_scaling
-        sigma_data = 0.5
-        return sigma_data**2 / (s**2 + sigma_data**2), s / (s**2 + sigma_data**2) ** 0.5
+        return lcm_boundary_scalings(self.timesteps[j], self.timestep_scaling)
 
     def denoised(self, x: torch.Tensor, eps: torch.Tensor, j: int) -> torch.Tensor:
         """The step's clean estimate: x0 for DDIM, the consistency output for LCM."""

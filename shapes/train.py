@@ -4,6 +4,8 @@
     python -m shapes.train --stage sr --steps 2500     # 32 -> 64 super-resolution (~15 min)
     python -m shapes.train --export                    # EMA weights -> assets/shapes/
     python -m shapes.train --stage base --steps 5000 --lr 2.5e-4 --init assets/shapes/shapes.safetensors
+    python -m shapes.train --stage lcm --steps 4000    # consistency-distil the base stage (shapes-lcm)
+    python -m shapes.train --export-lcm                # -> assets/shapes/shapes_lcm.safetensors
 
 Checkpoints go to runs/shapes/ every --save-every steps; re-running a stage
 resumes from its checkpoint. --init continues a stage from exported weights
@@ -15,7 +17,6 @@ fp16 weights (a few MB) and the tokenizer's vocabulary, which is what the
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -31,8 +32,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from inversion.models import shapes_arch as arch
-from inversion.models.tokenizers import _clip_vocab, WORDS, build_clip_tokenizer
+from inversion.models.tokenizers import WORDS, _clip_vocab, build_clip_tokenizer
 
+from . import distill
 from .scenes import render, scenes
 
 RUN_DIR = Path(os.environ.get("SHAPES_RUN_DIR", "runs/shapes"))
@@ -241,23 +243,30 @@ def export() -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["base", "sr"])
+    p.add_argument("--stage", choices=["base", "sr", "lcm"], help="lcm: distil the base stage into shapes-lcm (shapes/distill.py)")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr", type=float, help="default 5e-4 (base, sr), 1e-4 (lcm)")
     p.add_argument("--data", type=int, default=40000, help="number of training scenes")
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", action="store_true")
+    p.add_argument("--export-lcm", action="store_true", help="export the distilled shapes-lcm student")
     p.add_argument("--init", type=Path, help="continue a stage from these exported weights (no checkpoint)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.stage:
         torch.manual_seed(0)
         random.seed(0)
-        Trainer(a.stage, a.batch, a.lr, a.steps, a.data, a.init).run(a.save_every)
+        if a.stage == "lcm":
+            images, captions = dataset(a.data)
+            distill.Distiller(a.batch, a.lr or 1e-4, a.steps, to_unit(images), captions, RUN_DIR, a.init).run(a.save_every)
+        else:
+            Trainer(a.stage, a.batch, a.lr or 5e-4, a.steps, a.data, a.init).run(a.save_every)
     if a.export:
         export()
+    if a.export_lcm:
+        distill.export(RUN_DIR)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .base import Conditioning, DiffusionModel, ModelError, PromptError
 from .cascade import Cascade
@@ -49,10 +49,13 @@ def _tiny_if(device=None):
     return tiny_if(device=device or "cpu")
 
 
-def _shapes(device=None):
-    from .shapes import shapes
+def _shapes(lcm):
+    def build(device=None):
+        from .shapes import shapes
 
-    return shapes(device=device or "cpu")
+        return shapes(device=device or "cpu", lcm=lcm)
+
+    return build
 
 
 def _oracle(device=None):
@@ -69,7 +72,8 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("sd-1.4", False, "latent", "ddim", "Stable Diffusion 1.4 (CompVis/stable-diffusion-v1-4)", _hub_sd("sd-1.4")),
         ModelSpec("sd-1.5-lcm-lora", False, "latent", "lcm", "SD 1.5 + LCM-LoRA (latent-consistency/lcm-lora-sdv1-5)", _hub_sd("sd-1.5-lcm-lora")),
         ModelSpec("deepfloyd-if", False, "pixel cascade", "ddim", "DeepFloyd IF-I-M + IF-II-M (gated licence)", _hub_if),
-        ModelSpec("shapes", True, "pixel cascade", "ddim", "our trained flat-shapes cascade, 32 -> 64 px (weights in assets/)", _shapes),
+        ModelSpec("shapes-lcm", True, "pixel cascade", "lcm", "shapes distilled to a consistency model: 4 + 4 steps (weights in assets/)", _shapes(True)),
+        ModelSpec("shapes", True, "pixel cascade", "ddim", "our trained flat-shapes cascade, 32 -> 64 px (weights in assets/)", _shapes(False)),
         ModelSpec("tiny-sd", True, "latent", "ddim", "random-weight SD-shaped model, for tests", _tiny(False)),
         ModelSpec("tiny-lcm", True, "latent", "lcm", "random-weight LCM-shaped model, for tests", _tiny(True)),
         ModelSpec("tiny-if", True, "pixel cascade", "ddim", "random-weight IF-shaped cascade, for tests", _tiny_if),

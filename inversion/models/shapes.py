@@ -16,53 +16,81 @@ from .tokenizers import MAX_LENGTH
 from .unet_model import UNetModel, schedule_fields
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "assets" / "shapes" / "shapes.safetensors"
+LCM_WEIGHTS = WEIGHTS.parent / "shapes_lcm.safetensors"
+LCM_STEPS = 4  # per stage: 4 consistency steps on the base, 4 DDIM steps on the SR stage (README: measured)
 
 
-def shapes(device: str = "cpu") -> Cascade:
-    if not WEIGHTS.is_file():
-        raise ModelError(f"the shapes weights are missing ({WEIGHTS}); train them with `python -m shapes.train` (see README)")
-    raw = load_file(str(WEIGHTS))
+def _read(path: Path, what: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelError(f"the {what} weights are missing ({path}); train them with `python -m shapes.train` (see README)")
+    return load_file(str(path))
+
+
+def _part(raw: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v.float() for k, v in raw.items() if k.startswith(prefix)}
+
+
+def shapes(device: str = "cpu", lcm: bool = False) -> Cascade:
+    """`shapes` (20-step DDIM on both stages) or `shapes-lcm` (the consistency-distilled base
+    stage, LCM sampler, guidance as the w-embedding; the same SR stage at 4 DDIM steps)."""
+    raw = _read(WEIGHTS, "shapes")
     spec = json.loads((WEIGHTS.parent / "tokenizer.json").read_text())
     tok = CLIPTokenizer(vocab=spec["vocab"], merges=[tuple(m) for m in spec["merges"]], model_max_length=MAX_LENGTH)
-
-    def part(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix) :]: v.float() for k, v in raw.items() if k.startswith(prefix)}
-
     text = arch.text_encoder(tok)
-    text.load_state_dict(part("base.text."))
-    base, sr = arch.base_unet(), arch.sr_unet()
-    base.load_state_dict(part("base.unet."))
-    sr.load_state_dict(part("sr.unet."))
-    sched = arch.scheduler()
-    stages = []
-    for unet, size, name in ((base, arch.BASE_SIZE, "shapes"), (sr, arch.SR_SIZE, "shapes-sr")):
-        stages.append(
-            UNetModel(
-                name=name,
-                family="shapes",
-                sampler_kind="ddim",
-                **schedule_fields(sched),
-                device=torch.device(device),
-                latent_channels=3,
-                default_steps=20,
-                default_guidance=1.0,
-                default_edit_guidance=3.0,
-                image_size=size,
-                fixed_size=True,
-                clip_x0=1.0,  # static thresholding: +13 points of judged generation at guidance 5
-                size_multiple=1,
-                description="our small trained pixel model",
-                prediction_type=arch.SR_PREDICTION if name == "shapes-sr" else "epsilon",
-                unet_module=unet.eval().requires_grad_(False).to(device),
-                text_encoder=text.eval().requires_grad_(False).to(device),
-                tokenizer=tok,
-            )
-        )
+    text.load_state_dict(_part(raw, "base.text."))
+    sr = arch.sr_unet()
+    sr.load_state_dict(_part(raw, "sr.unet."))
+    if lcm:
+        base = arch.base_unet(time_cond_proj_dim=arch.LCM_W_EMBED_DIM)
+        base.load_state_dict(_part(_read(LCM_WEIGHTS, "shapes-lcm"), "lcm.unet."))
+    else:
+        base = arch.base_unet()
+        base.load_state_dict(_part(raw, "base.unet."))
+    common = dict(
+        family="shapes",
+        device=torch.device(device),
+        latent_channels=3,
+        fixed_size=True,
+        clip_x0=1.0,  # static thresholding: +13 points of judged generation at guidance 5
+        size_multiple=1,
+        text_encoder=text.eval().requires_grad_(False).to(device),
+        tokenizer=tok,
+    )
+    steps = LCM_STEPS if lcm else 20
+    base_stage = UNetModel(
+        name="shapes-lcm" if lcm else "shapes",
+        sampler_kind="lcm" if lcm else "ddim",
+        **schedule_fields(arch.lcm_scheduler() if lcm else arch.scheduler()),
+        default_steps=steps,
+        default_guidance=arch.LCM_DEFAULT_GUIDANCE if lcm else 1.0,
+        default_edit_guidance=arch.LCM_DEFAULT_GUIDANCE if lcm else 3.0,
+        uses_cfg=not lcm,
+        image_size=arch.BASE_SIZE,
+        description="our consistency-distilled small pixel model" if lcm else "our small trained pixel model",
+        prediction_type=arch.LCM_PREDICTION if lcm else "epsilon",
+        unet_module=base.eval().requires_grad_(False).to(device),
+        **common,
+    )
+    sr_stage = UNetModel(
+        name="shapes-sr",
+        sampler_kind="ddim",
+        **schedule_fields(arch.scheduler()),
+        default_steps=steps,
+        default_guidance=1.0,
+        default_edit_guidance=3.0,
+        image_size=arch.SR_SIZE,
+        description="super-resolution stage of shapes",
+        prediction_type=arch.SR_PREDICTION,
+        unet_module=sr.eval().requires_grad_(False).to(device),
+        **common,
+    )
+    name = "shapes-lcm" if lcm else "shapes"
+    what = "4 + 4 steps: the consistency-distilled base stage, then 4 DDIM steps of SR" if lcm else "20 DDIM steps per stage"
     return Cascade(
-        name="shapes",
-        stages=stages,
+        name=name,
+        stages=[base_stage, sr_stage],
         noise_levels=[arch.SR_NOISE_LEVEL],
         align_corners=False,
         family="shapes",
-        description="our small trained text-to-image cascade of flat shapes (32 px -> 64 px), trained on CPU",
+        description=f"our small trained text-to-image cascade of flat shapes (32 px -> 64 px), trained on CPU; {what}",
     )

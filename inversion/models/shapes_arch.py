@@ -13,7 +13,7 @@ predicts v (Salimans & Ho 2022), like SD's x4 upscaler.
 
 from __future__ import annotations
 
-from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler, LCMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel
 
 from .tokenizers import clip_text_encoder
@@ -26,6 +26,14 @@ SR_NOISE_LEVEL = 100  # augmentation level of the low-res condition at inference
 # penalised, and it learned to trust x_t over its low-res condition (PSNR 11 dB from noise).
 SR_PREDICTION = "v_prediction"
 SR_TRAIN_MAX_NOISE_LEVEL = 300
+
+# shapes-lcm (consistency-distilled base stage): width of the guidance embedding the UNet
+# adds to its timestep embedding, and the guidance range it was distilled over.
+LCM_W_EMBED_DIM = 64
+LCM_GUIDANCE_RANGE = (1.0, 8.0)
+LCM_SKELETON_STEPS = 50  # the teacher's DDIM solver skips k = 1000 / 50 = 20 timesteps
+LCM_PREDICTION = "v_prediction"  # eps is ill-conditioned at t = 999 (see shapes/distill.py)
+LCM_DEFAULT_GUIDANCE = 3.0  # inversion, source and target branch of shapes-lcm (w = 2)
 
 SCHEDULER_CONFIG = dict(
     num_train_timesteps=1000,
@@ -41,11 +49,18 @@ def scheduler() -> DDIMScheduler:
     return DDIMScheduler(**SCHEDULER_CONFIG)
 
 
+def lcm_scheduler() -> LCMScheduler:
+    """shapes-lcm's sampler: LCMScheduler on the same training schedule, 50-step skeleton."""
+    config = {**SCHEDULER_CONFIG, "prediction_type": LCM_PREDICTION}
+    return LCMScheduler(**config, original_inference_steps=LCM_SKELETON_STEPS, timestep_scaling=10.0)
+
+
 def text_encoder(tok) -> CLIPTextModel:
     return clip_text_encoder(tok, hidden=TEXT_DIM, intermediate=128, heads=4, layers=2)
 
 
-def base_unet() -> UNet2DConditionModel:
+def base_unet(time_cond_proj_dim: int | None = None) -> UNet2DConditionModel:
+    """The base stage; `time_cond_proj_dim` adds LCM's guidance (w) embedding for `shapes-lcm`."""
     return UNet2DConditionModel(
         sample_size=BASE_SIZE,
         in_channels=3,
@@ -57,6 +72,7 @@ def base_unet() -> UNet2DConditionModel:
         cross_attention_dim=TEXT_DIM,
         attention_head_dim=4,
         norm_num_groups=16,
+        time_cond_proj_dim=time_cond_proj_dim,
     )
 
 

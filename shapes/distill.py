@@ -1,0 +1,235 @@
+"""Latent-consistency distillation of the `shapes` base stage into `shapes-lcm`.
+
+Consistency distillation (Song et al., ICML 2023) with LCM's one-stage guided
+recipe (Luo et al., 2023), in pixel space on our 32 px base stage:
+
+- the student starts from the teacher's weights plus LCM's guidance embedding (the
+  UNet's `time_cond_proj_dim` layer, zero-initialised), but predicts v, not eps
+  (Salimans & Ho 2022, who distil with v for this reason): under our cosine schedule
+  a(999) = 2.4e-9, so x0 = (x - sqrt(1 - a) eps) / sqrt(a) multiplies an eps error
+  by 2e4 at the very timestep LCM's 4-step schedule starts from (measured: the
+  eps-parametrised student's loss was 24 and dominated by t = 999), while
+  x0 = sqrt(a) x - sqrt(1 - a) v is well conditioned everywhere; the guidance g = 1 + w is drawn per sample from
+  `LCM_GUIDANCE_RANGE`, and the embedding takes w = g - 1 as LCMScheduler's
+  pipelines pass it;
+- the teacher's classifier-free-guided prediction takes one DDIM step of k = 20
+  timesteps (the 50-step skeleton that LCMScheduler's `original_inference_steps`
+  samples from), from t_{n+k} to t_n;
+- target: the EMA target network's consistency function at (x_{t_n}, t_n);
+  student: its own at (x_{t_{n+k}}, t_{n+k}); pseudo-Huber loss between them;
+- the consistency function is c_skip(t) x + c_out(t) x0(x, t) with diffusers'
+  LCMScheduler scalings (`inversion.schedule.lcm_boundary_scalings`), so the
+  student samples with LCMScheduler and with our sampler alike.
+
+Static thresholding: `shapes` samples with the guided x0 estimate clamped to
+[-1, 1] (Imagen). We clamp inside the teacher's solver step and the target's
+consistency function, so the student learns the trajectories of the
+thresholded sampler it replaces. The student's own prediction is not clamped
+during training (a clamp has zero gradient outside the range, which would stop
+learning exactly where the student is wrong); at inference `shapes-lcm` keeps
+the model's `clip_x0`, a near no-op once the student matches its in-range targets.
+
+    python -m shapes.train --stage lcm --steps 4000          # resumable; runs/shapes/lcm.pt
+    python -m shapes.train --export-lcm                      # -> assets/shapes/shapes_lcm.safetensors
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from inversion.models import shapes_arch as arch
+from inversion.models.shapes import WEIGHTS, shapes
+from inversion.models.unet_model import guidance_embedding
+from inversion.schedule import lcm_boundary_scalings
+
+HUBER_C = 0.001  # LCM's pseudo-Huber constant (diffusers' train_lcm_distill scripts)
+TARGET_EMA = 0.95  # the target network's EMA decay (LCM)
+EXPORT_EMA = 0.999  # a slower average of the student: what is exported
+LCM_WEIGHTS = WEIGHTS.parent / "shapes_lcm.safetensors"
+WARMUP = 200
+
+
+def skeleton(alphas_cumprod: torch.Tensor, n: int = arch.LCM_SKELETON_STEPS) -> torch.Tensor:
+    """The solver's skeleton timesteps t_{n+k}: 19, 39, ..., 999 for 50 of 1000 (LCMScheduler's)."""
+    k = len(alphas_cumprod) // n
+    return torch.arange(1, n + 1) * k - 1
+
+
+def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float = HUBER_C) -> torch.Tensor:
+    return (torch.sqrt((a.float() - b.float()) ** 2 + c**2) - c).mean()
+
+
+def x0_from_v(x: torch.Tensor, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    return a.sqrt() * x - (1 - a).sqrt() * v
+
+
+def teacher_hash(path: Path = WEIGHTS) -> str:
+    """Identifies the teacher export the student was distilled from (its training steps)."""
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(meta.items()))
+
+
+class Distiller:
+    """Resumable consistency distillation; `run` shows a progress bar and checkpoints."""
+
+    stage = "lcm"
+
+    def __init__(self, batch: int, lr: float, steps: int, images64: torch.Tensor, captions: list[str], run_dir: Path, init: Path | None = None):
+        self.batch, self.lr, self.steps = batch, lr, steps
+        teacher = shapes().stages[0]
+        self.tok, self.text = teacher.tokenizer, teacher.text_encoder
+        self.teacher = teacher.unet
+        self.images32 = F.avg_pool2d(images64, 2)  # the cascade's low-res image: 2x2 area average
+        self.ids = self._ids(captions)
+        with torch.no_grad():
+            self.uncond = self.text(self._ids([""]))[0]
+        self.alphas = teacher.alphas_cumprod.float()
+        self.skeleton = skeleton(teacher.alphas_cumprod)
+        self.student = arch.base_unet(time_cond_proj_dim=arch.LCM_W_EMBED_DIM)
+        missing, unexpected = self.student.load_state_dict(self.teacher.state_dict(), strict=False)
+        if unexpected or any("cond_proj" not in k for k in missing):
+            raise SystemExit(f"the student does not extend the teacher: missing {missing}, unexpected {unexpected}")
+        torch.nn.init.zeros_(self.student.time_embedding.cond_proj.weight)
+        if init is not None:
+            self.student.load_state_dict(load_lcm_unet(init).state_dict())
+        self.target = copy.deepcopy(self.student).requires_grad_(False)
+        self.ema = copy.deepcopy(self.student).requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.student.parameters(), lr=lr, weight_decay=0.0)
+        self.step = 0
+        self.prior_steps = exported_lcm_steps(init) if init is not None else 0
+        self.ckpt = run_dir / "lcm.pt"
+        if self.ckpt.exists():
+            self._load()
+
+    def _ids(self, prompts: list[str]) -> torch.Tensor:
+        return self.tok(prompts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+
+    # ---- checkpoints ----------------------------------------------------------------
+    def _load(self) -> None:
+        ck = torch.load(self.ckpt, weights_only=False)
+        for name in ("student", "target", "ema"):
+            getattr(self, name).load_state_dict(ck[name])
+        self.opt.load_state_dict(ck["opt"])
+        self.step, self.prior_steps = ck["step"], ck.get("prior_steps", 0)
+        torch.set_rng_state(ck["torch_rng"])
+        random.setstate(ck["py_rng"])
+
+    def save(self) -> None:
+        tmp = self.ckpt.with_suffix(".tmp")
+        state = {name: getattr(self, name).state_dict() for name in ("student", "target", "ema")}
+        state.update(
+            opt=self.opt.state_dict(),
+            step=self.step,
+            prior_steps=self.prior_steps,
+            torch_rng=torch.get_rng_state(),
+            py_rng=random.getstate(),
+            teacher=teacher_hash(),
+        )
+        torch.save(state, tmp)
+        os.replace(tmp, self.ckpt)
+
+    # ---- one distillation step ------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        if step < WARMUP:
+            return self.lr * (step + 1) / WARMUP
+        frac = min(1.0, (step - WARMUP) / max(1, self.steps - WARMUP))
+        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    def loss(self) -> torch.Tensor:
+        b = self.batch
+        idx = torch.randint(0, len(self.images32), (b,))
+        x0 = self.images32[idx]
+        n = torch.randint(0, len(self.skeleton), (b,))
+        t_start = self.skeleton[n]  # t_{n+k}
+        t_prev = (t_start - len(self.alphas) // len(self.skeleton)).clamp(min=0)  # t_n
+        a_start = self.alphas[t_start].view(-1, 1, 1, 1)
+        a_prev = self.alphas[t_prev].view(-1, 1, 1, 1)
+        x = a_start.sqrt() * x0 + (1 - a_start).sqrt() * torch.randn_like(x0)
+        lo, hi = arch.LCM_GUIDANCE_RANGE
+        g = lo + (hi - lo) * torch.rand(b)
+        w_emb = guidance_embedding(g - 1, arch.LCM_W_EMBED_DIM)
+        with torch.no_grad():
+            text = self.text(self.ids[idx])[0]
+            # Teacher: guided eps at t_{n+k}, x0 thresholded, one DDIM step to t_n.
+            eps_u, eps_c = self.teacher(torch.cat([x, x]), torch.cat([t_start, t_start]), torch.cat([self.uncond.expand(b, -1, -1), text])).sample.chunk(2)
+            eps = eps_u + g.view(-1, 1, 1, 1) * (eps_c - eps_u)
+            x0_t = ((x - (1 - a_start).sqrt() * eps) / a_start.sqrt()).clamp(-1, 1)
+            eps = (x - a_start.sqrt() * x0_t) / (1 - a_start).sqrt()  # consistent with the clamped x0
+            x_prev = a_prev.sqrt() * x0_t + (1 - a_prev).sqrt() * eps
+            # Target: the EMA network's consistency function at (x_{t_n}, t_n).
+            v_tgt = self.target(x_prev, t_prev, text, timestep_cond=w_emb).sample
+            skip, out = (c.view(-1, 1, 1, 1).float() for c in lcm_boundary_scalings(t_prev.double()))
+            target = skip * x_prev + out * x0_from_v(x_prev, v_tgt, a_prev).clamp(-1, 1)
+        v_s = self.student(x, t_start, text, timestep_cond=w_emb).sample
+        skip, out = (c.view(-1, 1, 1, 1).float() for c in lcm_boundary_scalings(t_start.double()))
+        pred = skip * x + out * x0_from_v(x, v_s, a_start)
+        return pseudo_huber(pred, target)
+
+    @torch.no_grad()
+    def _update_averages(self) -> None:
+        for avg, decay in ((self.target, TARGET_EMA), (self.ema, EXPORT_EMA)):
+            for p_avg, p in zip(avg.parameters(), self.student.parameters()):
+                p_avg.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+    def run(self, save_every: int) -> None:
+        bar = tqdm(total=self.steps, initial=self.step, desc="distil lcm", mininterval=5)
+        ema_loss, t0 = None, time.time()
+        while self.step < self.steps:
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            loss = self.loss()
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
+            self.opt.step()
+            self._update_averages()
+            self.step += 1
+            ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema_loss:.4f}", refresh=False)
+            if self.step % save_every == 0 or self.step == self.steps:
+                self.save()
+        bar.close()
+        print(f"lcm: {self.step} steps, last loss {ema_loss}, {time.time() - t0:.0f} s this run", flush=True)
+
+
+def exported_lcm_steps(path: Path) -> int:
+    with safe_open(str(path), "pt") as f:
+        return int((f.metadata() or {}).get("lcm_steps", 0))
+
+
+def load_lcm_unet(path: Path = LCM_WEIGHTS):
+    """The distilled base UNet from an export (fp16 on disk, float32 here)."""
+    from safetensors.torch import load_file
+
+    unet = arch.base_unet(time_cond_proj_dim=arch.LCM_W_EMBED_DIM)
+    raw = load_file(str(path))
+    unet.load_state_dict({k[len("lcm.unet.") :]: v.float() for k, v in raw.items() if k.startswith("lcm.unet.")})
+    return unet
+
+
+def export(run_dir: Path, path: Path = LCM_WEIGHTS) -> Path:
+    """Write the student's slow EMA (fp16) with its step count and the teacher it came from."""
+    ckpt = run_dir / "lcm.pt"
+    if not ckpt.exists():
+        raise SystemExit(f"no distillation checkpoint {ckpt}; run `python -m shapes.train --stage lcm` first")
+    ck = torch.load(ckpt, weights_only=False)
+    if ck.get("teacher") != teacher_hash():
+        raise SystemExit(f"{ckpt} was distilled from another shapes export ({ck.get('teacher')}); distil again")
+    tensors = {f"lcm.unet.{k}": v.to(torch.float16).contiguous() for k, v in ck["ema"].items()}
+    meta = {"lcm_steps": str(ck.get("prior_steps", 0) + ck["step"]), "teacher": ck["teacher"]}
+    save_file(tensors, str(path), metadata=meta)
+    print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB), {meta}")
+    return path
