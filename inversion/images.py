@@ -23,22 +23,27 @@ MAX_PIXELS = 50_000_000  # larger uploads are refused before decoding
 MIN_SIDE = 8
 
 
-def load_image(source) -> Image.Image:
-    """Path, bytes, PIL image or uint8/float array -> 8-bit RGB PIL image, upright."""
+def load_image(source, name: str | None = None, notes: list[str] | None = None) -> Image.Image:
+    """Path, bytes, PIL image or uint8/float array -> 8-bit RGB PIL image, upright.
+
+    `name` is how messages call the image (default: its path; an app passes a name
+    that does not reveal server paths). `notes`, when given, collects what was done
+    to the image on its way in (first frame of an animation, transparency on white).
+    """
     if isinstance(source, Image.Image):
         img = source
     elif isinstance(source, np.ndarray):
         img = _from_array(source)
     elif isinstance(source, (bytes, bytearray)):
-        img = _open(io.BytesIO(source), "the uploaded data")
+        img = _open(io.BytesIO(source), name or "the uploaded data")
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
-            raise ImageError(f"no image file at {path}")
-        img = _open(path, str(path))
+            raise ImageError(f"no image file at {name or path}")
+        img = _open(path, name or str(path))
     else:
         raise ImageError(f"cannot read an image from a {type(source).__name__}")
-    return _normalise(img)
+    return _normalise(img, notes if notes is not None else [])
 
 
 def _open(fp, label: str) -> Image.Image:
@@ -53,9 +58,9 @@ def _open(fp, label: str) -> Image.Image:
     except ImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{label} is not an image this program can read ({type(e).__name__}: {e})") from e
+        raise ImageError(f"{label} is not an image this program can read (PNG, JPEG, WebP, BMP, TIFF, GIF)") from e
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{label} looks like an image but is damaged or truncated: {e}") from e
+        raise ImageError(f"{label} looks like an image but is damaged or truncated ({type(e).__name__})") from e
     return img
 
 
@@ -72,7 +77,10 @@ def _from_array(a: np.ndarray) -> Image.Image:
     return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
 
 
-def _normalise(img: Image.Image) -> Image.Image:
+def _normalise(img: Image.Image, notes: list[str]) -> Image.Image:
+    if getattr(img, "n_frames", 1) > 1:
+        notes.append(f"the image is animated ({img.n_frames} frames): its first frame was used")
+        img.seek(0)
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not lose the image
@@ -80,6 +88,8 @@ def _normalise(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(img, dtype=np.float64)
         top = 65535.0 if a.max(initial=0) > 255 else 255.0
+        if top > 255:
+            notes.append("16-bit image: scaled to 8 bits")
         img = Image.fromarray(np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8))
     elif img.mode == "F":
         a = np.asarray(img, dtype=np.float64)
@@ -89,8 +99,11 @@ def _normalise(img: Image.Image) -> Image.Image:
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
+        alpha = img.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            notes.append("transparent areas were filled with white")
         background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        background.paste(img.convert("RGBA"), mask=alpha)
         img = background
     img = img.convert("RGB")
     if min(img.size) < MIN_SIDE:

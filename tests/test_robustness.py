@@ -97,47 +97,40 @@ def test_non_finite_output_in_float32_is_an_error_not_a_black_image():
 
 
 def test_out_of_memory_reports_a_size_that_fits(monkeypatch, cat_image):
-    import app
+    import demo.engine as engine_mod
 
-    engine = app.Engine("tiny-sd")
+    engine = engine_mod.Engine("tiny-sd")
+    req = engine_mod.InversionRequest(Image.open(cat_image), "a cat", "ddim", 3, 0, 1.0)
 
     def oom(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(app, "invert", oom)
-    with pytest.raises(app.OutOfMemory, match=r"at 64x48 pixels\. Try a long side of 64 px or less"):
-        engine.inversion("s", Image.open(cat_image), "a cat", "ddim", 3, 0, 1.0, {})
+    monkeypatch.setattr(engine_mod, "invert", oom)
+    with pytest.raises(engine_mod.OutOfMemory, match=r"at 64x48 pixels\. Try a long side of 64 px or less"):
+        engine.invert("s", req)
     monkeypatch.undo()
-    entry, cached = engine.inversion("s", Image.open(cat_image), "a cat", "ddim", 3, 0, 1.0, {})
+    entry, cached = engine.invert("s", req)
     assert not cached and entry.inversion.nfe == 3  # still serving
-    assert "768 px" in app.oom_message(torch.zeros(1, 3, 1024, 1100))
+    assert "768 px" in engine_mod.oom_message(torch.zeros(1, 3, 1024, 1100))
 
 
 def test_four_concurrent_sessions_get_their_own_results(cat_image, tmp_path):
     """Through the app's queue on loopback: no cross-session cache, results equal to serial runs."""
-    import socket
-
+    from conftest import serve_app
     from gradio_client import Client, handle_file
 
-    import app
+    from demo.cache import CACHE_BYTES_PER_SESSION
 
-    engine = app.Engine("tiny-sd")
-    demo = app.build(engine)
-    demo.queue(default_concurrency_limit=1)
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    served = serve_app("tiny-sd")
+    engine, url = next(served)
     try:
-        url = f"http://127.0.0.1:{port}"
         jobs = [("a cat on grass", "a dog on grass"), ("a cat on grass", "a fox on grass"), ("a cat indoors", "a dog indoors"), ("a cat on grass", "a dog on grass")]
         results = [None] * len(jobs)
 
         def run(i):
             c = Client(url, verbose=False)
             src, tgt = jobs[i]
-            results[i] = c.predict(handle_file(str(cat_image)), src, tgt, "rnri", "p2p", 4, 0, 1.0, 7.5, "{}", "{}", api_name="/edit")
+            results[i] = c.predict(image=handle_file(str(cat_image)), source_prompt=src, target_prompt=tgt, inverter="rnri", editor="p2p", steps=4, api_name="/edit")
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
         for t in threads:
@@ -146,10 +139,10 @@ def test_four_concurrent_sessions_get_their_own_results(cat_image, tmp_path):
             t.join(timeout=300)
         assert all(r is not None for r in results)
         for _edited, _, metrics in results:
-            assert not metrics["inversion_cached"] and metrics["inversion_nfe"] == 8  # never another session's
+            assert not metrics["inversion"]["cached"] and metrics["inversion"]["nfe"] == 8  # never another session's
         # sessions 0 and 3 asked the same thing: identical images; 0 and 1 differ only in the target
         same = [Image.open(results[i][0]).tobytes() for i in (0, 3, 1)]
         assert same[0] == same[1] and same[0] != same[2]
-        assert len(engine.cache.sessions) == 4 and engine.cache.nbytes() < app.CACHE_BYTES_PER_SESSION * 4
+        assert len(engine.cache.sessions) == 4 and engine.cache.nbytes() < CACHE_BYTES_PER_SESSION * 4
     finally:
-        demo.close()
+        served.close()

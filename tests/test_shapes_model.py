@@ -51,11 +51,16 @@ def test_p2p_changes_the_colour_and_keeps_the_shape(shapes_model):
     assert hit and mask_iou(hit[0].mask, masks[0]) >= 0.8
 
 
-def test_the_app_runs_shapes_offline_with_a_notice():
-    import app
+def test_the_app_falls_back_along_the_offline_chain_with_a_notice(monkeypatch):
+    import inversion.models.shapes as shapes_mod
+    from demo.engine import FALLBACKS, Engine
 
-    engine = app.Engine("auto")  # no GPU here
-    assert engine.model.name == "shapes" and "No GPU" in engine.notice
-    fallback = app.Engine("sd-1.5")  # weights cannot be fetched offline
-    assert fallback.model.name == "shapes" and "Could not load" in fallback.notice
+    engine = Engine("auto")  # no GPU here: the first offline model that loads
+    assert engine.model.name == FALLBACKS[0] and "No GPU" in engine.notice
+    fallback = Engine("sd-1.5")  # weights cannot be fetched offline
+    assert fallback.model.name == FALLBACKS[0] and "Could not load" in fallback.notice
+    monkeypatch.setattr(shapes_mod, "LCM_WEIGHTS", shapes_mod.LCM_WEIGHTS.with_name("missing.safetensors"))
+    assert Engine("auto").model.name == "shapes"  # without the distilled weights
+    monkeypatch.setattr(shapes_mod, "WEIGHTS", shapes_mod.WEIGHTS.with_name("missing.safetensors"))
+    assert Engine("auto").model.name == "tiny-sd"  # without any trained weights
 

@@ -82,6 +82,22 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def is_available(name: str) -> bool:
+    """Whether `load_model(name)` can work here without a download: offline models whose
+    files are present, hub models whose files are already in the local cache."""
+    if name not in MODELS:
+        return False
+    if name in ("shapes", "shapes-lcm"):
+        from .shapes import LCM_WEIGHTS, WEIGHTS
+
+        return WEIGHTS.is_file() and (name == "shapes" or LCM_WEIGHTS.is_file())
+    if MODELS[name].offline:
+        return True
+    from .hub import is_cached
+
+    return is_cached(name)
+
+
 def load_model(name: str, device=None) -> DiffusionModel | Cascade:
     """Build or load a model by registry name; raises ModelError with a remedy on failure."""
     if name not in MODELS:
@@ -89,4 +105,4 @@ def load_model(name: str, device=None) -> DiffusionModel | Cascade:
     return MODELS[name].build(device=device)
 
 
-__all__ = ["MODELS", "Cascade", "Conditioning", "DiffusionModel", "ModelError", "ModelSpec", "PromptError", "load_model"]
+__all__ = ["MODELS", "Cascade", "Conditioning", "DiffusionModel", "ModelError", "ModelSpec", "PromptError", "is_available", "load_model"]

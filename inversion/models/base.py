@@ -107,6 +107,7 @@ class DiffusionModel:
     max_image_side: int = 1024
     max_tokens: int = 77
     clip_x0: float | None = None  # pixel models: clamp the guided x0 estimate to [-c, c]
+    vocabulary: frozenset[str] | None = None  # the words it was trained on, where that is a closed set (shapes)
     description: str = ""
     nfe: int = 0
     warnings: list[str] = field(default_factory=list)  # user-visible notices (fallbacks)

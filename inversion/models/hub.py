@@ -45,13 +45,23 @@ def _from_pretrained(cls, repo: str, name: str, **kwargs):
         raise ModelError(f"cannot load {name!r} ({repo}): {hint}. Offline, use 'shapes', 'tiny-sd', 'tiny-lcm', 'tiny-if' or 'oracle'. [{type(e).__name__}: {text[:300]}]") from e
 
 
-def is_cached(name: str) -> bool:
-    """Whether a real model's weights are already in the local cache (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
+def needed_files(name: str) -> list[tuple[str, str]]:
+    """(repository, file) pairs whose presence in the cache means `name` loads offline."""
+    files = [(REPOS[name], "model_index.json")]
+    if name == "sd-1.5-lcm-lora":
+        files.append((LCM_LORA, "pytorch_lora_weights.safetensors"))
+    if name == "deepfloyd-if":
+        files.append((IF_STAGE_2, "model_index.json"))
+    return files
 
-        return isinstance(try_to_load_from_cache(REPOS[name], "model_index.json"), str)
-    except Exception:
+
+def is_cached(name: str) -> bool:
+    """Whether a real model's files are already in the local cache (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return all(isinstance(try_to_load_from_cache(repo, f), str) for repo, f in needed_files(name))
+    except (OSError, ValueError):  # an unreadable cache or a malformed id: not available
         return False
 
 

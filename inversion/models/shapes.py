@@ -53,6 +53,7 @@ def shapes(device: str = "cpu", lcm: bool = False) -> Cascade:
         fixed_size=True,
         clip_x0=1.0,  # static thresholding: +13 points of judged generation at guidance 5
         size_multiple=1,
+        vocabulary=arch.CAPTION_WORDS,
         text_encoder=text.eval().requires_grad_(False).to(device),
         tokenizer=tok,
     )

@@ -35,6 +35,10 @@ LCM_SKELETON_STEPS = 50  # the teacher's DDIM solver skips k = 1000 / 50 = 20 ti
 LCM_PREDICTION = "v_prediction"  # eps is ill-conditioned at t = 999 (see shapes/distill.py)
 LCM_DEFAULT_GUIDANCE = 3.0  # inversion, source and target branch of shapes-lcm (w = 2)
 
+# Every word of the training captions ("a red circle and a blue star on a white and black
+# background"); tests/test_shapes_world.py checks it against the scene generator.
+CAPTION_WORDS = frozenset("a and on background red green blue yellow orange purple white black circle square triangle star cross".split())
+
 SCHEDULER_CONFIG = dict(
     num_train_timesteps=1000,
     beta_schedule="squaredcos_cap_v2",

@@ -1,0 +1,91 @@
+"""Named endpoints for gradio_client: /invert, /edit, /compare.
+
+    from gradio_client import Client, handle_file
+    client = Client("http://127.0.0.1:7860/")
+    edited, reconstruction, metrics = client.predict(
+        image=handle_file("assets/shapes/examples/scene0.png"),
+        source_prompt="a red circle on a blue background", target_prompt="a green circle on a blue background",
+        inverter="rnri", editor="p2p", api_name="/edit")
+
+Every parameter has a name and a default (steps and guidance: the model's own);
+inverter and editor parameters are JSON objects, e.g. '{"iterations": 4}'.
+Metrics use the same names on every endpoint (see demo/report.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from editing import EDITORS
+from inversion.errors import ParameterError
+from inversion.images import to_pil
+from inversion.inverters import INVERTERS
+
+from .engine import EditRequest, Engine, InversionRequest
+from .glue import gpu, session_of, uploaded_image, user_errors
+
+
+def _json_params(text) -> dict:
+    if isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError as e:
+        raise ParameterError(f"parameters must be a JSON object, e.g. '{{\"iterations\": 4}}': {e.msg}") from None
+    if not isinstance(value, dict):
+        raise ParameterError("parameters must be a JSON object, e.g. '{\"iterations\": 4}'")
+    return value
+
+
+def add_endpoints(engine: Engine) -> None:
+    """Hidden components and their events; call inside the page's gr.Blocks."""
+    inverters, editors = ", ".join(INVERTERS), ", ".join(EDITORS)
+    with gr.Row(visible=False):
+        image = uploaded_image(label="image")
+        source = gr.Textbox(label="source_prompt", info="describes the input image")
+        target = gr.Textbox(label="target_prompt", info="describes the edit")
+        inverter = gr.Textbox(value="rnri", label="inverter", info=f"one of: {inverters}")
+        editor = gr.Textbox(value="p2p", label="editor", info=f"one of: {editors}")
+        steps = gr.Number(value=None, label="steps", info="a whole number; empty: the model's default")
+        seed = gr.Number(value=0, precision=0, label="seed")
+        guidance = gr.Number(value=None, label="inversion_guidance", info="empty: the model's default")
+        edit_guidance = gr.Number(value=None, label="edit_guidance", info="empty: the model's default")
+        inv_params = gr.Textbox(value="{}", label="inverter_params", info='JSON object, e.g. {"iterations": 4}')
+        ed_params = gr.Textbox(value="{}", label="editor_params", info='JSON object, e.g. {"cross_replace": 0.6}')
+        model = gr.Textbox(value="", label="model", info="empty: the app's model")
+        out_image = gr.Image(type="pil", format="png", label="image_out")
+        out_recon = gr.Image(type="pil", format="png", label="reconstruction")
+        out_json, out_gallery = gr.JSON(label="metrics"), gr.Gallery(format="png", label="reconstructions")
+        b_invert, b_edit, b_compare = gr.Button(), gr.Button(), gr.Button()
+
+    def inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model) -> InversionRequest:
+        return InversionRequest(image, source_prompt or "", inverter, steps, seed, inversion_guidance, _json_params(inverter_params), model or None)
+
+    @gpu
+    @user_errors
+    def invert(image, source_prompt="", inverter="rnri", steps=None, seed=0, inversion_guidance=None, inverter_params="{}", model="", request: gr.Request = None):
+        """Invert an image; returns its reconstruction and the metrics."""
+        entry, record = engine.inversion_record(session_of(request), inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model))
+        return to_pil(entry.reconstruction), record
+
+    @gpu
+    @user_errors
+    def edit(image, source_prompt="", target_prompt="", inverter="rnri", editor="p2p", steps=None, seed=0, inversion_guidance=None, edit_guidance=None,
+             inverter_params="{}", editor_params="{}", model="", request: gr.Request = None):
+        """Invert (or reuse the session's inversion) and edit; returns the edit, the reconstruction and the metrics."""
+        req = EditRequest(inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model), target_prompt or "", editor, edit_guidance, _json_params(editor_params))
+        r = engine.edit(session_of(request), req)
+        return to_pil(r["edit"]), to_pil(r["reconstruction"]), r["metrics"]
+
+    @gpu
+    @user_errors
+    def compare(image, source_prompt="", steps=None, seed=0, inversion_guidance=None, model="", request: gr.Request = None):
+        """Every inverter on one image; returns their reconstructions and one row of metrics each."""
+        rows = engine.compare(session_of(request), inversion_request(image, source_prompt, "ddim", steps, seed, inversion_guidance, "{}", model))
+        return [(to_pil(r["reconstruction"]), r["inverter"]) for r in rows], [{k: v for k, v in r.items() if k not in ("reconstruction", "residuals")} for r in rows]
+
+    b_invert.click(invert, [image, source, inverter, steps, seed, guidance, inv_params, model], [out_recon, out_json], api_name="invert", concurrency_id="model")
+    b_edit.click(edit, [image, source, target, inverter, editor, steps, seed, guidance, edit_guidance, inv_params, ed_params, model], [out_image, out_recon, out_json], api_name="edit", concurrency_id="model")
+    b_compare.click(compare, [image, source, steps, seed, guidance, model], [out_gallery, out_json], api_name="compare", concurrency_id="model")

@@ -1,0 +1,308 @@
+"""The app's work, without gradio: models loaded on demand (with fallbacks), request
+checks, the per-session inversion cache, one lock around the UNet, and the records
+the UI and the API show.
+
+Requests are small dataclasses; everything a user can get wrong raises a
+`UserError` with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from editing import EDITORS, edit, validate_edit
+from inversion.errors import ImageError, IncompatibleChoice, ModelError, ParameterError, UserError
+from inversion.images import load_image
+from inversion.inverters import INVERTERS
+from inversion.models import MODELS, Cascade, is_available, load_model
+from inversion.pipeline import evaluate, invert
+
+from . import report
+from .cache import Entry, InversionCache
+
+MAX_STEPS = 100
+GUIDANCE_LIMITS = (0.0, 30.0)  # beyond 30 classifier-free guidance only saturates
+SEED_LIMIT = 2**63  # torch generators take a signed 64-bit seed
+OOM_SHRINK = 0.7  # after an out-of-memory, suggest 70% of the long side (about half the pixels)
+OFFLINE_CHOICES = ("shapes-lcm", "shapes")
+HUB_CHOICES = ("lcm-dreamshaper-v7", "sd-1.5", "sd-1.4", "sd-1.5-lcm-lora", "deepfloyd-if")
+FALLBACKS = ("shapes-lcm", "shapes", "tiny-sd")  # what the app runs when the asked model cannot load
+
+
+class OutOfMemory(UserError):
+    """The GPU ran out of memory; the message says which size should fit."""
+
+
+# ---------------------------------------------------------------- requests ----------------
+@dataclass(frozen=True)
+class InversionRequest:
+    image: object  # a path, bytes or a PIL image
+    prompt: str = ""
+    inverter: str = "rnri"
+    steps: int | None = None  # None: the model's default
+    seed: int = 0
+    guidance: float | None = None  # None: the model's default inversion guidance
+    params: dict = field(default_factory=dict)
+    model: str | None = None  # None: the app's default model
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    source: InversionRequest
+    target_prompt: str
+    editor: str = "p2p"
+    guidance: float | None = None  # None: the model's default edit guidance
+    params: dict = field(default_factory=dict)
+
+
+def check_whole(value, name: str, low: int, high: int) -> int:
+    """An integer in [low, high]; refuses 2.5, NaN, empty fields and text."""
+    if isinstance(value, str):
+        value = value.strip()
+        try:
+            value = float(value) if value else None
+        except ValueError:
+            raise ParameterError(f"{name} must be a whole number, got {value!r}") from None
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParameterError(f"{name} must be a whole number, got {'nothing' if value is None else repr(value)}")
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise ParameterError(f"{name} must be a whole number, got {value}")
+    value = int(value)
+    if not low <= value <= high:
+        raise ParameterError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def check_guidance(value, name: str) -> float | None:
+    """None (the model's default) or a finite number in GUIDANCE_LIMITS."""
+    if value is None or value == "":
+        return None
+    try:
+        g = float(value)
+    except (TypeError, ValueError):
+        g = math.nan
+    lo, hi = GUIDANCE_LIMITS
+    if not math.isfinite(g) or not lo <= g <= hi:
+        raise ParameterError(f"{name} must be a number between {lo:g} and {hi:g}, got {value!r}")
+    return g
+
+
+# ---------------------------------------------------------------- models ------------------
+class Models:
+    """Models by registry name, loaded on first use and kept (at most one hub model at a time:
+    they are large). The default is what the app starts on, after its fallbacks."""
+
+    def __init__(self, requested: str = "auto"):
+        self.loaded: dict[str, object] = {}
+        self.lock = threading.Lock()
+        self.default, self.notice = self._startup(requested)
+
+    def _startup(self, requested: str) -> tuple[str, str]:
+        if requested == "auto":
+            if torch.cuda.is_available():
+                requested = "lcm-dreamshaper-v7"
+            else:
+                name = self._first_loadable(FALLBACKS)
+                return name, f"No GPU here: running the small offline model **{name}** ({MODELS[name].description}). Start with `--model lcm-dreamshaper-v7` on a GPU for photos."
+        try:
+            self.get(requested)
+            return requested, ""
+        except ModelError as e:
+            name = self._first_loadable(FALLBACKS)
+            return name, f"Could not load **{requested}**: {e} Running the offline model **{name}** instead."
+
+    def _first_loadable(self, names) -> str:
+        for name in names:
+            try:
+                self.get(name)
+                return name
+            except ModelError:
+                continue
+        raise ModelError(f"none of {', '.join(names)} could be loaded")
+
+    def get(self, name: str | None = None):
+        name = name or self.default
+        if name not in MODELS:
+            raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(self.choices())}")
+        with self.lock:
+            if name not in self.loaded:
+                if not MODELS[name].offline:
+                    for other in [n for n in self.loaded if not MODELS[n].offline]:
+                        del self.loaded[other]
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                self.loaded[name] = load_model(name)
+            return self.loaded[name]
+
+    def choices(self) -> list[str]:
+        """The picker's models: the offline ones, the hub ones, and the default if it is neither."""
+        names = [*OFFLINE_CHOICES, *HUB_CHOICES]
+        return names if self.default in names else [self.default, *names]
+
+    def status(self, name: str) -> str:
+        if name in self.loaded or is_available(name):
+            return "available" if MODELS[name].offline or name in self.loaded else "available (downloaded)"
+        return "needs download" if not MODELS[name].offline else "weights missing"
+
+    def labelled(self) -> list[tuple[str, str]]:
+        return [(f"{n} — {self.status(n)}", n) for n in self.choices()]
+
+
+# ---------------------------------------------------------------- the engine --------------
+class Engine:
+    """One lock serves one request at a time on the UNet (editors swap its attention
+    processors, and NFE counts must not interleave)."""
+
+    def __init__(self, model_name: str = "auto"):
+        self.models = Models(model_name)
+        self.lock = threading.Lock()
+        self.cache = InversionCache()
+
+    @property
+    def notice(self) -> str:
+        return self.models.notice
+
+    @property
+    def model(self):
+        return self.models.get()
+
+    def model_for(self, name: str | None):
+        return self.models.get(name)
+
+    @staticmethod
+    def base(model):
+        return model.stages[0] if isinstance(model, Cascade) else model
+
+    def inverters(self, model_name: str | None = None) -> list[str]:
+        model = self.model_for(model_name)
+        return [n for n, inv in INVERTERS.items() if isinstance(model, Cascade) or not inv.needs_cascade]
+
+    # ---- inversion ------------------------------------------------------------------
+    def _intake(self, model, image) -> tuple[torch.Tensor, tuple[str, ...]]:
+        if image is None:
+            raise ImageError("upload an image first (or click one of the examples)")
+        notes: list[str] = []
+        img = load_image(image, name="the uploaded file", notes=notes)
+        x = model.prepare_image(img)
+        w, h = img.size
+        side_w, side_h = x.shape[-1], x.shape[-2]
+        if (w, h) != (side_w, side_h):
+            how = "centre-cropped to a square and resized" if self.base(model).fixed_size and w != h else "resized"
+            notes.append(f"your {w}x{h} image was {how} to {side_w}x{side_h}, the size {model.name} takes")
+        return x, tuple(notes)
+
+    def _resolved(self, req: InversionRequest, model) -> tuple[int, int, float | None]:
+        base = self.base(model)
+        steps = base.default_steps if req.steps is None else check_whole(req.steps, "steps", 1, MAX_STEPS)
+        seed = check_whole(req.seed, "seed", 0, SEED_LIMIT - 1)
+        guidance = check_guidance(req.guidance, "the inversion guidance")
+        if req.inverter not in INVERTERS:
+            raise ParameterError(f"unknown inverter {req.inverter!r}; choose one of: {', '.join(INVERTERS)}")
+        if not isinstance(req.params, dict):
+            raise ParameterError("inverter parameters must be a JSON object")
+        INVERTERS[req.inverter].resolve_params(base.family, **req.params)
+        if INVERTERS[req.inverter].needs_cascade and not isinstance(model, Cascade):
+            raise IncompatibleChoice(f"{req.inverter} inverts the super-resolution stages of pixel cascades; {model.name} has a single stage")
+        base.check_prompt(req.prompt)
+        return steps, seed, guidance
+
+    def invert(self, session: str, req: InversionRequest, progress=None) -> tuple[Entry, bool]:
+        """The cached inversion for these inputs, or a new one (then cached)."""
+        model = self.model_for(req.model)
+        steps, seed, guidance = self._resolved(req, model)
+        x, notes = self._intake(model, req.image)
+        digest = hashlib.sha1(x.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+        key = json.dumps([model.name, digest, req.prompt, req.inverter, steps, seed, guidance, req.params], sort_keys=True, default=str)
+        hit = self.cache.get(session, key)
+        if hit is not None:
+            return hit, True
+        with self.lock, oom_guard(x):
+            inv = invert(model, x, req.prompt, req.inverter, steps, guidance, "", seed, progress=progress, **req.params)
+            result, recon = evaluate(model, x, inv, per_stage=False)
+        entry = Entry(inv, x, recon, result, notes)
+        self.cache.put(session, key, entry)
+        return entry, False
+
+    def inversion_record(self, session: str, req: InversionRequest, progress=None) -> tuple[Entry, dict]:
+        model = self.model_for(req.model)
+        with collected_warnings(model) as fresh:
+            entry, cached = self.invert(session, req, progress.phase(f"inverting ({req.inverter})", 0.0, 1.0, stages(model)) if progress else None)
+        record = report.inversion_record(model, entry, cached)
+        record["warnings"] = report.warnings_for(model, entry, [req.prompt]) + fresh
+        return entry, record
+
+    # ---- editing --------------------------------------------------------------------
+    def edit(self, session: str, req: EditRequest, progress=None) -> dict:
+        """Invert (or reuse) and edit; the record holds images, tensors and metrics."""
+        model = self.model_for(req.source.model)
+        if req.editor not in EDITORS:
+            raise ParameterError(f"unknown editor {req.editor!r}; choose one of: {', '.join(EDITORS)}")
+        if not isinstance(req.params, dict):
+            raise ParameterError("editor parameters must be a JSON object")
+        guidance = check_guidance(req.guidance, "the edit guidance")
+        params = validate_edit(model, req.source.prompt, req.target_prompt, req.editor, **req.params)
+        steps, _, _ = self._resolved(req.source, model)
+        min_steps = 2 if EDITORS[req.editor].needs_attention else 1
+        if steps < min_steps:
+            raise IncompatibleChoice(f"{EDITORS[req.editor].title} needs at least {min_steps} steps (one free for the new layout)")
+        with collected_warnings(model) as fresh:
+            entry, cached = self.invert(session, req.source, progress.phase(f"inverting ({req.source.inverter})", 0.0, 0.6, stages(model)) if progress else None)
+            with self.lock, oom_guard(entry.x):
+                out = edit(model, entry.inversion, req.target_prompt, req.editor, guidance, progress=progress.phase("editing", 0.6, 1.0) if progress else None, **params)
+        metrics = report.edit_record(model, entry, cached, out)
+        metrics["warnings"] = report.warnings_for(model, entry, [req.source.prompt, req.target_prompt], req, out) + fresh
+        return {"x": entry.x, "reconstruction": entry.reconstruction, "edit": out.image, "mask": out.mask, "inversion": entry.inversion, "metrics": metrics}
+
+    def compare(self, session: str, req: InversionRequest, progress=None) -> list[dict]:
+        """Every inverter on one image (cached per inverter), in registry order."""
+        model = self.model_for(req.model)
+        names = self.inverters(req.model)
+        rows = []
+        for i, name in enumerate(names):
+            sub = progress.phase(f"inverter {i + 1} of {len(names)}: {name}", i / len(names), (i + 1) / len(names), stages(model)) if progress else None
+            entry, cached = self.invert(session, InversionRequest(**{**req.__dict__, "inverter": name, "params": {}}), sub)
+            rows.append(report.compare_row(entry, cached))
+        return rows
+
+
+def stages(model) -> int:
+    return len(model.stages) if isinstance(model, Cascade) else 1
+
+
+@contextlib.contextmanager
+def collected_warnings(model):
+    """The model warnings raised during one request (they are appended to the model's list)."""
+    stages = model.stages if isinstance(model, Cascade) else [model]
+    marks = [len(s.warnings) for s in stages]
+    fresh: list[str] = []
+    try:
+        yield fresh
+    finally:
+        for s, mark in zip(stages, marks):
+            fresh += s.warnings[mark:]
+
+
+def oom_message(x: torch.Tensor) -> str:
+    h, w = x.shape[-2:]
+    side = max(64, int(max(h, w) * OOM_SHRINK) // 64 * 64)
+    return (
+        f"The GPU ran out of memory at {w}x{h} pixels. Try a long side of {side} px or less, fewer steps, "
+        "or fewer inverter iterations; nothing else was changed and the app keeps serving."
+    )
+
+
+@contextlib.contextmanager
+def oom_guard(x: torch.Tensor):
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemory(oom_message(x)) from None

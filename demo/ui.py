@@ -1,0 +1,322 @@
+"""The page: layout in a few functions, events that pass components by name.
+
+Handlers take their inputs as one {component: value} dict (gradio's set-of-inputs
+form) and return {component: update}, so no value travels by position, and
+gradio always injects the visitor's request (hence the session) and progress.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+
+from editing import EDITORS
+from inversion.inverters import INVERTERS
+from inversion.models import Cascade
+from inversion.params import Param
+
+from . import api, report
+from .engine import MAX_STEPS, EditRequest, Engine, InversionRequest
+from .glue import gpu, progress_of, session_of, show, uploaded_image, user_errors, write_downloads
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES_EXAMPLES = ROOT / "assets" / "shapes" / "examples"
+PHOTO_EXAMPLES = [
+    ("chelsea.jpg", "a photo of a cat", "a photo of a tiger", "p2p"),
+    ("astronaut.jpg", "a photo of an astronaut", "a photo of an astronaut smiling", "masactrl"),
+    ("coffee.jpg", "a cup of coffee on a plate", "a cup of tea on a plate", "diffedit"),
+]
+EDITOR_HELP = {
+    "p2p": "**Prompt-to-Prompt** changes words (a colour, an object, a style) and keeps the layout.",
+    "masactrl": "**MasaCtrl** changes shape or pose and keeps the appearance (colours, textures).",
+    "diffedit": "**DiffEdit** makes a local change inside an automatic mask; outside it the image stays the input.",
+}
+CSS = """
+#input img, #input .image-frame { max-height: 230px; object-fit: contain; }
+.compact-examples td { padding: 2px 6px !important; }
+"""
+
+
+@dataclass
+class Page:
+    """The components, by name (filled in by the layout functions)."""
+
+    engine: Engine
+    c: dict = field(default_factory=dict)  # name -> component
+    inv_params: dict = field(default_factory=dict)  # inverter -> {param: component}
+    ed_params: dict = field(default_factory=dict)  # editor -> {param: component}
+    inv_boxes: dict = field(default_factory=dict)
+    ed_boxes: dict = field(default_factory=dict)
+    examples: list = field(default_factory=list)
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["c"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _is_shapes(model) -> bool:
+    return Engine.base(model).family == "shapes"
+
+
+def _model_line(engine: Engine, model) -> str:
+    base = Engine.base(model)
+    kind = "pixel cascade" if isinstance(model, Cascade) else "latent model"
+    return f"**{model.name}** ({kind}, {base.sampler_kind.upper()} sampler, {base.default_steps} steps by default): {model.description}"
+
+
+# ---------------------------------------------------------------- layout ------------------
+def _param_component(name: str, spec: Param, family: str):
+    default = spec.default_for(family)
+    label = f"{name}: {spec.help}" if spec.help else name
+    if spec.choices:
+        return gr.Dropdown(list(spec.choices), value=default, label=label)
+    if spec.kind is bool:
+        return gr.Checkbox(value=bool(default), label=label)
+    if spec.kind is str:
+        return gr.Textbox(value=default, label=label)
+    if spec.kind is int and spec.low is not None and spec.high is not None and spec.high - spec.low <= 100:
+        return gr.Slider(spec.low, spec.high, value=default, step=1, label=label)
+    return gr.Number(value=default, label=label, precision=0 if spec.kind is int else None)
+
+
+def _parameter_boxes(page: Page, family: str) -> None:
+    with gr.Accordion("Inverter parameters (defaults from the papers)", open=False):
+        for name, inv in INVERTERS.items():
+            with gr.Group(visible=name == "rnri") as box:
+                gr.Markdown(f"**{name}**: {inv.paper}. UNet calls per step: {inv.nfe_per_step}")
+                page.inv_params[name] = {k: _param_component(k, s, family) for k, s in inv.params.items()}
+            page.inv_boxes[name] = box
+    with gr.Accordion("Editor parameters (defaults from the papers)", open=False):
+        for name, ed in EDITORS.items():
+            with gr.Group(visible=name == "p2p") as box:
+                gr.Markdown(f"**{name}**: {ed.paper}")
+                page.ed_params[name] = {k: _param_component(k, s, family) for k, s in ed.params.items()}
+            page.ed_boxes[name] = box
+
+
+def _examples(page: Page, model) -> None:
+    """Examples right under the image; clicking one fills the inputs and runs the edit (wired in `_wire`)."""
+    c = page.c
+    inputs = [c["image"], c["source"], c["target"], c["inverter"], c["editor"]]
+    scenes = json.loads((SHAPES_EXAMPLES / "examples.json").read_text())
+    shape_rows = [[str(SHAPES_EXAMPLES / m["image"]), m["source"], m["target"], "rnri", m["editor"]] for m in scenes]
+    photo_rows = [[str(ROOT / "assets" / f), s, t, "rnri", e] for f, s, t, e in PHOTO_EXAMPLES]
+    page.examples = []
+    for key, rows, visible in (("shape_examples", shape_rows, _is_shapes(model)), ("photo_examples", photo_rows, not _is_shapes(model))):
+        with gr.Column(visible=visible, elem_classes="compact-examples", elem_id=key.replace("_", "-")) as col:
+            # No example cache: it is keyed by block, so it would outlive a model change.
+            page.examples.append(gr.Examples(rows, inputs=inputs, cache_examples=False, label="Examples: click one to edit it", examples_per_page=4))
+        c[key] = col
+
+
+def _input_column(page: Page, model) -> None:
+    c, engine, base = page.c, page.engine, Engine.base(model)
+    c["model"] = gr.Dropdown(page.engine.models.labelled(), value=model.name, label="Model", elem_id="model")
+    c["image"] = uploaded_image(label="Input image", elem_id="input", sources=["upload", "clipboard"], height=240)
+    # Made first (unrendered) so the examples right under the image can fill them.
+    c["source"] = gr.Textbox(label="Source prompt (describes the image)", elem_id="source", max_lines=2, render=False)
+    c["target"] = gr.Textbox(label="Target prompt (describes the edit)", elem_id="target", max_lines=2, render=False)
+    c["inverter"] = gr.Dropdown(engine.inverters(model.name), value="rnri", label="Inverter", elem_id="inverter", render=False)
+    c["editor"] = gr.Dropdown(list(EDITORS), value="p2p", label="Editor", elem_id="editor", render=False)
+    _examples(page, model)
+    c["source"].render()
+    c["target"].render()
+    with gr.Row():
+        c["inverter"].render()
+        c["editor"].render()
+    c["choice_note"] = gr.Markdown(EDITOR_HELP["p2p"], elem_id="choice-note")
+    with gr.Row():
+        c["invert_btn"] = gr.Button("Invert only", elem_id="invert-btn")
+        c["edit_btn"] = gr.Button("Edit", variant="primary", elem_id="edit-btn")
+    c["live"] = gr.Checkbox(label="Live: re-edit as you type the target prompt (the inversion is reused)", value=False, elem_id="live")
+    with gr.Accordion("Steps, seed and guidance", open=False):
+        with gr.Row():
+            c["steps"] = gr.Slider(1, MAX_STEPS, value=base.default_steps, step=1, label="Steps", elem_id="steps")
+            c["seed"] = gr.Number(value=0, precision=0, label="Seed", elem_id="seed", minimum=0)
+        with gr.Row():
+            c["guidance"] = gr.Number(value=base.default_guidance, label="Inversion guidance (source branch)", minimum=0, maximum=30)
+            c["edit_guidance"] = gr.Number(value=base.default_edit_guidance, label="Edit guidance (target branch)", minimum=0, maximum=30)
+    _parameter_boxes(page, base.family)
+
+
+def _output_column(page: Page) -> None:
+    c = page.c
+    with gr.Tabs():
+        with gr.Tab("Edit"):
+            c["slider"] = gr.ImageSlider(label="Original | edit (drag the handle)", type="pil", format="png", elem_id="slider")
+            with gr.Row():
+                c["shown_input"] = gr.Image(label="Original, as the model sees it", type="pil", format="png", interactive=False, elem_id="shown-input", height=230)
+                c["recon"] = gr.Image(label="Reconstruction", type="pil", format="png", interactive=False, elem_id="recon", height=230)
+                c["edited"] = gr.Image(label="Edit", type="pil", format="png", interactive=False, elem_id="edited", height=230)
+            c["summary"] = gr.Markdown(elem_id="summary")
+            with gr.Accordion("All metrics (JSON)", open=False):
+                c["metrics"] = gr.JSON(label="Metrics and timings", elem_id="metrics")
+            with gr.Row():
+                c["edit_file"] = gr.File(label="Edited image (PNG)")
+                c["inv_file"] = gr.File(label="Inversion: python -m editing edit --inversion inversion.safetensors ...")
+        with gr.Tab("Compare inverters"):
+            c["compare_btn"] = gr.Button("Invert with every inverter", elem_id="compare-btn")
+            c["gallery"] = gr.Gallery(label="Reconstructions", columns=3, height="auto", format="png", elem_id="gallery")
+            c["table"] = gr.Dataframe(label="Reconstruction quality and cost", elem_id="compare-table", wrap=True)
+            c["plot"] = gr.LinePlot(x="inversion step", y="log10 residual", color="inverter", label="Residual of each step's solution (lower: the step was solved better)")
+
+
+def _edit_outputs(page: Page) -> list:
+    return [page.c[k] for k in ("slider", "shown_input", "recon", "edited", "summary", "metrics", "edit_file", "inv_file") if k in page.c]
+
+
+# ---------------------------------------------------------------- events ------------------
+def _changed_params(specs: dict[str, Param], components: dict, data: dict, family: str) -> dict:
+    """Only the values the user changed from the model family's defaults."""
+    out = {}
+    for name, comp in components.items():
+        v = data.get(comp)
+        if v is None or v == "":
+            continue
+        if v != specs[name].default_for(family):
+            out[name] = v
+    return out
+
+
+def _inversion_request(page: Page, data: dict) -> InversionRequest:
+    model = page.engine.model_for(data[page.model])
+    family = Engine.base(model).family
+    inv = data[page.inverter]
+    return InversionRequest(
+        image=data[page.image],
+        prompt=data[page.source] or "",
+        inverter=inv,
+        steps=data[page.steps],
+        seed=data[page.seed],
+        guidance=data[page.guidance],
+        params=_changed_params(INVERTERS[inv].params, page.inv_params[inv], data, family),
+        model=model.name,
+    )
+
+
+def _edit_request(page: Page, data: dict) -> EditRequest:
+    source = _inversion_request(page, data)
+    family = Engine.base(page.engine.model_for(source.model)).family
+    ed = data[page.editor]
+    return EditRequest(source, data[page.target] or "", ed, data[page.edit_guidance], _changed_params(EDITORS[ed].params, page.ed_params[ed], data, family))
+
+
+def _wire(page: Page) -> None:
+    engine, c = page.engine, page.c
+    all_inputs = {c[k] for k in ("model", "image", "source", "target", "inverter", "editor", "steps", "seed", "guidance", "edit_guidance", "live")}
+    for comps in [*page.inv_params.values(), *page.ed_params.values()]:
+        all_inputs |= set(comps.values())
+    outputs = _edit_outputs(page)
+
+    def edit_result(r: dict) -> dict:
+        png, inv_path = write_downloads(r)
+        x, e = show(r["x"]), show(r["edit"])
+        return {c["slider"]: (x, e), c["shown_input"]: x, c["recon"]: show(r["reconstruction"]), c["edited"]: e,
+                c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: png, c["inv_file"]: inv_path}
+
+    @gpu
+    @user_errors
+    def on_edit(data: dict, request: gr.Request, progress=gr.Progress()):
+        return edit_result(engine.edit(session_of(request), _edit_request(page, data), progress_of(progress)))
+
+    @gpu
+    @user_errors
+    def on_live(data: dict, request: gr.Request, progress=gr.Progress()):
+        if not data[c["live"]] or not (data[c["target"]] or "").strip() or data[c["image"]] is None:
+            return {k: gr.skip() for k in outputs}
+        return edit_result(engine.edit(session_of(request), _edit_request(page, data), progress_of(progress)))
+
+    @gpu
+    @user_errors
+    def on_invert(data: dict, request: gr.Request, progress=gr.Progress()):
+        entry, record = engine.inversion_record(session_of(request), _inversion_request(page, data), progress_of(progress))
+        return {c["shown_input"]: show(entry.x), c["recon"]: show(entry.reconstruction), c["summary"]: report.summary_markdown(record), c["metrics"]: record}
+
+    @gpu
+    @user_errors
+    def on_compare(data: dict, request: gr.Request, progress=gr.Progress()):
+        import pandas as pd
+
+        rows = engine.compare(session_of(request), _inversion_request(page, data), progress_of(progress))
+        pics = [(show(r["reconstruction"]), f"{r['inverter']}\n{r['psnr']:.2f} dB, {r['nfe']} NFE") for r in rows]
+        shown = ["inverter", "nfe", "seconds", "psnr", "ssim"] + (["lpips"] if any(r["lpips"] is not None for r in rows) else [])
+        names = {"inverter": "inverter", "nfe": "UNet calls", "seconds": "seconds", "psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS"}
+        frame = pd.DataFrame([{names[k]: r[k] for k in shown} for r in rows])
+        return {c["gallery"]: pics, c["table"]: frame, c["plot"]: residual_frame(rows)}
+
+    @user_errors
+    def on_model(data: dict, request: gr.Request, progress=gr.Progress()):
+        name = data[c["model"]]
+        progress(0.1, desc=f"loading {name}")
+        model = engine.model_for(name)  # raises ModelError with what to do
+        base = Engine.base(model)
+        updates = {c["steps"]: gr.update(value=base.default_steps), c["guidance"]: gr.update(value=base.default_guidance),
+                   c["edit_guidance"]: gr.update(value=base.default_edit_guidance),
+                   c["inverter"]: gr.update(choices=engine.inverters(name), value="rnri"),
+                   c["shape_examples"]: gr.update(visible=_is_shapes(model)), c["photo_examples"]: gr.update(visible=not _is_shapes(model)),
+                   c["model_line"]: _model_line(engine, model)}
+        for owner, params in ((INVERTERS, page.inv_params), (EDITORS, page.ed_params)):
+            for n, comps in params.items():
+                for k, comp in comps.items():
+                    updates[comp] = gr.update(value=owner[n].params[k].default_for(base.family))
+        return updates
+
+    def on_choice(data: dict):
+        inv, ed, steps = data[c["inverter"]], data[c["editor"]], data[c["steps"]]
+        notes = [EDITOR_HELP[ed]]
+        if EDITORS[ed].needs_attention and steps is not None and int(steps) < 2:
+            notes.append(f"⚠️ **{ed}** needs at least 2 steps.")
+        updates = {box: gr.update(visible=n == inv) for n, box in page.inv_boxes.items()}
+        updates.update({box: gr.update(visible=n == ed) for n, box in page.ed_boxes.items()})
+        updates[c["choice_note"]] = "\n\n".join(notes)
+        return updates
+
+    choice_out = [*page.inv_boxes.values(), *page.ed_boxes.values(), c["choice_note"]]
+    for comp in (c["inverter"], c["editor"], c["steps"]):
+        comp.change(on_choice, {c["inverter"], c["editor"], c["steps"]}, choice_out, queue=False, api_visibility="private")
+    model_out = [c["steps"], c["guidance"], c["edit_guidance"], c["inverter"], c["shape_examples"], c["photo_examples"], c["model_line"]]
+    model_out += [comp for params in (page.inv_params, page.ed_params) for comps in params.values() for comp in comps.values()]
+    c["model"].change(on_model, {c["model"]}, model_out, api_visibility="private", concurrency_id="model")
+    progress_on = [c["summary"]]
+    c["edit_btn"].click(on_edit, all_inputs, outputs, api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
+    c["invert_btn"].click(on_invert, all_inputs, [c["shown_input"], c["recon"], c["summary"], c["metrics"]], api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
+    # Live: only the latest keystroke's edit runs once the running one ends (always_last).
+    c["target"].input(on_live, all_inputs, outputs, trigger_mode="always_last", api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
+    for ex in page.examples:
+        ex.load_input_event.then(on_edit, all_inputs, outputs, api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
+    c["compare_btn"].click(on_compare, all_inputs, [c["gallery"], c["table"], c["plot"]], api_visibility="private", concurrency_id="model", show_progress_on=[c["table"]])
+
+
+def residual_frame(rows: list[dict]):
+    """log10 of each inversion step's final residual, per inverter: every inverter has a line."""
+    import pandas as pd
+
+    data = []
+    for r in rows:
+        for k, res in enumerate(r["residuals"]):
+            if res:
+                data.append({"inversion step": k + 1, "log10 residual": math.log10(max(res[-1], 1e-12)), "inverter": r["inverter"]})
+    return pd.DataFrame(data)
+
+
+def build(engine: Engine) -> gr.Blocks:
+    model = engine.model
+    page = Page(engine)
+    with gr.Blocks(title="Inversion-based image editing") as demo:
+        gr.Markdown("# Inversion-based image editing\nInvert an image to noise with the inverter of your choice, then edit it with the editor of your choice.")
+        page.c["model_line"] = gr.Markdown(_model_line(engine, model), elem_id="model-line")
+        gr.Markdown(f"> ⚠️ {engine.notice}" if engine.notice else "", elem_id="notice", visible=bool(engine.notice))
+        with gr.Row():
+            with gr.Column(scale=1, min_width=360):
+                _input_column(page, model)
+            with gr.Column(scale=2):
+                _output_column(page)
+        _wire(page)
+        api.add_endpoints(engine)
+    return demo

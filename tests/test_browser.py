@@ -1,0 +1,175 @@
+"""The page in a real browser (Debian chromium through Playwright): an edit end to end,
+sessions that never share inversions, uploads that reach the model as the library
+reads them, examples that follow the model, messages for bad uploads, live mode."""
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CHROMIUM_FLAGS, ROOT, chromium_or_skip, serve_app
+from PIL import Image
+
+BROWSER_MODEL = os.environ.get("TEST_BROWSER_MODEL", "shapes-lcm")
+SCENE = ROOT / "assets" / "shapes" / "examples" / "scene0.png"
+SOURCE, TARGET = "a red circle on a blue background", "a green circle on a blue background"
+WAIT = 120_000  # ms: model work on 2 cores
+# The summary holds a new table and no progress indicator (gradio shows "processing | 0.1/5.1s" there).
+DONE = """before => { const s = document.querySelector('#summary');
+  return s.querySelector('table') && s.innerText !== before && !s.innerText.includes('processing')
+    && !s.querySelector('.eta-bar, .progress-text, .progress-level'); }"""
+
+
+@pytest.fixture(scope="module")
+def served():
+    yield from serve_app(BROWSER_MODEL)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+def _page(browser, url, width=1400, height=1000):
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.goto(url, wait_until="networkidle")
+    return page
+
+
+def _upload(page, path):
+    page.locator("#input input[type=file]").set_input_files(str(path))
+    page.locator("#input img").first.wait_for(timeout=30000)
+
+
+def _run(page, button: str) -> str:
+    """Click and wait for a new summary (it always differs: the timings do)."""
+    before = page.locator("#summary").inner_text()
+    page.locator(button).click()
+    page.wait_for_function(DONE, arg=before, timeout=WAIT)
+    return page.locator("#summary").inner_text()
+
+
+def _edit(page, image=SCENE, source=SOURCE, target=TARGET) -> str:
+    _upload(page, image)
+    page.locator("#source textarea").fill(source)
+    page.locator("#target textarea").fill(target)
+    return _run(page, "#edit-btn")
+
+
+def _shown_image(page, elem: str) -> np.ndarray:
+    src = page.locator(f"#{elem} img").first.get_attribute("src")
+    data = page.request.get(src).body()
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_an_edit_shows_the_slider_the_three_images_and_the_metrics(served, browser, tmp_path):
+    page = _page(browser, served[1])
+    summary = _edit(page)
+    assert "Reconstruction (rnri" in summary and "dB" in summary and "NFE" in summary and BROWSER_MODEL in summary
+    page.locator("#slider img").nth(1).wait_for(timeout=WAIT)
+    for elem in ("shown-input", "recon", "edited"):
+        assert _shown_image(page, elem).shape[0] >= 256
+    shot = tmp_path / "screenshot.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert Image.open(shot).size[0] >= 1000
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        shutil.copy(shot, Path(ROOT) / "assets" / "screenshot.png")
+
+
+def test_two_browsers_never_share_an_inversion(served, browser):
+    first, second = _page(browser, served[1]), _page(browser, served[1])
+    target = "a yellow circle on a blue background"
+    assert "reused" not in _edit(first, target=target)
+    assert "reused" not in _edit(second, target=target)  # the same image and prompt, another session
+    assert "reused" in _edit(first, target="a white circle on a blue background")  # its own cache works
+
+
+def test_uploads_reach_the_model_as_the_library_reads_them(served, browser, tmp_path):
+    """A 16-bit PNG (gradio's own conversion made it white) and an RGBA PNG whose transparent
+    pixels hide a colour (the library puts transparency on white)."""
+    from demo.glue import show
+    from inversion.images import load_image
+
+    ramp = (np.linspace(0, 65535, 64)[None, :] * np.ones((64, 1))).astype(np.uint16)
+    deep = tmp_path / "deep.png"
+    Image.fromarray(ramp).save(deep)
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., 0] = 255  # red everywhere...
+    rgba[16:48, 16:48, 3] = 255  # ...but visible only in the middle
+    clear = tmp_path / "clear.png"
+    Image.fromarray(rgba, "RGBA").save(clear)
+    page = _page(browser, served[1])
+    model = served[0].model
+    for path in (deep, clear):
+        _upload(page, path)
+        page.locator("#source textarea").fill(SOURCE)
+        _run(page, "#invert-btn")
+        seen = _shown_image(page, "shown-input")
+        expected = np.asarray(show(model.prepare_image(load_image(path))))
+        assert seen.shape == expected.shape and np.abs(seen.astype(int) - expected.astype(int)).max() <= 1, path.name
+        if path is deep:
+            assert seen.std() > 50  # a ramp, not all white
+        else:
+            assert (seen[:4, :4] > 250).all()  # transparent corner: white, not the hidden red
+        assert "Input:" in page.locator("#summary").inner_text()  # the 16-bit / transparency note
+
+
+def test_a_bad_upload_gets_a_message_and_the_page_keeps_working(served, browser, tmp_path):
+    fake = tmp_path / "notes.png"
+    fake.write_bytes(b"this is a text file, renamed")
+    page = _page(browser, served[1])
+    page.locator("#input input[type=file]").set_input_files(str(fake))
+    page.locator("#source textarea").fill(SOURCE)
+    page.locator("#target textarea").fill(TARGET)
+    page.locator("#edit-btn").click()
+    toast = page.get_by_text("not an image this program can read")
+    toast.first.wait_for(timeout=WAIT)
+    assert "/tmp" not in page.content().split("not an image this program can read")[0][-300:]
+    assert "reused" not in _edit(page)  # a real image afterwards still edits
+
+
+@pytest.mark.parametrize("order", [("tiny-sd", "tiny-lcm")])
+def test_examples_show_the_running_model_s_result(browser, order):
+    """Started on one model and then on another, an example's result is the running model's."""
+    for name in order:
+        gen = serve_app(name)
+        engine, url = next(gen)
+        try:
+            page = _page(browser, url)
+            page.locator("#photo-examples button, #photo-examples td").first.click()
+            page.locator("#summary table").wait_for(timeout=WAIT)
+            assert f"**{name}**".strip("*") in page.locator("#summary").inner_text()
+        finally:
+            gen.close()
+
+
+def test_live_mode_runs_only_the_latest_of_a_burst_of_keystrokes(served, browser, monkeypatch):
+    engine = served[0]
+    calls = []
+    real = engine.edit
+
+    def counting(session, req, progress=None):
+        calls.append(req.target_prompt)
+        return real(session, req, progress)
+
+    monkeypatch.setattr(engine, "edit", counting)
+    page = _page(browser, served[1])
+    _upload(page, SCENE)
+    page.locator("#source textarea").fill(SOURCE)
+    page.locator("#live input").check()
+    box = page.locator("#target textarea")
+    box.click()
+    box.press_sequentially("a green circle on a blue background", delay=15)
+    page.wait_for_timeout(1500)
+    page.locator("#summary table").wait_for(timeout=WAIT)
+    page.wait_for_function(DONE, arg="", timeout=WAIT)
+    assert calls and calls[-1] == TARGET
+    assert len(calls) <= 6, calls  # 35 keystrokes, a handful of edits: never one per keystroke

@@ -1,0 +1,89 @@
+"""`shapes-lcm`, the consistency-distilled `shapes`, with its shipped weights: it samples as
+diffusers' LCMScheduler does, draws held-out captions in 4 steps, inverts and edits at 4 steps."""
+
+import pytest
+import torch
+
+from editing import edit
+from inversion import generate, invert, load_model
+from inversion.pipeline import evaluate
+from shapes.evaluate import to_tensor, to_uint8
+from shapes.judge import find_objects, has, mask_iou
+from shapes.scenes import Scene, Shape, render, scenes
+
+MIN_GENERATED = 8  # of 10 held-out captions at 4 steps; the full evaluation measures the rate (README)
+
+
+@pytest.fixture(scope="module")
+def lcm_model():
+    return load_model("shapes-lcm")
+
+
+def test_the_distilled_stage_is_an_lcm_with_a_guidance_embedding(lcm_model):
+    base, sr = lcm_model.stages
+    assert base.sampler_kind == "lcm" and not base.uses_cfg and base.unet.config.time_cond_proj_dim
+    assert base.default_steps == sr.default_steps == 4
+    assert base.timesteps(4) == [999, 759, 499, 259]
+
+
+def test_a_consistency_step_equals_diffusers_lcm_scheduler(lcm_model):
+    """Our sampler on the distilled model vs LCMScheduler.step on its raw v output, noise and all;
+    static thresholding is LCMScheduler's clip_sample at range 1."""
+    from diffusers import LCMScheduler
+
+    from inversion.models import shapes_arch as arch
+    from inversion.models.unet_model import guidance_embedding
+
+    base = lcm_model.stages[0]
+    sched = LCMScheduler.from_config(arch.lcm_scheduler().config, clip_sample=True, clip_sample_range=1.0)
+    sched.set_timesteps(4)
+    ours = base.sampler(4)
+    assert list(sched.timesteps) == list(ours.timesteps)
+    cond = base.encode_prompt(["a red circle on a blue background"], guidance=3.0)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for j, t in enumerate(sched.timesteps):
+        v = base.unet(x, t, cond.text, timestep_cond=guidance_embedding(torch.tensor([2.0]), arch.LCM_W_EMBED_DIM)).sample
+        ref = sched.step(v, t, x, generator=torch.Generator().manual_seed(j)).prev_sample
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(j))
+        mine = ours.step(x, base.predict_noise(x, int(t), cond), j, noise if ours.takes_noise(j) else None)
+        assert torch.allclose(mine, ref, atol=2e-4), (j, (mine - ref).abs().max())
+        x = ref
+
+
+def test_four_step_generation_draws_held_out_captions(lcm_model):
+    items = scenes(101, 10, held_out=True, single_shape=True)
+    imgs = to_uint8(generate(lcm_model, [s.caption for s in items], steps=4, seed=5))
+    hits = sum(has(img, s.shapes[0].colour, s.shapes[0].kind) for img, s in zip(imgs, items))
+    assert hits >= MIN_GENERATED, hits
+
+
+@pytest.fixture(scope="module")
+def scene():
+    s = Scene((Shape("circle", "red", 0.5, 0.5, 0.5),), ("blue",))
+    img, masks = render(s, 64)
+    return s, to_tensor(img), masks[0]
+
+
+def test_lcm_reconstruction_is_exact_with_the_recorded_residual(lcm_model, scene):
+    s, x, _ = scene
+    report, recon = evaluate(lcm_model, x, invert(lcm_model, x, s.caption, "ddim", steps=4))
+    assert report["psnr"] > 60
+
+
+def test_rnri_beats_ddim_without_the_last_residual(lcm_model, scene):
+    """With the last step's recorded residual every inverter reconstructs exactly; without it the
+    reconstruction shows how well each solved the implicit steps."""
+    s, x, _ = scene
+    gen = to_tensor(to_uint8(generate(lcm_model, [s.caption], steps=4, seed=1))[0])
+    ddim, _ = evaluate(lcm_model, gen, invert(lcm_model, gen, s.caption, "ddim", steps=4))
+    rnri, _ = evaluate(lcm_model, gen, invert(lcm_model, gen, s.caption, "rnri", steps=4))
+    assert rnri["latent_psnr_uncorrected"] > ddim["latent_psnr_uncorrected"] + 3
+
+
+def test_p2p_at_4_steps_changes_the_colour_and_keeps_the_shape(lcm_model, scene):
+    s, x, true_mask = scene
+    inv = invert(lcm_model, x, s.caption, "rnri", steps=4)
+    out = edit(lcm_model, inv, "a green circle on a blue background", "p2p")
+    objs, _ = find_objects(to_uint8(out.image)[0])
+    hit = [o for o in objs if o.colour == "green" and o.shape == "circle"]
+    assert hit and mask_iou(hit[0].mask, true_mask) >= 0.8
