@@ -182,14 +182,22 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
         "latent_psnr": _cap(latent_psnr(recovered, last.x0)),
         "vae_psnr": codec_bound(model, x),
     }
-    if not isinstance(model, Cascade) and inv.sampler == "lcm" and inv.noises is not None:
+    first = inv.stages[0] if isinstance(inv, CascadeInversion) else inv
+    if first.sampler == "lcm" and first.noises is not None:
         # LCM reconstructs exactly through the last step's recorded residual; without it
-        # (as diffusers samples) the error left is the inverter's own.
-        bare = replace(inv, noises=inv.noises.clone())
+        # (as diffusers samples) the error left is the inverter's own. For a cascade whose
+        # base stage is an LCM (shapes-lcm) the latent figure is the base stage's, and the
+        # image goes through the SR stages as usual.
+        bare = replace(first, noises=first.noises.clone())
         bare.noises[-1] = 0
-        bare_latent = reconstruct_latent(model, bare)
-        report["latent_psnr_uncorrected"] = _cap(latent_psnr(bare_latent, inv.x0))
-        report["psnr_uncorrected"] = _cap(psnr(model.decode(bare_latent), x))
+        if isinstance(model, Cascade):
+            latents = _cascade_latents(model, CascadeInversion([bare, *inv.stages[1:]]))
+            bare_latent, image = latents[0], top.decode(latents[-1])
+        else:
+            bare_latent = reconstruct_latent(model, bare)
+            image = model.decode(bare_latent)
+        report["latent_psnr_uncorrected"] = _cap(latent_psnr(bare_latent, first.x0))
+        report["psnr_uncorrected"] = _cap(psnr(image, x))
     if isinstance(inv, CascadeInversion) and per_stage:
         report["stages"] = [_stage_report(model, inv, s, x, stage_latents[0]) for s in range(len(inv.stages))]
     return report, recon

@@ -3,6 +3,7 @@
     python -m shapes.evaluate                 # the full run behind the README's tables (~tens of minutes on 2 cores)
     python -m shapes.evaluate --quick         # a few scenes, for a quick look
     python -m shapes.evaluate --skip generation --inverters rnri   # re-measure one inverter's rows
+    python -m shapes.evaluate --model shapes-lcm --steps 4         # the distilled model -> eval_lcm.json
 
 - Generation: held-out captions (colour, shape, background triples never seen in
   training), one shape each; the judge checks the asked colour and shape.
@@ -34,7 +35,8 @@ from inversion.pipeline import evaluate
 from .judge import find_objects, has, mask_iou
 from .scenes import COLOURS, SHAPES, Scene, render, scenes
 
-OUT = Path(__file__).resolve().parents[1] / "assets" / "shapes" / "eval.json"
+OUT = {"shapes": Path(__file__).resolve().parents[1] / "assets" / "shapes" / "eval.json",
+       "shapes-lcm": Path(__file__).resolve().parents[1] / "assets" / "shapes" / "eval_lcm.json"}
 IOU_KEPT = 0.8
 
 
@@ -47,41 +49,55 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 def eval_generation(model, count: int, guidances, steps: int, seed: int = 11) -> dict:
+    """Judged generation per guidance (keys: the guidance) at a fixed step count."""
+    return {str(g): _judged(model, count, steps, g, seed, f"guidance {g}") for g in guidances}
+
+
+def eval_generation_steps(model, count: int, step_counts, guidance: float, seed: int = 11) -> dict:
+    """Judged generation per step count (keys: the steps) at one guidance: how few steps suffice."""
+    return {str(n): _judged(model, count, n, guidance, seed, f"{n} steps") for n in step_counts}
+
+
+def _judged(model, count: int, steps: int, g: float, seed: int, label: str) -> dict:
     items = scenes(seed, count, held_out=True, single_shape=True)
-    out = {}
-    for g in guidances:
-        ok = colour = shape = 0
-        for i in range(0, count, 16):
-            batch = items[i : i + 16]
-            imgs = to_uint8(generate(model, [s.caption for s in batch], steps=steps, guidance=g, seed=seed + i))
-            for img, s in zip(imgs, batch):
-                want = s.shapes[0]
-                objs, _ = find_objects(img)
-                ok += has(img, want.colour, want.kind)
-                colour += any(o.colour == want.colour for o in objs)
-                shape += any(o.shape == want.kind for o in objs)
-        out[str(g)] = {"colour_and_shape": ok / count, "colour": colour / count, "shape": shape / count, "samples": count}
-        print(f"generation guidance {g}: colour+shape {ok / count:.3f} (colour {colour / count:.3f}, shape {shape / count:.3f}) over {count}", flush=True)
-    return out
+    ok = colour = shape = 0
+    for i in range(0, count, 16):
+        batch = items[i : i + 16]
+        imgs = to_uint8(generate(model, [s.caption for s in batch], steps=steps, guidance=g, seed=seed + i))
+        for img, s in zip(imgs, batch):
+            want = s.shapes[0]
+            objs, _ = find_objects(img)
+            ok += has(img, want.colour, want.kind)
+            colour += any(o.colour == want.colour for o in objs)
+            shape += any(o.shape == want.kind for o in objs)
+    print(f"generation {label}: colour+shape {ok / count:.3f} (colour {colour / count:.3f}, shape {shape / count:.3f}) over {count}", flush=True)
+    return {"colour_and_shape": ok / count, "colour": colour / count, "shape": shape / count, "samples": count, "steps": steps, "guidance": g}
 
 
 def eval_inversion(model, inverters, count: int, steps: int, guidance: float, seed: int = 23) -> list[dict]:
+    """Reconstruction per inverter on generated and held-out dataset scenes. For an LCM base stage
+    also without the last step's recorded residual (`psnr_uncorrected_*`): the inverter's own error."""
     data = scenes(seed, count, held_out=True)
     gen_scenes = scenes(seed + 1, count, held_out=True, single_shape=True)
-    generated = to_uint8(generate(model, [s.caption for s in gen_scenes], steps=50, guidance=guidance, seed=seed))
+    gen_steps = None if model.stages[0].sampler_kind == "lcm" else 50  # the model's own few steps, or a fine DDIM
+    generated = to_uint8(generate(model, [s.caption for s in gen_scenes], steps=gen_steps, guidance=guidance, seed=seed))
     sets = {"generated": [(to_tensor(img), s.caption) for img, s in zip(generated, gen_scenes)],
             "dataset": [(to_tensor(render(s, 64)[0]), s.caption) for s in data]}
     rows = []
     for name in inverters:
         row = {"inverter": name, "steps": steps}
         for label, items in sets.items():
-            ps, ss, nfe, secs, base = [], [], [], [], []
+            ps, ss, nfe, secs, base, bare, bare_base = [], [], [], [], [], [], []
             for x, caption in items:
                 inv = invert(model, x, caption, name, steps)
                 r, _ = evaluate(model, x, inv)
                 ps.append(r["psnr"]), ss.append(r["ssim"]), nfe.append(r["nfe"]), secs.append(r["seconds"])
                 base.append(r["stages"][0]["latent_psnr"])
+                if "psnr_uncorrected" in r:
+                    bare.append(r["psnr_uncorrected"]), bare_base.append(r["latent_psnr_uncorrected"])
             row.update({f"psnr_{label}": float(np.mean(ps)), f"ssim_{label}": float(np.mean(ss)), f"base_psnr_{label}": float(np.mean(base))})
+            if bare:
+                row.update({f"psnr_uncorrected_{label}": float(np.mean(bare)), f"base_psnr_uncorrected_{label}": float(np.mean(bare_base))})
             row["nfe"], row["seconds"] = float(np.mean(nfe)), float(np.mean(secs))
         row["codec_bound"] = "identity (pixel model)"
         rows.append(row)
@@ -142,12 +158,23 @@ def eval_editing(model, inverters, editors, count: int, steps: int, seed: int = 
 
 
 def markdown(results: dict) -> str:
-    lines = ["Generation (held-out captions, judge at 64 px):", "", "| guidance | colour and shape | colour | shape |", "|---|---|---|---|"]
+    lines = []
+    if "generation_steps" in results:
+        lines += ["Generation by steps (held-out captions, judge at 64 px; steps per stage):", "", "| steps | colour and shape | colour | shape |", "|---|---|---|---|"]
+        for n, r in results["generation_steps"].items():
+            lines.append(f"| {n} | {r['colour_and_shape']:.1%} | {r['colour']:.1%} | {r['shape']:.1%} |")
+        lines.append("")
+    lines += ["Generation (held-out captions, judge at 64 px):", "", "| guidance | colour and shape | colour | shape |", "|---|---|---|---|"]
     for g, r in results["generation"].items():
         lines.append(f"| {g} | {r['colour_and_shape']:.1%} | {r['colour']:.1%} | {r['shape']:.1%} |")
-    lines += ["", "Inversion (PSNR in dB at 64 px; codec bound: identity):", "", "| inverter | NFE | seconds | PSNR generated | PSNR dataset | SSIM dataset |", "|---|---|---|---|---|---|"]
+    bare = "psnr_uncorrected_generated" in results["inversion"][0]
+    head = "| inverter | NFE | seconds | PSNR generated | PSNR dataset | SSIM dataset |" + (" PSNR generated, no residual | base stage, no residual (generated) |" if bare else "")
+    lines += ["", "Inversion (PSNR in dB at 64 px; codec bound: identity):", "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in results["inversion"]:
-        lines.append(f"| {r['inverter']} | {r['nfe']:.0f} | {r['seconds']:.2f} | {r['psnr_generated']:.2f} | {r['psnr_dataset']:.2f} | {r['ssim_dataset']:.3f} |")
+        row = f"| {r['inverter']} | {r['nfe']:.0f} | {r['seconds']:.2f} | {r['psnr_generated']:.2f} | {r['psnr_dataset']:.2f} | {r['ssim_dataset']:.3f} |"
+        if bare:
+            row += f" {r['psnr_uncorrected_generated']:.2f} | {r['base_psnr_uncorrected_generated']:.2f} |"
+        lines.append(row)
     lines += ["", "Editing success (held-out scenes):", "", "| inverter | p2p colour | masactrl shape | diffedit colour | diffedit mask IoU |", "|---|---|---|---|---|"]
     by = {(r["inverter"], r["editor"]): r for r in results["editing"]}
     for inv in dict.fromkeys(r["inverter"] for r in results["editing"]):
@@ -169,30 +196,38 @@ def _merge(old: dict, new: dict, inverters: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--model", default="shapes", choices=list(OUT))
+    ap.add_argument("--steps", type=int, default=None, help="inversion and editing steps (default: the model's)")
+    ap.add_argument("--out", type=Path, default=None, help="default: assets/shapes/eval.json (shapes), eval_lcm.json (shapes-lcm)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: generation,inversion,editing")
     ap.add_argument("--inverters", default=",".join(INVERTERS), help="a subset re-measures those rows and keeps the rest of --out")
     a = ap.parse_args()
     torch.set_num_threads(2)
-    model = load_model("shapes")
+    model = load_model(a.model)
+    base = model.stages[0]
+    lcm = base.sampler_kind == "lcm"
+    steps = a.steps or base.default_steps
+    out = a.out or OUT[a.model]
     n_gen, n_inv, n_edit = (32, 4, 6) if a.quick else (200, 20, 50)
     inverters = a.inverters.split(",")
     skip = set(filter(None, a.skip.split(",")))
-    results = {"steps": a.steps, "machine": "2 CPU cores, no GPU"}
+    results = {"model": a.model, "steps": steps, "machine": "2 CPU cores, no GPU"}
     start = time.perf_counter()
     with torch.no_grad():
-        if "generation" not in skip:
+        if "generation" not in skip and lcm:
+            results["generation_steps"] = eval_generation_steps(model, n_gen, (1, 2, 4, 8), base.default_guidance)
+            results["generation"] = eval_generation(model, n_gen, (2.0, 3.0, 5.0), steps=base.default_steps)
+        elif "generation" not in skip:
             results["generation"] = eval_generation(model, n_gen, (3.0, 5.0, 7.5), steps=50)
         if "inversion" not in skip:
-            results["inversion"] = eval_inversion(model, inverters, n_inv, a.steps, guidance=3.0)
+            results["inversion"] = eval_inversion(model, inverters, n_inv, steps, guidance=base.default_guidance if lcm else 3.0)
         if "editing" not in skip:
-            results["editing"] = eval_editing(model, inverters, ["p2p", "masactrl", "diffedit"], n_edit, a.steps)
+            results["editing"] = eval_editing(model, inverters, ["p2p", "masactrl", "diffedit"], n_edit, steps)
     results["seconds"] = time.perf_counter() - start
     if not a.quick:
-        if a.out.exists() and (skip or set(inverters) != set(INVERTERS)):
-            results = _merge(json.loads(a.out.read_text()), results, inverters)
-        a.out.write_text(json.dumps(results, indent=1))
+        if out.exists() and (skip or set(inverters) != set(INVERTERS)):
+            results = _merge(json.loads(out.read_text()), results, inverters)
+        out.write_text(json.dumps(results, indent=1))
     if {"generation", "inversion", "editing"} <= set(results):
         print(markdown(results))
 

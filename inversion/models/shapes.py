@@ -75,7 +75,7 @@ def shapes(device: str = "cpu", lcm: bool = False) -> Cascade:
     sr_stage = UNetModel(
         name="shapes-sr",
         sampler_kind="ddim",
-        **schedule_fields(arch.scheduler()),
+        **schedule_fields(arch.scheduler("trailing" if lcm else "leading")),
         default_steps=steps,
         default_guidance=1.0,
         default_edit_guidance=3.0,

@@ -49,8 +49,11 @@ SCHEDULER_CONFIG = dict(
 )
 
 
-def scheduler() -> DDIMScheduler:
-    return DDIMScheduler(**SCHEDULER_CONFIG)
+def scheduler(spacing: str = "leading") -> DDIMScheduler:
+    """DDIM on the training schedule. shapes-lcm's SR stage takes "trailing" spacing: its 4
+    steps start at t = 999 (pure noise, where sampling starts) instead of 751 (leading);
+    measured: 4 trailing steps give the judge's 45/48 of 20 steps, 4 leading steps 43/48."""
+    return DDIMScheduler(**SCHEDULER_CONFIG, timestep_spacing=spacing)
 
 
 def lcm_scheduler() -> LCMScheduler:

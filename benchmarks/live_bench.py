@@ -1,0 +1,152 @@
+"""How live the offline demo is: an RNRI inversion + a P2P edit on `shapes-lcm` at 4 steps.
+
+    python benchmarks/live_bench.py [--model shapes-lcm] [--repeats 7] [--browser] [--json out.json]
+
+Timed three ways, each the median of --repeats runs after a warm-up:
+- library: invert + edit end to end (a fresh inversion each run), then a second edit of
+  the same inversion (what the app's cache gives); with the overhead against the UNet
+  calls alone (inversion.benchmark);
+- API: the same through the app's /edit endpoint with gradio_client on loopback (server,
+  queue, image transfer, the reconstruction and metrics the app adds); a new client per
+  run is a new session, so its first edit inverts and its second reuses;
+- browser (--browser): one click on Edit to the edited image shown, in Debian chromium.
+A benchmark, not a test: it prints a Markdown table and JSON, and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from editing import edit  # noqa: E402
+from inversion import invert, load_model  # noqa: E402
+from inversion.benchmark import calls_recorded, speed_fields, warm_up  # noqa: E402
+from inversion.images import load_image  # noqa: E402
+
+SCENE = ROOT / "assets" / "shapes" / "examples" / "scene0.png"
+SOURCE, TARGET, TARGET2 = "a red circle on a blue background", "a green circle on a blue background", "a yellow circle on a blue background"
+
+
+def median_of(repeats: int, fn):
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times), max(times), out
+
+
+def library(model, x, steps: int, repeats: int) -> list[dict]:
+    warm_up(model, x, SOURCE)
+
+    def both():
+        inv = invert(model, x, SOURCE, "rnri", steps)
+        return inv, edit(model, inv, TARGET, "p2p")
+
+    med, lo, hi, (inv, out) = median_of(repeats, both)
+    with calls_recorded(model) as calls:
+        both()
+    rows = [{"path": "library", "what": "RNRI inversion + P2P edit", "median_s": med, "min_s": lo, "max_s": hi, "nfe": inv.nfe + out.nfe, **speed_fields(med, inv.nfe + out.nfe, calls)}]
+    med, lo, hi, out = median_of(repeats, lambda: edit(model, inv, TARGET2, "p2p"))
+    with calls_recorded(model) as calls:
+        edit(model, inv, TARGET2, "p2p")
+    rows.append({"path": "library", "what": "second edit (cached inversion)", "median_s": med, "min_s": lo, "max_s": hi, "nfe": out.nfe, **speed_fields(med, out.nfe, calls)})
+    return rows
+
+
+def api(url: str, steps: int, repeats: int) -> list[dict]:
+    from gradio_client import Client, handle_file
+
+    firsts, seconds = [], []
+    for _ in range(repeats + 1):  # the first round warms the server up
+        client = Client(url, verbose=False)
+        for target, bucket in ((TARGET, firsts), (TARGET2, seconds)):
+            start = time.perf_counter()
+            client.predict(image=handle_file(str(SCENE)), source_prompt=SOURCE, target_prompt=target, inverter="rnri", editor="p2p", steps=steps, api_name="/edit")
+            bucket.append(time.perf_counter() - start)
+    firsts, seconds = firsts[1:], seconds[1:]
+    return [{"path": "API (gradio_client)", "what": w, "median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)}
+            for w, t in (("RNRI inversion + P2P edit", firsts), ("second edit (cached inversion)", seconds))]
+
+
+def browser(url: str) -> list[dict]:
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=flags)
+        page = b.new_page(viewport={"width": 1366, "height": 900})
+        page.goto(url, wait_until="networkidle")
+        page.locator("#input input[type=file]").set_input_files(str(SCENE))
+        page.locator("#input img").first.wait_for(timeout=30000)
+        page.locator("#source textarea").fill(SOURCE)
+        rows = []
+        for target, what in ((TARGET, "click Edit to image (fresh inversion)"), (TARGET2, "click Edit to image (cached inversion)")):
+            page.locator("#target textarea").fill(target)
+            before = page.locator("#edited img").first.get_attribute("src") if page.locator("#edited img").count() else None
+            start = time.perf_counter()
+            page.locator("#edit-btn").click()
+            page.wait_for_function("b => { const i = document.querySelector('#edited img'); return i && i.complete && i.src !== b; }", arg=before, timeout=120000)
+            t = time.perf_counter() - start
+            rows.append({"path": "browser (chromium)", "what": what, "median_s": t, "min_s": t, "max_s": t})
+        b.close()
+    return rows
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="shapes-lcm")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--browser", action="store_true")
+    ap.add_argument("--no-api", action="store_true")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    model = load_model(a.model)
+    steps = a.steps or model.stages[0].default_steps
+    x = model.prepare_image(load_image(SCENE))
+    rows = library(model, x, steps, a.repeats)
+    if not a.no_api or a.browser:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from conftest import serve_app
+
+        served = serve_app(a.model)
+        _, url = next(served)
+        try:
+            if not a.no_api:
+                rows += api(url, steps, a.repeats)
+            if a.browser:
+                rows += browser(url)
+        finally:
+            served.close()
+    machine = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, {a.threads} threads"
+    print(f"{a.model}, {steps} steps per stage; {machine}; median of {a.repeats} runs\n")
+    print("| path | what | median s | min s | max s | NFE | UNet-only s | overhead |\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        extra = f"{r['nfe']} | {r['unet_seconds']:.3f} | {r['overhead']:.2f}" if "nfe" in r else " | | "
+        print(f"| {r['path']} | {r['what']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['max_s']:.3f} | {extra} |")
+    if a.json:
+        a.json.write_text(json.dumps({"model": a.model, "steps": steps, "machine": machine, "repeats": a.repeats, "rows": rows}, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
