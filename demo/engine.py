@@ -207,7 +207,7 @@ class Engine:
             raise ParameterError(f"unknown inverter {req.inverter!r}; choose one of: {', '.join(INVERTERS)}")
         if not isinstance(req.params, dict):
             raise ParameterError("inverter parameters must be a JSON object")
-        INVERTERS[req.inverter].resolve_params(base.family, **req.params)
+        INVERTERS[req.inverter].resolve_params(base.defaults, **req.params)
         if INVERTERS[req.inverter].needs_cascade and not isinstance(model, Cascade):
             raise IncompatibleChoice(f"{req.inverter} inverts the super-resolution stages of pixel cascades; {model.name} has a single stage")
         base.check_prompt(req.prompt)

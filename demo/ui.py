@@ -71,7 +71,7 @@ def _model_line(engine: Engine, model) -> str:
 
 
 # ---------------------------------------------------------------- layout ------------------
-def _param_component(name: str, spec: Param, family: str):
+def _param_component(name: str, spec: Param, family: tuple[str, ...]):
     default = spec.default_for(family)
     label = f"{name}: {spec.help}" if spec.help else name
     if spec.choices:
@@ -85,7 +85,7 @@ def _param_component(name: str, spec: Param, family: str):
     return gr.Number(value=default, label=label, precision=0 if spec.kind is int else None)
 
 
-def _parameter_boxes(page: Page, family: str) -> None:
+def _parameter_boxes(page: Page, family: tuple[str, ...]) -> None:
     with gr.Accordion("Inverter parameters (defaults from the papers)", open=False):
         for name, inv in INVERTERS.items():
             with gr.Group(visible=name == "rnri") as box:
@@ -142,7 +142,7 @@ def _input_column(page: Page, model) -> None:
         with gr.Row():
             c["guidance"] = gr.Number(value=base.default_guidance, label="Inversion guidance (source branch)", minimum=0, maximum=30)
             c["edit_guidance"] = gr.Number(value=base.default_edit_guidance, label="Edit guidance (target branch)", minimum=0, maximum=30)
-    _parameter_boxes(page, base.family)
+    _parameter_boxes(page, base.defaults)
 
 
 def _output_column(page: Page) -> None:
@@ -172,7 +172,7 @@ def _edit_outputs(page: Page) -> list:
 
 
 # ---------------------------------------------------------------- events ------------------
-def _changed_params(specs: dict[str, Param], components: dict, data: dict, family: str) -> dict:
+def _changed_params(specs: dict[str, Param], components: dict, data: dict, family: tuple[str, ...]) -> dict:
     """Only the values the user changed from the model family's defaults."""
     out = {}
     for name, comp in components.items():
@@ -186,7 +186,7 @@ def _changed_params(specs: dict[str, Param], components: dict, data: dict, famil
 
 def _inversion_request(page: Page, data: dict) -> InversionRequest:
     model = page.engine.model_for(data[page.model])
-    family = Engine.base(model).family
+    family = Engine.base(model).defaults
     inv = data[page.inverter]
     return InversionRequest(
         image=data[page.image],
@@ -202,7 +202,7 @@ def _inversion_request(page: Page, data: dict) -> InversionRequest:
 
 def _edit_request(page: Page, data: dict) -> EditRequest:
     source = _inversion_request(page, data)
-    family = Engine.base(page.engine.model_for(source.model)).family
+    family = Engine.base(page.engine.model_for(source.model)).defaults
     ed = data[page.editor]
     return EditRequest(source, data[page.target] or "", ed, data[page.edit_guidance], _changed_params(EDITORS[ed].params, page.ed_params[ed], data, family))
 
@@ -264,7 +264,7 @@ def _wire(page: Page) -> None:
         for owner, params in ((INVERTERS, page.inv_params), (EDITORS, page.ed_params)):
             for n, comps in params.items():
                 for k, comp in comps.items():
-                    updates[comp] = gr.update(value=owner[n].params[k].default_for(base.family))
+                    updates[comp] = gr.update(value=owner[n].params[k].default_for(base.defaults))
         return updates
 
     def on_choice(data: dict):

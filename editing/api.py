@@ -59,7 +59,7 @@ def validate_edit(model: DiffusionModel | Cascade, source_prompt: str, target_pr
         raise PromptError("the target prompt is empty: describe the edited image")
     base = model.stages[0] if isinstance(model, Cascade) else model
     base.check_prompt(target_prompt)
-    p = ed.resolve_params(base.family, **params)
+    p = ed.resolve_params(base.defaults, **params)
     ed.validate(base, source_prompt, target_prompt, p)
     return p
 

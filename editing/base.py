@@ -32,7 +32,7 @@ class Editor:
     params: dict[str, Param] = {}
     needs_attention: bool = True  # needs separate self/cross-attention layers to control
 
-    def resolve_params(self, family: str, **overrides) -> dict:
+    def resolve_params(self, family: str | tuple[str, ...], **overrides) -> dict:
         return resolve(self.params, family, overrides, f"editor {self.name!r}")
 
     def validate(self, model: DiffusionModel, source_prompt: str, target_prompt: str, p: dict) -> None:

@@ -19,10 +19,15 @@ class Param:
     help: str = ""
     choices: tuple | None = None
 
-    def default_for(self, family: str) -> Any:
-        if isinstance(self.default, dict):
-            return self.default.get(family, self.default["default"])
-        return self.default
+    def default_for(self, keys: str | tuple[str, ...]) -> Any:
+        """The default for a model, looked up by its keys most specific first (a model's
+        `defaults`: its family, then its sampler), else the "default" entry."""
+        if not isinstance(self.default, dict):
+            return self.default
+        for key in (keys,) if isinstance(keys, str) else keys:
+            if key in self.default:
+                return self.default[key]
+        return self.default["default"]
 
     def check(self, name: str, value: Any, owner: str) -> Any:
         try:
@@ -46,7 +51,7 @@ class Param:
         return value
 
 
-def resolve(specs: dict[str, Param], family: str, overrides: dict, owner: str) -> dict:
+def resolve(specs: dict[str, Param], family: str | tuple[str, ...], overrides: dict, owner: str) -> dict:
     unknown = set(overrides) - set(specs)
     if unknown:
         raise ParameterError(f"{owner} has no parameter {', '.join(sorted(unknown))}; it takes: {', '.join(specs) or 'none'}")

@@ -1,10 +1,12 @@
 """Every inverter against the closed-form oracle, its cheap identities, LCM exactness, IterInv."""
 
+import math
+
 import pytest
 import torch
 
 from inversion.inverters import INVERTERS, ParameterError, get_inverter
-from inversion.inverters.renoise import auto_correlation_loss, regularise_noise
+from inversion.inverters.renoise import auto_correlation_loss, patch_kl_loss, regularise_noise
 from inversion.pipeline import IncompatibleChoice, evaluate, invert
 
 SINGLE_STAGE = [n for n, i in INVERTERS.items() if not i.needs_cascade]
@@ -91,11 +93,36 @@ def test_iterinv_needs_a_cascade(tiny_sd, cat_image):
         invert(tiny_sd, cat_image, "a cat", "iterinv", steps=3)
 
 
+def test_auto_correlation_is_summed_per_channel_in_closed_form():
+    """Constant 8x8 channels (one scale): every shift gives mean(c * c) = c^2, two axes each,
+    so the loss is 2 * sum_c c^4 -- not 2 * (mean_c c^2)^2, the square of the mean over channels."""
+    x = torch.stack([torch.full((8, 8), 1.0), torch.full((8, 8), 2.0)])[None]
+    assert auto_correlation_loss(x, torch.Generator().manual_seed(0)).item() == pytest.approx(2 * (1 + 16))
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1  # +-1: every roll's mean is +-1
+    assert auto_correlation_loss(checker[None, None], torch.Generator().manual_seed(3)).item() == pytest.approx(2.0)
+    sixteen = torch.ones(1, 1, 16, 16)  # two scales: 16 px and, pooled, 8 px
+    assert auto_correlation_loss(sixteen, torch.Generator().manual_seed(0)).item() == pytest.approx(4.0)
+
+
+def test_patch_kl_matches_the_gaussian_kl_per_patch_without_a_half():
+    g = torch.Generator().manual_seed(0)
+    n, ref = torch.randn(1, 2, 8, 8, generator=g), 2 + 3 * torch.randn(1, 2, 8, 8, generator=g)
+    expected = 0.0
+    for c in range(2):
+        for i in range(0, 8, 4):
+            for j in range(0, 8, 4):
+                a, b = n[0, c, i : i + 4, j : j + 4].flatten(), ref[0, c, i : i + 4, j : j + 4].flatten()
+                v1, v0, m1, m0 = a.var().item(), b.var().item(), a.mean().item(), b.mean().item()  # unbiased, as the official code
+                expected += abs(math.log(v0 / v1) + (v1 + (m1 - m0) ** 2) / v0 - 1)
+    assert patch_kl_loss(n, ref).item() == pytest.approx(expected, rel=1e-4)
+    e = n.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(patch_kl_loss(e, ref), e)
+    assert patch_kl_loss(n - 0.065 * grad.clamp(-100, 100), ref) < patch_kl_loss(n, ref)  # one step lowers it
+
+
 def test_noise_regularisation_whitens_correlated_noise():
     g = torch.Generator().manual_seed(0)
-    white = torch.randn(1, 4, 32, 32, generator=g)
     smooth = torch.nn.functional.avg_pool2d(torch.randn(1, 4, 34, 34, generator=g), 3, 1) * 3
-    assert auto_correlation_loss(smooth, torch.Generator().manual_seed(1)) > 10 * auto_correlation_loss(white, torch.Generator().manual_seed(1))
     p = get_inverter("renoise").resolve_params("lcm")
     out = regularise_noise(smooth, smooth, p, torch.Generator().manual_seed(2))
     assert auto_correlation_loss(out, torch.Generator().manual_seed(1)) < auto_correlation_loss(smooth, torch.Generator().manual_seed(1))
@@ -112,3 +139,37 @@ def test_parameters_are_validated_with_clear_messages():
     assert get_inverter("ddim").resolve_params("lcm", noise_correction="false")["noise_correction"] is False
     assert get_inverter("renoise").resolve_params("lcm")["renoise_steps"] == 9
     assert get_inverter("renoise").resolve_params("sd")["renoise_steps"] == 4
+
+
+def test_renoise_regularises_only_the_averaged_estimates_against_eps_at_the_forward_noised_input(oracle, monkeypatch):
+    import inversion.inverters.renoise as renoise_mod
+
+    seen, batches = [], []
+    real_reg, real_predict = renoise_mod.regularise_noise, oracle.predict_noise
+
+    def reg(eps, ref, p, gen):
+        seen.append(ref.clone())
+        return real_reg(eps, ref, p, gen)
+
+    def predict(x, t, cond):
+        batches.append((x.clone(), t))
+        return real_predict(x, t, cond)
+
+    monkeypatch.setattr(renoise_mod, "regularise_noise", reg)
+    monkeypatch.setattr(oracle, "predict_noise", predict)
+    inv = invert(oracle, None, "", "renoise", steps=5, renoise_steps=4, average_last=2, noise_reg_steps=1, first_step_average=0)
+    monkeypatch.undo()
+    assert len(seen) == 5 * 3  # per step: estimates k = 3, 4 (the averaged ones) and their average
+    firsts = [(x, t) for x, t in batches if x.shape[0] == 2]
+    assert len(firsts) == 5 and len(batches) == 5 * 5  # K + 1 calls per step, eps_opt batched with the first
+    noise = torch.randn(inv.x0.shape, generator=torch.Generator().manual_seed(renoise_mod.SEED))
+    for x, t in firsts:
+        a = float(oracle.alphas_cumprod[t])
+        assert torch.allclose(x[1:], a**0.5 * inv.x0 + (1 - a) ** 0.5 * noise, atol=1e-5)
+
+
+def test_renoise_first_step_averages_the_first_estimates_as_the_official_code():
+    rn = get_inverter("renoise")
+    p = rn.resolve_params("lcm")
+    assert rn.averaging_range(249, p) == (0, 5) and rn.averaging_range(499, p) == (8, 10)  # official (0, 5) and (8, 10)
+    assert rn.averaging_range(249, rn.resolve_params("sd")) == (3, 5)  # DDIM models: the last two everywhere

@@ -31,7 +31,7 @@ class Inverter:
     params: dict[str, Param] = {}
     needs_cascade: bool = False
 
-    def resolve_params(self, family: str, **overrides) -> dict:
+    def resolve_params(self, family: str | tuple[str, ...], **overrides) -> dict:
         base = {"noise_correction": Param(True, bool, help="LCM: record the noise (last step: residual) that makes each step exact")}
         return resolve({**base, **self.params}, family, overrides, f"inverter {self.name!r}")
 
@@ -46,7 +46,7 @@ class Inverter:
         progress: Progress | None = None,
         **overrides,
     ) -> Inversion:
-        p = self.resolve_params(model.family, **overrides)
+        p = self.resolve_params(model.defaults, **overrides)
         sampler = model.sampler(num_steps)
         n = sampler.num_steps
         gen = torch.Generator().manual_seed(seed)

@@ -3,17 +3,26 @@ Noising", ECCV 2024).
 
 Per step, starting from z^(0) = x_prev, re-noise K times:
     eps_k = eps(z^(k), t),   z^(k+1) = inverse_step(x_prev, eps_k)
-then average the last `average_last` noise estimates and take one final
-inverse step with the average (the paper's averaging of the later estimates).
-Optional noise regularisation (paper, after pix2pix-zero) pulls each estimate
-towards white Gaussian noise: a patch-wise KL term against the first estimate
-(lambda_kl) and a multi-scale auto-correlation term (lambda_ac, random rolls).
-Noise correction, which makes stochastic samplers (LCM) reconstruct exactly,
-is the shared `noise_correction` parameter. Paper defaults (SDXL-Turbo, 4
-steps): K = 9 (at most 5 when t < 250), average estimates 8-10, lambda_ac 20,
-lambda_kl 0.065, 4 regularisation steps; we keep those for LCM and use K = 4,
-no regularisation for 50-step DDIM models (the paper's SD examples use K = 1).
-NFE per step: K + 1 (+1 for LCM noise correction).
+then average the raw estimates of the averaging range and take one final inverse
+step with the (regularised) average. As the official code: the range is the last
+`average_last` estimates, and on the first step (t < 250, where K is capped at
+`first_step_max`) the first `first_step_average` estimates (official (0, 5), our
+default for LCM samplers; the sixth estimate the official code computes there is
+unused, so we skip it).
+Noise regularisation (the paper's, after pix2pix-zero) pulls an estimate towards
+white Gaussian noise, and applies only to the estimates in the averaging range
+and to the average: a patch-wise KL term (4x4 patches per channel, unbiased
+variances, no factor 1/2) against eps_opt, the prediction at the forward-noised
+input add_noise(z0, n, t) with one noise n per inversion, and an auto-correlation
+term summed per channel over that channel's own random shifts at every scale.
+Noise correction, which makes stochastic samplers (LCM) reconstruct exactly, is
+the shared `noise_correction` parameter: ours solves for the noise exactly, where
+the official code moves the noise at most 10 normalised gradient steps of 1.8
+towards it (a bounded correction; README). Paper defaults (SDXL-Turbo, 4 steps):
+K = 9, averaging (8, 10), lambda_ac 20, lambda_kl 0.065, 4 regularisation steps,
+5 rolls; we keep those for LCM samplers and use K = 4, no regularisation for
+50-step DDIM models (the paper's SD examples use K = 1).
+NFE per step: K + 1 (+1 for eps_opt when regularising, +1 for LCM noise correction).
 """
 
 from __future__ import annotations
@@ -21,34 +30,44 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..models.base import Conditioning
 from .base import Inverter, Param
+
+KL_PATCH = 4  # the official patch side
+KL_GRAD_CLIP = 100.0  # the official clip of the KL gradient
+FIRST_STEP_T = 250  # below this timestep the official first-step settings apply
+SEED = 7865  # the official run seed; per-step generators are SEED + step
 
 
 def auto_correlation_loss(n: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Multi-scale auto-correlation of a noise map (0 for white noise, in expectation)."""
+    """pix2pix-zero's pair loss: per channel, at every scale down to 8 px, the squared mean of
+    the map times itself rolled by a random shift in [0, side / 2) (one shift for both axes)."""
     loss = n.new_zeros(())
-    while True:
-        h, w = n.shape[-2:]
-        sh = int(torch.randint(1, max(2, h // 2), (1,), generator=gen))
-        sw = int(torch.randint(1, max(2, w // 2), (1,), generator=gen))
-        loss = loss + (n * torch.roll(n, sh, dims=-2)).mean().pow(2) + (n * torch.roll(n, sw, dims=-1)).mean().pow(2)
-        if min(h, w) <= 8:
-            return loss
-        n = F.avg_pool2d(n, 2)
+    for c in range(n.shape[1]):
+        x = n[:, c : c + 1]
+        while True:
+            shift = int(torch.randint(0, max(1, x.shape[-2] // 2), (1,), generator=gen))
+            loss = loss + (x * torch.roll(x, shift, dims=-2)).mean().pow(2) + (x * torch.roll(x, shift, dims=-1)).mean().pow(2)
+            if x.shape[-2] <= 8:
+                break
+            x = F.avg_pool2d(x, 2)
+    return loss
 
 
-def patch_kl_loss(n: torch.Tensor, ref: torch.Tensor, patch: int = 4) -> torch.Tensor:
-    """KL between per-patch Gaussians fitted to n and to the reference estimate."""
-    patch = max(1, min(patch, *n.shape[-2:]))
+def patch_kl_loss(n: torch.Tensor, ref: torch.Tensor, patch: int = KL_PATCH) -> torch.Tensor:
+    """sum over patches and channels of |KL(N(n's patch) || N(ref's patch))|, unbiased variances."""
+    patch = max(2, min(patch, *n.shape[-2:]))
+    count = patch * patch
 
     def stats(x):
         m = F.avg_pool2d(x, patch)
-        v = (F.avg_pool2d(x * x, patch) - m * m).clamp_min(1e-6)
+        v = (F.avg_pool2d(x * x, patch) - m * m) * count / (count - 1)
         return m, v
 
     m1, v1 = stats(n)
     m0, v0 = stats(ref)
-    return (0.5 * (torch.log(v0 / v1) + (v1 + (m1 - m0) ** 2) / v0 - 1)).abs().sum()
+    eps = 1e-6
+    return (torch.log((v0 + eps) / (v1 + eps)) + (v1 + (m1 - m0) ** 2) / (v0 + eps) - 1).abs().sum()
 
 
 def regularise_noise(eps: torch.Tensor, ref: torch.Tensor, p: dict, gen: torch.Generator) -> torch.Tensor:
@@ -58,11 +77,12 @@ def regularise_noise(eps: torch.Tensor, ref: torch.Tensor, p: dict, gen: torch.G
             if p["lambda_kl"] > 0:
                 e = eps.requires_grad_(True)
                 (g,) = torch.autograd.grad(patch_kl_loss(e, ref), e)
-                eps = (e - p["lambda_kl"] * g.clamp(-100, 100)).detach()
-            for _ in range(p["ac_rolls"]):
-                e = eps.requires_grad_(True)
-                (g,) = torch.autograd.grad(auto_correlation_loss(e, gen), e)
-                eps = (e - p["lambda_ac"] / p["ac_rolls"] * g).detach()
+                eps = (e - p["lambda_kl"] * g.clamp(-KL_GRAD_CLIP, KL_GRAD_CLIP)).detach()
+            if p["lambda_ac"] > 0:
+                for _ in range(p["ac_rolls"]):
+                    e = eps.requires_grad_(True)
+                    (g,) = torch.autograd.grad(auto_correlation_loss(e, gen), e)
+                    eps = (e - p["lambda_ac"] / p["ac_rolls"] * g).detach()
     return eps
 
 
@@ -70,34 +90,53 @@ class ReNoiseInverter(Inverter):
     name = "renoise"
     title = "ReNoise"
     paper = "Garibi et al., ReNoise: Real Image Inversion Through Iterative Noising, ECCV 2024"
-    nfe_per_step = "K + 1"
+    nfe_per_step = "K + 1 (+1 with noise regularisation)"
     params = {
         "renoise_steps": Param({"default": 4, "lcm": 9}, int, 0, 100, "K: re-noising iterations per step"),
-        "first_step_max": Param(5, int, 0, 100, "K is capped at this where t < 250"),
+        "first_step_max": Param(5, int, 0, 100, f"K is capped at this where t < {FIRST_STEP_T}"),
         "average_last": Param({"default": 2, "lcm": 2}, int, 1, 100, "how many final noise estimates are averaged"),
+        "first_step_average": Param({"default": 0, "lcm": 5}, int, 0, 100, f"where t < {FIRST_STEP_T}: average the first this many estimates (official 5; 0 = as other steps)"),
         "noise_reg_steps": Param({"default": 0, "lcm": 4}, int, 0, 20, "noise-regularisation steps per estimate (0 = off)"),
         "lambda_ac": Param(20.0, float, 0.0, 1000.0, "auto-correlation weight"),
         "lambda_kl": Param(0.065, float, 0.0, 100.0, "patch-KL weight"),
         "ac_rolls": Param(5, int, 1, 50, "random rolls of the auto-correlation term"),
     }
 
+    def begin(self, model, x0, cond, sampler, p) -> dict:
+        """The clean input and one forward noise per inversion: eps_opt's input at each t."""
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(SEED)).to(x0)
+        return {"x0": x0, "noise": noise}
+
+    def averaging_range(self, t: int, p: dict) -> tuple[int, int]:
+        """(first, last + 1) of the averaged estimates k = 0..K at timestep t."""
+        k = min(p["renoise_steps"], p["first_step_max"]) if t < FIRST_STEP_T else p["renoise_steps"]
+        if t < FIRST_STEP_T and p["first_step_average"]:
+            return 0, min(k + 1, p["first_step_average"])
+        return max(0, k + 1 - p["average_last"]), k + 1
+
     def solve_step(self, model, x_prev, j, cond, sampler, noise, p, state):
         t = sampler.timesteps[j]
-        k_max = min(p["renoise_steps"], p["first_step_max"]) if t < 250 else p["renoise_steps"]
-        gen = torch.Generator().manual_seed(7865 + j)
-        z, raw, res, ref = x_prev, [], [], None
-        for k in range(k_max + 1):
-            eps = model.predict_noise(z, t, cond)
-            ref = eps if ref is None else ref
+        first, stop = self.averaging_range(t, p)
+        gen = torch.Generator().manual_seed(SEED + j)
+        regularise = p["noise_reg_steps"] > 0
+        z, averaged, res, ref = x_prev, [], [], None
+        for k in range(stop):
+            if k == 0 and regularise:  # eps at z^(0) and eps_opt in one UNet batch
+                a = sampler.alpha(j)
+                fwd = a**0.5 * state["x0"] + (1 - a) ** 0.5 * state["noise"]
+                eps, ref = model.predict_noise(torch.cat([z, fwd]), t, Conditioning.cat([cond, cond])).chunk(2)
+            else:
+                eps = model.predict_noise(z, t, cond)
             _, r = self.residual(sampler, x_prev, z, eps, j, noise)
             res.append(r)
-            raw.append(eps)
-            if p["noise_reg_steps"] and k > 0:
-                eps = regularise_noise(eps, ref, p, gen)
+            if k >= first:
+                averaged.append(eps)
+                if regularise:
+                    eps = regularise_noise(eps, ref, p, gen)
             z = sampler.inverse_step(x_prev, eps, j, noise)
-        if len(raw) > 1:  # average the raw later estimates, then regularise the average
-            avg = torch.stack(raw[-p["average_last"] :]).mean(0)
-            if p["noise_reg_steps"]:
+        if len(averaged) > 1 or (regularise and averaged):
+            avg = torch.stack(averaged).mean(0)
+            if regularise:
                 avg = regularise_noise(avg, ref, p, gen)
             z = sampler.inverse_step(x_prev, avg, j, noise)
         return z, res

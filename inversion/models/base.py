@@ -112,6 +112,12 @@ class DiffusionModel:
     nfe: int = 0
     warnings: list[str] = field(default_factory=list)  # user-visible notices (fallbacks)
 
+    @property
+    def defaults(self) -> tuple[str, ...]:
+        """Keys that pick per-model parameter defaults, most specific first: the family
+        (e.g. shapes' clamped denoiser), then the sampler (few-step LCM settings)."""
+        return (self.family, self.sampler_kind)
+
     # ---- schedule -------------------------------------------------------------------
     def timesteps(self, num_steps: int) -> list[int]:
         if num_steps < 1:
