@@ -88,11 +88,13 @@ def spatial_shape(tokens: int, latent_hw: tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
-def fraction_to_steps(fraction: float, num_steps: int) -> int:
-    """Number of steps a schedule fraction covers: rounded, and at least one when fraction > 0."""
+def fraction_to_steps(fraction: float, num_steps: int, over: int | None = None) -> int:
+    """Steps a schedule fraction covers: int(fraction * over) as the official Prompt-to-Prompt
+    counts (over = num_steps + 1 for its cross-attention schedule, num_steps for self-attention),
+    at least one when fraction > 0 (at 4 LCM steps 0.2 must still control a step), at most all."""
     if fraction <= 0:
         return 0
-    return min(num_steps, max(1, int(fraction * num_steps + 0.5)))
+    return min(num_steps, max(1, int(fraction * (num_steps if over is None else over))))
 
 
 def attention_levels(layers: list[LayerInfo], kind: str) -> list[int]:
@@ -121,7 +123,10 @@ class WordMaps:
                 self.total[branch] = self.total.get(branch, 0) + m
 
     def mask(self, branch: str, size: tuple[int, int], threshold: float) -> torch.Tensor | None:
-        """(1, 1, H, W) binary mask: 3x3 max-pooled, upsampled, max-normalised, thresholded (P2P LocalBlend)."""
+        """(1, 1, H, W) binary mask: 3x3 max-pooled, upsampled, max-normalised, thresholded (P2P LocalBlend).
+
+        The official LocalBlend upsamples nearest; we upsample bilinearly (a smoother edge at
+        SD's 8x latent-to-map ratio, the same mask where the map is flat)."""
         if branch not in self.total or self.hw is None:
             return None
         m = self.total[branch].view(1, 1, *self.hw)
@@ -129,6 +134,17 @@ class WordMaps:
         m = F.interpolate(m, size=size, mode="bilinear", align_corners=False)
         m = m / m.max().clamp_min(1e-12)
         return (m > threshold).float()
+
+    def minmax_mask(self, branch: str, threshold: float) -> torch.Tensor | None:
+        """(1, 1, h, w) binary mask at the maps' own resolution, min-max normalised and thresholded
+        (MasaCtrl's MaskAuto); None when the map is flat (no mask can be built)."""
+        if branch not in self.total or self.hw is None:
+            return None
+        m = self.total[branch].view(1, 1, *self.hw)
+        lo, hi = m.min(), m.max()
+        if float(hi - lo) <= 1e-12:
+            return None
+        return ((m - lo) / (hi - lo) > threshold).float()
 
 
 class Controller:

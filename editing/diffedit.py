@@ -28,8 +28,7 @@ from inversion.params import Param
 from inversion.sampling import sample
 
 from .base import Editor, EditResult
-from .loop import run_branches, source_condition
-from .p2p import _target_condition
+from .loop import run_branches, source_condition, target_condition
 
 
 def strength_step(num_steps: int, strength: float) -> int:
@@ -74,7 +73,7 @@ class DiffEdit(Editor):
         inv.check_compatible(sampler, model.name)
         nfe0, start = model.nfe, time.perf_counter()
         src = source_condition(model, inv, image_cond)
-        tgt = _target_condition(model, target_prompt, guidance, inv, image_cond)
+        tgt = target_condition(model, target_prompt, guidance, inv, image_cond)
         mg = guidance if p["mask_guidance"] < 0 else p["mask_guidance"]
         t_mask = sampler.timesteps[min(strength_step(n, p["mask_strength"]), n - 1)]
         gen = torch.Generator().manual_seed(p["mask_seed"])

@@ -23,7 +23,14 @@ BRANCHES = ("src", "tgt")
 
 
 def source_condition(model: DiffusionModel, inv: Inversion, image=None) -> Conditioning:
+    """The source branch's conditioning: the inversion's own prompt, guidance and negative prompt."""
     cond = model.encode_prompt(inv.prompt, guidance=inv.guidance, negative=inv.negative_prompt)
+    return cond if image is None else cond.with_image(*image)
+
+
+def target_condition(model: DiffusionModel, prompt: str, guidance: float, inv: Inversion, image=None) -> Conditioning:
+    """The target branch's conditioning: the edit's prompt and guidance, the inversion's negative prompt."""
+    cond = model.encode_prompt(prompt, guidance=guidance, negative=inv.negative_prompt)
     return cond if image is None else cond.with_image(*image)
 
 

@@ -10,10 +10,14 @@ Schedules are fractions, so they mean the same at 4 LCM steps and at 50 DDIM
 steps: the official start step 4 of 50 is 0.08, start layer 10 of SD's 16
 transformer blocks is 0.625 (the decoder's 32 and 64 px levels); at least step 0
 stays free (the target forms its layout) and at least one step is controlled.
-Optional mask guidance (`mask_word`, the paper's MasaCtrl-Mask with automatic
-masks): the word's cross-attention maps from the previous step give fore-
-and background masks for both branches; target foreground queries attend to
-source foreground keys, background to background.
+Optional mask guidance (the paper's MasaCtrl-Mask with automatic masks, as the
+official MaskAuto): `mask_word` names the object in the source prompt and
+`mask_target_word` in the target prompt (the same word by default); their
+cross-attention maps of the previous step at the 16x16-resolution level (SD's;
+the second-deepest cross-attention level of any UNet) are min-max normalised and
+thresholded into fore- and background masks for both branches; target foreground
+queries attend to source foreground keys, background to background. A word
+missing from its prompt, or a flat map, is refused with a message.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ import time
 import torch
 import torch.nn.functional as F
 
+from inversion.errors import WordError
 from inversion.models.base import Conditioning
 from inversion.params import Param
 
-from .attention import Controller, WordMaps, attention_levels, controlled, layer_registry
+from .attention import Controller, WordMaps, attention_levels, controlled, layer_registry, spatial_shape
 from .base import Editor, EditResult
-from .loop import run_branches, source_condition
-from .p2p import _blend_tokens, _target_condition
+from .loop import run_branches, source_condition, target_condition
+from .words import find_word
 
 
 class MasaCtrlController(Controller):
@@ -47,7 +52,11 @@ class MasaCtrlController(Controller):
 
     def begin_step(self, step, num_steps, rows, latent_hw):
         if self.capture is not None and self.capture.total:
-            self.masks = {b: m for b in ("src", "tgt") if (m := self.capture.mask(b, latent_hw, self.mask_threshold)) is not None}
+            for branch in ("src", "tgt"):
+                m = self.capture.minmax_mask(branch, self.mask_threshold)
+                if m is None:
+                    raise WordError(f"MasaCtrl could not build the {'source' if branch == 'src' else 'target'} mask at step {step}: the word's attention map is flat")
+                self.masks[branch] = m
             self.capture.total = {}
         super().begin_step(step, num_steps, rows, latent_hw)
 
@@ -57,7 +66,7 @@ class MasaCtrlController(Controller):
             return F.scaled_dot_product_attention(q, k, v)
         idx = idx.to(q.device)
         fg = self._masks(q.shape[-2]) if len(self.masks) == 2 else None
-        if fg is None or not fg[0].any() or fg[0].all():  # no (or a degenerate) source mask: plain MasaCtrl
+        if fg is None or fg[0].all():  # before the first maps exist, or all foreground: plain MasaCtrl
             return F.scaled_dot_product_attention(q, k[idx], v[idx])
         m_s, m_t = fg
         out = F.scaled_dot_product_attention(q, k, v)
@@ -68,8 +77,6 @@ class MasaCtrlController(Controller):
         return out
 
     def _masks(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from .attention import spatial_shape
-
         hw = spatial_shape(tokens, self.latent_hw)
         out = []
         for b in ("src", "tgt"):
@@ -85,16 +92,40 @@ class MasaCtrl(Editor):
     params = {
         "start_step": Param(0.08, float, 0.0, 1.0, "fraction of steps before control starts (official 4/50)"),
         "start_layer": Param(0.625, float, 0.0, 1.0, "fraction of transformer blocks (execution order) before control (official 10/16)"),
-        "mask_word": Param("", str, help="a word in both prompts whose attention separates fore- and background (empty = off)"),
-        "mask_threshold": Param(0.1, float, 0.0, 1.0, "threshold of the max-normalised word map"),
+        "mask_word": Param("", str, help="the object's word in the source prompt: its attention separates fore- and background (empty = off)"),
+        "mask_target_word": Param("", str, help="the object's word in the target prompt (empty: mask_word)"),
+        "mask_threshold": Param(0.1, float, 0.0, 1.0, "threshold of the min-max normalised word map (official 0.1)"),
         "pin_source": Param(False, bool, help="reset the source branch to the inverted trajectory each step (Direct Inversion)"),
     }
 
     def validate(self, model, source_prompt, target_prompt, p):
         super().validate(model, source_prompt, target_prompt, p)
         layer_registry(model.unet)
-        if p["mask_word"].strip():
-            _blend_tokens(model.tokenizer, source_prompt, target_prompt, [p["mask_word"].strip()], model.max_tokens)
+        self.mask_tokens(model, source_prompt, target_prompt, p)
+
+    @staticmethod
+    def mask_tokens(model, source_prompt: str, target_prompt: str, p: dict) -> dict[str, list[int]] | None:
+        """Token positions of the mask's source and target words, or None without a mask."""
+        src_word = p["mask_word"].strip()
+        tgt_word = p["mask_target_word"].strip() or src_word
+        if not src_word:
+            if tgt_word:
+                raise WordError("mask_target_word needs mask_word, the object's word in the source prompt")
+            return None
+        if not source_prompt.strip():
+            raise WordError("MasaCtrl's mask needs a source prompt that names the object (mask_word); the source prompt is empty")
+        tokens = {}
+        try:
+            tokens["src"] = find_word(model.tokenizer, source_prompt, src_word, model.max_tokens)
+        except WordError as e:
+            raise WordError(f"MasaCtrl's mask_word: {e}") from None
+        try:
+            tokens["tgt"] = find_word(model.tokenizer, target_prompt, tgt_word, model.max_tokens)
+        except WordError as e:
+            if p["mask_target_word"].strip():
+                raise WordError(f"MasaCtrl's mask_target_word: {e}") from None
+            raise WordError(f"MasaCtrl's mask_word is not in the target prompt ({e}); set mask_target_word to the object's word there") from None
+        return tokens
 
     def edit(self, model, inv, target_prompt, guidance, p, progress=None, image_cond=None) -> EditResult:
         self.validate(model, inv.prompt, target_prompt, p)
@@ -103,15 +134,19 @@ class MasaCtrl(Editor):
         n_blocks = max(i.block_order for i in layers) + 1
         start_step = min(n - 1, max(1, int(p["start_step"] * n + 0.5))) if n > 1 else 0
         start_block = min(n_blocks - 1, int(p["start_layer"] * n_blocks + 0.5))
-        capture = None
-        if p["mask_word"].strip():
-            tokens = _blend_tokens(model.tokenizer, inv.prompt, target_prompt, [p["mask_word"].strip()], model.max_tokens)
-            capture = WordMaps(tokens, attention_levels(layers, "cross")[-1])
+        tokens = self.mask_tokens(model, inv.prompt, target_prompt, p)
+        capture = WordMaps(tokens, mask_level(layers)) if tokens else None
         ctrl = MasaCtrlController(layers, start_step, start_block, capture, p["mask_threshold"])
-        cond = Conditioning.cat([source_condition(model, inv, image_cond), _target_condition(model, target_prompt, guidance, inv, image_cond)])
+        cond = Conditioning.cat([source_condition(model, inv, image_cond), target_condition(model, target_prompt, guidance, inv, image_cond)])
         nfe0, start = model.nfe, time.perf_counter()
         with controlled(model.unet, ctrl):
             x = run_branches(model, inv, cond, inv.z_T.repeat(2, 1, 1, 1), controller=ctrl, pin_source=p["pin_source"], progress=progress)
         info = {"start_step": start_step, "start_block": start_block, "blocks": n_blocks}
         mask = ctrl.masks.get("tgt")
         return EditResult(x[1:2], x[0:1], self.name, p, model.nfe - nfe0, time.perf_counter() - start, mask, info)
+
+
+def mask_level(layers) -> int:
+    """The cross-attention level masks are read from: SD's 16x16, the second-deepest of any UNet."""
+    levels = attention_levels(layers, "cross")
+    return levels[-2] if len(levels) > 1 else levels[-1]

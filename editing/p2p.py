@@ -19,6 +19,15 @@ LocalBlend (`blend_words`): the words' cross-attention maps at the second-deepes
 level (SD's 16x16), summed over steps, 3x3 max-pooled, max-normalised and
 thresholded, give a mask; outside it the target latent is reset to the source.
 Defaults: cross 0.8, self 0.4 (the paper's examples), LocalBlend threshold 0.3.
+
+Where we differ from the official code, on purpose:
+- schedules count steps as it does (cross-attention int(f * (n + 1)), self-attention
+  int(f * n)) but control at least one step whenever f > 0 (at 4 LCM steps the
+  official self-attention count of 0.2 would be none);
+- LocalBlend upsamples its mask bilinearly (official: nearest);
+- refine aligns the target's end token and padding with the source's end token and
+  padding at the same offset (official: padding indices continue from the target's
+  length); both leave the words' alignment (Needleman-Wunsch on token ids) the same.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from inversion.params import Param
 
 from .attention import Controller, WordMaps, attention_levels, controlled, fraction_to_steps, layer_registry
 from .base import Editor, EditResult
-from .loop import run_branches, source_condition
+from .loop import run_branches, source_condition, target_condition
 from .words import WordError, equalizer, find_word, refine_alignment, replace_mapper
 
 
@@ -134,8 +143,8 @@ class P2P(Editor):
         layers = layer_registry(model.unet)
         n = inv.num_steps
         capture = WordMaps(blend_tokens, _blend_level(layers)) if blend_tokens else None
-        ctrl = P2PController(layers, mode, mapper, index, alpha, eq, fraction_to_steps(p["cross_replace"], n), fraction_to_steps(p["self_replace"], n), capture)
-        cond = Conditioning.cat([source_condition(model, inv, image_cond), _target_condition(model, target_prompt, guidance, inv, image_cond)])
+        ctrl = P2PController(layers, mode, mapper, index, alpha, eq, fraction_to_steps(p["cross_replace"], n, over=n + 1), fraction_to_steps(p["self_replace"], n), capture)
+        cond = Conditioning.cat([source_condition(model, inv, image_cond), target_condition(model, target_prompt, guidance, inv, image_cond)])
         after = None
         masks = {}
         if capture is not None:
@@ -157,11 +166,6 @@ class P2P(Editor):
         with controlled(model.unet, ctrl):
             x = run_branches(model, inv, cond, inv.z_T.repeat(2, 1, 1, 1), controller=ctrl, pin_source=p["pin_source"], after_step=after, progress=progress)
         return EditResult(x[1:2], x[0:1], self.name, {**p, "mode": mode}, model.nfe - nfe0, time.perf_counter() - start, masks.get("last"), {"cross_steps": ctrl.cross_steps, "self_steps": ctrl.self_steps})
-
-
-def _target_condition(model, prompt, guidance, inv, image_cond):
-    cond = model.encode_prompt(prompt, guidance=guidance, negative=inv.negative_prompt)
-    return cond if image_cond is None else cond.with_image(*image_cond)
 
 
 def _blend_level(layers) -> int:

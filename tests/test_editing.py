@@ -334,9 +334,12 @@ def test_masactrl_and_p2p_run_on_an_sdxl_shaped_unet():
     assert torch.isfinite(out).all()
 
 
-def test_schedules_are_fractions_that_control_at_least_one_step():
-    assert fraction_to_steps(0.4, 4) == 2 and fraction_to_steps(0.01, 4) == 1 and fraction_to_steps(0.0, 4) == 0
-    assert fraction_to_steps(0.8, 50) == 40 and fraction_to_steps(1.0, 4) == 4
+def test_schedules_count_steps_as_the_official_p2p_and_control_at_least_one():
+    # official: cross-attention int(f * (n + 1)), self-attention int(f * n)
+    assert fraction_to_steps(0.8, 4, over=5) == 4 and fraction_to_steps(0.4, 4) == 1
+    assert fraction_to_steps(0.8, 50, over=51) == 40 and fraction_to_steps(0.4, 50) == 20
+    assert fraction_to_steps(0.2, 4) == 1 and fraction_to_steps(0.01, 4) == 1 and fraction_to_steps(0.0, 4) == 0  # at least one
+    assert fraction_to_steps(1.0, 4, over=5) == 4  # at most all
 
 
 def test_masactrl_controls_at_4_lcm_steps(tiny_lcm, cat_image):
@@ -384,3 +387,54 @@ def test_editors_refuse_models_without_separate_attention(tiny_if, cat_image):
 
 def test_strength_step_matches_diffusers_convention():
     assert strength_step(50, 0.8) == 10 and strength_step(4, 1.0) == 0 and strength_step(10, 0.5) == 5
+
+
+def test_masactrl_mask_needs_its_word_in_each_prompt(tiny_sd, inversions):
+    """The official MaskAuto: a source word and a target word (they may differ); a word missing
+    from its prompt is refused (it used to build one mask and silently run plain MasaCtrl)."""
+    inv = inversions["rnri"]
+    with pytest.raises(WordError, match="mask_word is not in the target prompt.*set mask_target_word"):
+        edit(tiny_sd, inv, "a dog sitting on the grass", "masactrl", mask_word="cat")
+    with pytest.raises(WordError, match="mask_target_word"):
+        edit(tiny_sd, inv, "a dog sitting on the grass", "masactrl", mask_word="cat", mask_target_word="horse")
+    out = edit(tiny_sd, inv, "a dog sitting on the grass", "masactrl", mask_word="cat", mask_target_word="dog")
+    assert out.mask is not None and 0 < float(out.mask.mean()) < 1
+
+
+def test_masactrl_mask_needs_a_source_prompt(tiny_sd, cat_image):
+    inv = invert(tiny_sd, cat_image, "", "ddim", steps=4)
+    with pytest.raises(WordError, match="source prompt is empty"):
+        edit(tiny_sd, inv, "a dog", "masactrl", mask_word="dog")
+
+
+def test_masactrl_masks_come_from_the_16px_level_min_max_normalised(tiny_sd, inversions, monkeypatch):
+    made = []
+
+    class Recording(masactrl_mod.MasaCtrlController):
+        def begin_step(self, step, num_steps, rows, latent_hw):
+            if self.capture is not None and self.capture.total:
+                made.append({b: (self.capture.total[b].clone(), self.capture.hw) for b in ("src", "tgt")})
+            super().begin_step(step, num_steps, rows, latent_hw)
+            if made and self.masks:
+                made[-1]["masks"] = dict(self.masks)
+
+    monkeypatch.setattr(masactrl_mod, "MasaCtrlController", Recording)
+    edit(tiny_sd, inversions["rnri"], "a dog sitting on the grass", "masactrl", mask_word="cat", mask_target_word="dog", mask_threshold=0.3)
+    levels = sorted({i.level for i in layer_registry(tiny_sd.unet) if i.kind == "cross"})
+    assert made
+    for rec in made:
+        for b in ("src", "tgt"):
+            total, hw = rec[b]
+            assert hw == tuple(s // 2 ** levels[-2] for s in inversions["rnri"].x0.shape[-2:])  # the second-deepest level
+            expected = ((total - total.min()) / (total.max() - total.min()) > 0.3).float().view(1, 1, *hw)
+            assert torch.equal(rec["masks"][b], expected)
+
+
+def test_masactrl_refuses_a_flat_word_map():
+    wm = WordMaps({"src": [1], "tgt": [1]}, level=0)
+    wm.hw, wm.total = (2, 2), {"src": torch.ones(4), "tgt": torch.tensor([0.0, 1.0, 2.0, 3.0])}
+    assert wm.minmax_mask("src", 0.1) is None
+    assert wm.minmax_mask("tgt", 0.5).flatten().tolist() == [0.0, 0.0, 1.0, 1.0]
+    ctrl = masactrl_mod.MasaCtrlController([], 1, 0, wm)
+    with pytest.raises(WordError, match="flat"):
+        ctrl.begin_step(1, 4, [], (2, 2))
