@@ -21,7 +21,7 @@ from editing import EDITORS, edit, validate_edit
 from inversion.errors import ImageError, IncompatibleChoice, ModelError, ParameterError, UserError
 from inversion.images import load_image
 from inversion.inverters import INVERTERS
-from inversion.models import MODELS, Cascade, is_available, load_model
+from inversion.models import MODELS, as_cascade, base_stage, is_available, load_model, stages_of
 from inversion.pipeline import evaluate, invert
 
 from . import report
@@ -178,11 +178,11 @@ class Engine:
 
     @staticmethod
     def base(model):
-        return model.stages[0] if isinstance(model, Cascade) else model
+        return base_stage(model)
 
     def inverters(self, model_name: str | None = None) -> list[str]:
         model = self.model_for(model_name)
-        return [n for n, inv in INVERTERS.items() if isinstance(model, Cascade) or not inv.needs_cascade]
+        return [n for n, inv in INVERTERS.items() if as_cascade(model).multistage or not inv.needs_cascade]
 
     # ---- inversion ------------------------------------------------------------------
     def _intake(self, model, image) -> tuple[torch.Tensor, tuple[str, ...]]:
@@ -208,7 +208,7 @@ class Engine:
         if not isinstance(req.params, dict):
             raise ParameterError("inverter parameters must be a JSON object")
         INVERTERS[req.inverter].resolve_params(base.defaults, **req.params)
-        if INVERTERS[req.inverter].needs_cascade and not isinstance(model, Cascade):
+        if INVERTERS[req.inverter].needs_cascade and not as_cascade(model).multistage:
             raise IncompatibleChoice(f"{req.inverter} inverts the super-resolution stages of pixel cascades; {model.name} has a single stage")
         base.check_prompt(req.prompt)
         return steps, seed, guidance
@@ -273,13 +273,13 @@ class Engine:
 
 
 def stages(model) -> int:
-    return len(model.stages) if isinstance(model, Cascade) else 1
+    return len(stages_of(model))
 
 
 @contextlib.contextmanager
 def collected_warnings(model):
     """The model warnings raised during one request (they are appended to the model's list)."""
-    stages = model.stages if isinstance(model, Cascade) else [model]
+    stages = stages_of(model)
     marks = [len(s.warnings) for s in stages]
     fresh: list[str] = []
     try:

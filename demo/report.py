@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from inversion.metrics import psnr, ssim
-from inversion.models import Cascade
+from inversion.models import as_cascade, base_stage
 from inversion.pipeline import PSNR_CAP
 
 LOW_PSNR = 20.0  # dB: below this the model cannot represent the image (a photo on `shapes`)
@@ -26,8 +26,7 @@ def _round(v, digits=4):
 
 def _codec(model, value):
     """The codec bound: 'none' for pixel models (the identity codec is exact)."""
-    top = model.stages[-1] if isinstance(model, Cascade) else model
-    return None if getattr(top, "vae", None) is None else _round(value)
+    return None if getattr(as_cascade(model).top, "vae", None) is None else _round(value)
 
 
 def reconstruction(model, result: dict) -> dict:
@@ -86,7 +85,7 @@ def warnings_for(model, entry, prompts: list[str], req=None, out=None) -> list[s
     """What a newcomer should know about this result: the input's way in, words the model
     never learned, a reconstruction the model cannot make, an editor used against its grain."""
     notes = [f"Input: {n}." for n in entry.notes]
-    base = model.stages[0] if isinstance(model, Cascade) else model
+    base = base_stage(model)
     vocab = getattr(base, "vocabulary", None)
     if vocab:
         unknown = sorted({w for p in prompts for w in _words(p)} - vocab)

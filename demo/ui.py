@@ -16,7 +16,7 @@ import gradio as gr
 
 from editing import EDITORS
 from inversion.inverters import INVERTERS
-from inversion.models import Cascade
+from inversion.models import as_cascade
 from inversion.params import Param
 
 from . import api, report
@@ -66,7 +66,7 @@ def _is_shapes(model) -> bool:
 
 def _model_line(engine: Engine, model) -> str:
     base = Engine.base(model)
-    kind = "pixel cascade" if isinstance(model, Cascade) else "latent model"
+    kind = "pixel cascade" if as_cascade(model).multistage else "latent model"
     return f"**{model.name}** ({kind}, {base.sampler_kind.upper()} sampler, {base.default_steps} steps by default): {model.description}"
 
 

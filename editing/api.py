@@ -15,14 +15,14 @@ edited low-res image, so detail the SR inversion recovered carries over.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from inversion.errors import IncompatibleChoice, ParameterError, PromptError
 from inversion.models.base import Conditioning, DiffusionModel
-from inversion.models.cascade import Cascade
-from inversion.result import CascadeInversion, Inversion
+from inversion.models.cascade import Cascade, as_cascade, base_stage
+from inversion.result import CascadeInversion, Inversion, stage_inversions
 from inversion.sampling import reconstruct_latent
 
 from .base import Editor
@@ -57,7 +57,7 @@ def validate_edit(model: DiffusionModel | Cascade, source_prompt: str, target_pr
     ed = get_editor(editor)
     if not isinstance(target_prompt, str) or not target_prompt.strip():
         raise PromptError("the target prompt is empty: describe the edited image")
-    base = model.stages[0] if isinstance(model, Cascade) else model
+    base = base_stage(model)
     base.check_prompt(target_prompt)
     p = ed.resolve_params(base.defaults, **params)
     ed.validate(base, source_prompt, target_prompt, p)
@@ -73,43 +73,33 @@ def edit(
     progress=None,
     **params,
 ) -> EditOutput:
+    """Edit the base stage with the editor; a cascade's SR stages then sample the edit (and the
+    source branch, batched) from their own inverted z_T, conditioned on the edited low-res image."""
     ed = get_editor(editor)
-    if isinstance(model, Cascade) != isinstance(inv, CascadeInversion):
+    cascade, stages = as_cascade(model), stage_inversions(inv)
+    if len(stages) != len(cascade.stages):
         raise IncompatibleChoice(f"this inversion does not belong to {model.name}")
-    base = model.stages[0] if isinstance(model, Cascade) else model
-    base_inv = inv.stages[0] if isinstance(inv, CascadeInversion) else inv
-    p = validate_edit(model, base_inv.prompt, target_prompt, editor, **params)
-    g = base.default_edit_guidance if guidance is None else float(guidance)
+    p = validate_edit(model, stages[0].prompt, target_prompt, editor, **params)
+    g = cascade.base.default_edit_guidance if guidance is None else float(guidance)
     start = time.perf_counter()
-    result = ed.edit(base, base_inv, target_prompt, g, p, progress=progress)
+    result = ed.edit(cascade.base, stages[0], target_prompt, g, p, progress=progress)
     nfe = result.nfe
-    if isinstance(model, Cascade):
-        low_edit, low_src = result.latent, result.source_latent
-        for s in range(1, len(model.stages)):
-            low_edit, low_src, used = _super_resolve(model, inv, s, target_prompt, low_edit, low_src)
-            nfe += used
-        image = low_edit
-        source = low_src
-    else:
-        image = model.decode(result.latent)
-        source = None if result.source_latent is None else model.decode(result.source_latent)
-    return EditOutput(image, source, ed.name, result.params, nfe, time.perf_counter() - start, result.mask, result.info)
+    image, source = result.latent, result.source_latent
+    for s in range(1, len(cascade.stages)):
+        image, source, used = _super_resolve(cascade, stages[s], s, target_prompt, cascade.stages[s - 1].decode(image), None if source is None else cascade.stages[s - 1].decode(source))
+        nfe += used
+    top = cascade.top
+    return EditOutput(top.decode(image), None if source is None else top.decode(source), ed.name, result.params, nfe, time.perf_counter() - start, result.mask, result.info)
 
 
 @torch.no_grad()
-def _super_resolve(model: Cascade, inv: CascadeInversion, s: int, target_prompt: str, low_edit, low_src):
+def _super_resolve(cascade: Cascade, r: Inversion, s: int, target_prompt: str, low_edit, low_src):
     """SR stage s for the edit (and the source, batched) from the stage's inverted z_T."""
-    stage, r = model.stages[s], inv.stages[s]
+    stage = cascade.stages[s]
     before = stage.nfe
     lows = [low_edit] + ([low_src] if low_src is not None else [])
     prompts = [target_prompt] + ([r.prompt] if low_src is not None else [])
-    conds = []
-    for low, prompt in zip(lows, prompts):
-        c = stage.encode_prompt(prompt, guidance=r.guidance, negative=r.negative_prompt)
-        conds.append(c.with_image(*model.sr_condition(s, low, r.condition_noise)))
-    cond = Conditioning.cat(conds)
-    from dataclasses import replace
-
+    cond = Conditioning.cat([cascade.condition(s, prompt, r.guidance, r.negative_prompt, low, r.condition_noise) for low, prompt in zip(lows, prompts)])
     batched = replace(r, latents=r.latents.repeat(1, len(lows), 1, 1, 1), noises=None if r.noises is None else r.noises.repeat(1, len(lows), 1, 1, 1))
     out = reconstruct_latent(stage, batched, cond)
     return out[0:1], (out[1:2] if low_src is not None else None), stage.nfe - before

@@ -22,7 +22,7 @@ from inversion.images import ImageError
 from inversion.metrics import psnr, ssim
 from inversion.models import MODELS, load_model
 from inversion.pipeline import evaluate, input_tensor, invert, save_image
-from inversion.result import load_inversion
+from inversion.result import load_inversion, stage_inversions
 
 from .api import EDITORS, edit, validate_edit
 from .words import WordError
@@ -34,7 +34,7 @@ def cmd_edit(a) -> None:
     x = input_tensor(model, a.image, a.size, a.seed)
     if a.inversion:
         inv = load_inversion(a.inversion)
-        source_prompt = (inv.stages[0] if hasattr(inv, "stages") else inv).prompt
+        source_prompt = stage_inversions(inv)[0].prompt
     else:
         source_prompt = a.source_prompt
     validate_edit(model, source_prompt, a.target_prompt, a.editor, **parse_params(a.param))

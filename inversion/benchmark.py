@@ -19,11 +19,11 @@ import time
 import torch
 
 from .models.base import Conditioning, DiffusionModel
-from .models.cascade import Cascade
+from .models.cascade import stages_of
 
 
 def _stages(model) -> list[DiffusionModel]:
-    return model.stages if isinstance(model, Cascade) else [model]
+    return stages_of(model)
 
 
 @contextlib.contextmanager

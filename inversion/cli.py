@@ -21,9 +21,9 @@ from pathlib import Path
 from .benchmark import calls_recorded, speed_fields, warm_up
 from .images import ImageError
 from .inverters import INVERTERS, ParameterError, get_inverter
-from .models import MODELS, Cascade, ModelError, PromptError, load_model
+from .models import MODELS, ModelError, PromptError, as_cascade, load_model
 from .pipeline import IncompatibleChoice, evaluate, input_tensor, invert, save_image
-from .result import IncompatibleInversion
+from .result import IncompatibleInversion, stage_inversions
 
 USER_ERRORS = (ImageError, ModelError, PromptError, ParameterError, IncompatibleChoice, IncompatibleInversion, FileNotFoundError)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -79,7 +79,7 @@ def cmd_invert(a) -> None:
     report, recon = evaluate(model, x, inv)
     report["image"] = None if a.model == "oracle" else str(a.image)
     report["prompt"] = a.prompt
-    report["params"] = (inv.stages[-1] if isinstance(model, Cascade) else inv).params
+    report["params"] = stage_inversions(inv)[-1].params
     if a.out:
         save_image(recon, a.out)
         report["out"] = str(a.out)
@@ -114,7 +114,7 @@ def cmd_bench(a) -> None:
     warm_up(model, input_tensor(model, images[0], a.size, seed=0), a.prompt)
     for name in names:
         inv_cls = get_inverter(name)
-        if inv_cls.needs_cascade and not isinstance(model, Cascade):
+        if inv_cls.needs_cascade and not as_cascade(model).multistage:
             if a.inverters:
                 raise IncompatibleChoice(f"{name} needs a pixel cascade; {a.model} has one stage")
             rows.append({"model": a.model, "inverter": name, "skipped": f"{name} inverts pixel cascades; {a.model} has one stage"})

@@ -23,9 +23,9 @@ from .images import load_image, to_pil
 from .inverters import get_inverter
 from .metrics import image_metrics, latent_psnr, psnr
 from .models.base import DiffusionModel
-from .models.cascade import Cascade
+from .models.cascade import Cascade, as_cascade, base_stage
 from .models.oracle import OracleModel
-from .result import CascadeInversion, Inversion
+from .result import CascadeInversion, Inversion, packed, stage_inversions
 from .sampling import reconstruct_latent, sample
 
 PSNR_CAP = 100.0  # identical images have infinite PSNR; JSON gets this cap instead
@@ -33,9 +33,10 @@ PSNR_CAP = 100.0  # identical images have infinite PSNR; JSON gets this cap inst
 
 def input_tensor(model: DiffusionModel | Cascade, image, size: int | None = None, seed: int = 0) -> torch.Tensor:
     """The image as the model takes it: (1, 3, H, W) in [-1, 1]. The oracle draws a sample instead."""
-    if isinstance(model, OracleModel):
-        return model.sample_data(seed)
-    return model.prepare_image(load_image(image), size)
+    base = base_stage(model)
+    if isinstance(base, OracleModel):
+        return base.sample_data(seed)
+    return as_cascade(model).prepare_image(load_image(image), size)
 
 
 def invert(
@@ -51,66 +52,52 @@ def invert(
     progress=None,
     **params,
 ) -> Inversion | CascadeInversion:
-    """Invert `image` (path, PIL, array or a prepared tensor) to noise along the model's sampler."""
+    """Invert `image` (path, PIL, array or a prepared tensor) to noise along the model's sampler,
+    every stage of a cascade (SR stages with their recorded condition noise)."""
     inv = get_inverter(inverter)
-    x = image if isinstance(image, torch.Tensor) else input_tensor(model, image, size, seed)
-    if isinstance(model, Cascade):
-        return _invert_cascade(model, x, prompt, inv, steps, guidance, negative_prompt, seed, progress, params)
-    if inv.needs_cascade:
+    cascade = as_cascade(model)
+    if inv.needs_cascade and not cascade.multistage:
         raise IncompatibleChoice(
             f"{inv.name} inverts the super-resolution stages of pixel cascades (shapes, tiny-if, deepfloyd-if); "
             f"{model.name} has a single stage. Pick another inverter or a cascade model."
         )
-    steps = steps or model.default_steps
-    cond = model.encode_prompt(prompt, guidance=guidance, negative=negative_prompt)
-    start = time.perf_counter()
-    x0 = model.encode_image(x)
-    encode_s = time.perf_counter() - start
-    result = inv.invert(model, x0, cond, steps, seed=seed, progress=progress, **params)
-    result.negative_prompt = negative_prompt
-    result.seconds += encode_s
-    return result
-
-
-def _invert_cascade(model: Cascade, x, prompt, inv, steps, guidance, negative_prompt, seed, progress, params) -> CascadeInversion:
-    pyramid = model.pyramid(x.to(model.stages[-1].device))
+    x = image if isinstance(image, torch.Tensor) else input_tensor(model, image, size, seed)
+    pyramid = cascade.pyramid(x.to(cascade.top.device))
     results = []
-    for s, stage in enumerate(model.stages):
+    for s, stage in enumerate(cascade.stages):
         stage_inv, stage_params = inv.for_stage(s, params)
-        cond = stage.encode_prompt(prompt, guidance=guidance, negative=negative_prompt)
-        noise = None
-        if s > 0:
-            noise = model.condition_noise(s, x.shape[0], seed)
-            cond = cond.with_image(*model.sr_condition(s, pyramid[s - 1], noise))
-        r = stage_inv.invert(stage, stage.encode_image(pyramid[s]), cond, steps or stage.default_steps, seed=seed + s, progress=progress, **stage_params)
+        noise = cascade.condition_noise(s, x.shape[0], seed) if s > 0 else None
+        cond = cascade.condition(s, prompt, guidance, negative_prompt, pyramid[s - 1] if s > 0 else None, noise)
+        start = time.perf_counter()
+        x0 = stage.encode_image(pyramid[s])
+        encode_s = time.perf_counter() - start
+        r = stage_inv.invert(stage, x0, cond, steps or stage.default_steps, seed=seed + s, progress=progress, **stage_params)
         r.stage, r.condition_noise, r.negative_prompt = s, noise, negative_prompt
+        r.seconds += encode_s
         results.append(r)
-    return CascadeInversion(results)
+    return packed(results, cascade.multistage)
+
+
+def _matching_stages(model, inv) -> tuple[Cascade, list[Inversion]]:
+    cascade, stages = as_cascade(model), stage_inversions(inv)
+    if len(stages) != len(cascade.stages):
+        raise IncompatibleChoice(f"{model.name} has {len(cascade.stages)} stage(s); this inversion has {len(stages)}")
+    return cascade, stages
 
 
 @torch.no_grad()
 def reconstruct(model: DiffusionModel | Cascade, inv: Inversion | CascadeInversion, progress=None) -> torch.Tensor:
-    """Decode the inversion back to an image in [-1, 1].
-
-    For a cascade each SR stage is conditioned on the previous stage's
-    reconstruction with the recorded noise.
-    """
-    if isinstance(model, Cascade):
-        return model.stages[-1].decode(_cascade_latents(model, inv, progress)[-1])
-    if isinstance(inv, CascadeInversion):
-        raise IncompatibleChoice(f"{model.name} has a single stage; this inversion is of a cascade")
-    return model.decode(reconstruct_latent(model, inv, progress=progress))
+    """Decode the inversion back to an image in [-1, 1]; each SR stage is conditioned on the
+    previous stage's reconstruction with the recorded noise."""
+    cascade, stages = _matching_stages(model, inv)
+    return cascade.top.decode(stage_latents(cascade, stages, progress)[-1])
 
 
-def _cascade_latents(model: Cascade, inv, progress=None) -> list[torch.Tensor]:
+def stage_latents(cascade: Cascade, stages: list[Inversion], progress=None) -> list[torch.Tensor]:
     """Each stage's reconstruction, SR stages conditioned on the stage before's."""
-    if not isinstance(inv, CascadeInversion):
-        raise IncompatibleChoice(f"{model.name} is a cascade; this inversion has one stage")
     out, image = [], None
-    for s, (stage, r) in enumerate(zip(model.stages, inv.stages)):
-        cond = stage.encode_prompt(r.prompt, guidance=r.guidance, negative=r.negative_prompt)
-        if s > 0:
-            cond = cond.with_image(*model.sr_condition(s, image, r.condition_noise))
+    for s, (stage, r) in enumerate(zip(cascade.stages, stages)):
+        cond = cascade.condition(s, r.prompt, r.guidance, r.negative_prompt, image, r.condition_noise)
         out.append(reconstruct_latent(stage, r, cond, progress))
         image = stage.decode(out[-1])
     return out
@@ -120,14 +107,13 @@ def _cascade_latents(model: Cascade, inv, progress=None) -> list[torch.Tensor]:
 def generate(model: DiffusionModel | Cascade, prompts: list[str], steps: int | None = None, guidance: float | None = None, seed: int = 0, size: int | None = None) -> torch.Tensor:
     """Text-to-image samples (B, 3, H, W) in [-1, 1]: every stage from seeded noise (SR stages
     conditioned on the stage before, with unguided SR as in the cascade's inversions)."""
-    stages = model.stages if isinstance(model, Cascade) else [model]
+    cascade = as_cascade(model)
     g = torch.Generator().manual_seed(seed)
     image = None
-    for s, stage in enumerate(stages):
+    for s, stage in enumerate(cascade.stages):
         side = stage.image_size if (s > 0 or size is None) else size
-        cond = stage.encode_prompt(list(prompts), guidance=guidance if s == 0 else None)
-        if s > 0:
-            cond = cond.with_image(*model.sr_condition(s, image, torch.randn((len(prompts), 3, side, side), generator=g)))
+        noise = torch.randn((len(prompts), 3, side, side), generator=g) if s > 0 else None
+        cond = cascade.condition(s, list(prompts), guidance if s == 0 else None, "", image, noise)
         sampler = stage.sampler(steps or stage.default_steps)
         lat = side // stage.latent_scale
         z = torch.randn((len(prompts), stage.latent_channels, lat, lat), generator=g)
@@ -146,7 +132,7 @@ def _cap(v: float | None) -> float | None:
 
 def codec_bound(model: DiffusionModel | Cascade, x: torch.Tensor) -> float:
     """PSNR of decode(encode(x)) vs x: the best any inverter can reach (identity codecs: the cap)."""
-    top = model.stages[-1] if isinstance(model, Cascade) else model
+    top = as_cascade(model).top
     return _cap(psnr(top.decode(top.encode_image(x)), x))
 
 
@@ -156,17 +142,11 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
     `per_stage` adds, for cascades, each SR stage reconstructed from the *true* low-res
     input (what it inverted): one more pass per SR stage.
     """
+    cascade, stages = _matching_stages(model, inv)
     x = image if isinstance(image, torch.Tensor) else input_tensor(model, image, seed=seed)
-    top = model.stages[-1] if isinstance(model, Cascade) else model
-    last = inv.stages[-1] if isinstance(inv, CascadeInversion) else inv
     start = time.perf_counter()
-    if isinstance(model, Cascade):
-        stage_latents = _cascade_latents(model, inv)
-        recovered = stage_latents[-1]  # pixel stages: the image is the sampler's tensor
-        recon = top.decode(recovered)
-    else:
-        recovered = reconstruct_latent(model, inv)
-        recon = model.decode(recovered)
+    latents = stage_latents(cascade, stages)
+    recon = cascade.top.decode(latents[-1])
     recon_s = time.perf_counter() - start
     m = image_metrics(recon, x)
     report = {
@@ -179,38 +159,35 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
         "psnr": _cap(m["psnr"]),
         "ssim": m["ssim"],
         "lpips": m["lpips"],
-        "latent_psnr": _cap(latent_psnr(recovered, last.x0)),
+        "latent_psnr": _cap(latent_psnr(latents[-1], stages[-1].x0)),
         "vae_psnr": codec_bound(model, x),
     }
-    first = inv.stages[0] if isinstance(inv, CascadeInversion) else inv
-    if first.sampler == "lcm" and first.noises is not None:
-        # LCM reconstructs exactly through the last step's recorded residual; without it
-        # (as diffusers samples) the error left is the inverter's own. For a cascade whose
-        # base stage is an LCM (shapes-lcm) the latent figure is the base stage's, and the
-        # image goes through the SR stages as usual.
-        bare = replace(first, noises=first.noises.clone())
-        bare.noises[-1] = 0
-        if isinstance(model, Cascade):
-            latents = _cascade_latents(model, CascadeInversion([bare, *inv.stages[1:]]))
-            bare_latent, image = latents[0], top.decode(latents[-1])
-        else:
-            bare_latent = reconstruct_latent(model, bare)
-            image = model.decode(bare_latent)
-        report["latent_psnr_uncorrected"] = _cap(latent_psnr(bare_latent, first.x0))
-        report["psnr_uncorrected"] = _cap(psnr(image, x))
-    if isinstance(inv, CascadeInversion) and per_stage:
-        report["stages"] = [_stage_report(model, inv, s, x, stage_latents[0]) for s in range(len(inv.stages))]
+    report.update(_uncorrected(cascade, stages, x))
+    if cascade.multistage and per_stage:
+        report["stages"] = [_stage_report(cascade, stages, s, x, latents[0]) for s in range(len(stages))]
     return report, recon
 
 
-def _stage_report(model: Cascade, inv: CascadeInversion, s: int, x: torch.Tensor, base_latent: torch.Tensor) -> dict:
+def _uncorrected(cascade: Cascade, stages: list[Inversion], x: torch.Tensor) -> dict:
+    """LCM reconstructs exactly through the last step's recorded residual; without it (as
+    diffusers samples) the error left is the inverter's own. For a cascade whose base stage is
+    an LCM (shapes-lcm) the latent figure is the base stage's; the image goes through the SR stages."""
+    first = stages[0]
+    if first.sampler != "lcm" or first.noises is None:
+        return {}
+    bare = replace(first, noises=first.noises.clone())
+    bare.noises[-1] = 0
+    latents = stage_latents(cascade, [bare, *stages[1:]])
+    return {"latent_psnr_uncorrected": _cap(latent_psnr(latents[0], first.x0)), "psnr_uncorrected": _cap(psnr(cascade.top.decode(latents[-1]), x))}
+
+
+def _stage_report(cascade: Cascade, stages: list[Inversion], s: int, x: torch.Tensor, base_latent: torch.Tensor) -> dict:
     """Each stage on its own: SR stages conditioned on the true low-res input (what they inverted)."""
-    stage, r = model.stages[s], inv.stages[s]
+    stage, r = cascade.stages[s], stages[s]
     if s == 0:
         rec = base_latent
     else:
-        cond = stage.encode_prompt(r.prompt, guidance=r.guidance, negative=r.negative_prompt)
-        cond = cond.with_image(*model.sr_condition(s, model.pyramid(x)[s - 1], r.condition_noise))
+        cond = cascade.condition(s, r.prompt, r.guidance, r.negative_prompt, cascade.pyramid(x)[s - 1], r.condition_noise)
         rec = reconstruct_latent(stage, r, cond)
     return {"stage": s, "size": stage.image_size, "inverter": r.inverter, "nfe": r.nfe, "seconds": round(r.seconds, 4), "latent_psnr": _cap(latent_psnr(rec, r.x0))}
 

@@ -154,9 +154,19 @@ class CascadeInversion:
         return save_inversion(self, path)
 
 
+def stage_inversions(inv: Inversion | CascadeInversion) -> list[Inversion]:
+    """One inversion per stage (a single model's inversion is a list of one)."""
+    return inv.stages if isinstance(inv, CascadeInversion) else [inv]
+
+
+def packed(stages: list[Inversion], multistage: bool) -> Inversion | CascadeInversion:
+    """What the public API returns: a CascadeInversion for pixel cascades, else the one Inversion."""
+    return CascadeInversion(stages) if multistage else stages[0]
+
+
 def save_inversion(inv: Inversion | CascadeInversion, path: str | Path) -> Path:
     path = Path(path)
-    stages = inv.stages if isinstance(inv, CascadeInversion) else [inv]
+    stages = stage_inversions(inv)
     tensors, metas = {}, []
     for i, s in enumerate(stages):
         tensors.update(s.tensors(prefix=f"stage{i}."))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .base import Conditioning, DiffusionModel, ModelError, PromptError
-from .cascade import Cascade
+from .cascade import Cascade, as_cascade, base_stage, stages_of
 
 
 @dataclass(frozen=True)
@@ -105,4 +105,4 @@ def load_model(name: str, device=None) -> DiffusionModel | Cascade:
     return MODELS[name].build(device=device)
 
 
-__all__ = ["MODELS", "Cascade", "Conditioning", "DiffusionModel", "ModelError", "ModelSpec", "PromptError", "is_available", "load_model"]
+__all__ = ["MODELS", "Cascade", "as_cascade", "base_stage", "stages_of", "Conditioning", "DiffusionModel", "ModelError", "ModelSpec", "PromptError", "is_available", "load_model"]

@@ -1,5 +1,8 @@
-"""Pixel-space cascades (DeepFloyd-IF style): a base stage, then super-resolution
-stages conditioned on the upsampled, noise-augmented output of the stage before.
+"""Every model is a cascade: a base stage, then super-resolution stages conditioned
+on the upsampled, noise-augmented output of the stage before (DeepFloyd-IF style).
+A single model is a one-stage cascade (`as_cascade`), so inverting, reconstructing,
+generating, evaluating and editing are one loop over stages, with `condition`
+building each stage's conditioning.
 
 The augmentation noise of each SR stage is part of an inversion (IterInv notes:
 changing it breaks reconstruction), so the cascade makes the condition from an
@@ -14,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .base import DiffusionModel
+from .base import Conditioning, DiffusionModel
+
+STAGE_SEED_STRIDE = 1000  # seeds of the SR stages' condition noise: seed + 1000 * stage, apart from any step seed
 
 
 @dataclass(eq=False)
@@ -30,6 +35,19 @@ class Cascade:
     def __post_init__(self) -> None:
         if len(self.noise_levels) != len(self.stages) - 1:
             raise ValueError("one noise level per super-resolution stage")
+
+    @property
+    def base(self) -> DiffusionModel:
+        return self.stages[0]
+
+    @property
+    def top(self) -> DiffusionModel:
+        return self.stages[-1]
+
+    @property
+    def multistage(self) -> bool:
+        """A pixel cascade with super-resolution stages (not a single model's one-stage view)."""
+        return len(self.stages) > 1
 
     @property
     def sizes(self) -> list[int]:
@@ -66,5 +84,31 @@ class Cascade:
 
     def condition_noise(self, stage: int, batch: int, seed: int) -> torch.Tensor:
         size = self.stages[stage].image_size
-        g = torch.Generator().manual_seed(seed + 1000 * stage)
+        g = torch.Generator().manual_seed(seed + STAGE_SEED_STRIDE * stage)
         return torch.randn(batch, 3, size, size, generator=g).to(self.stages[stage].device)
+
+    def condition(self, stage: int, prompts, guidance=None, negative: str = "", low: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> Conditioning:
+        """Stage `stage`'s conditioning: prompt(s), guidance and negative prompt, and for an SR
+        stage the low-res image (upsampled, augmented with `noise`) and its noise level."""
+        cond = self.stages[stage].encode_prompt(prompts, guidance=guidance, negative=negative)
+        if stage == 0:
+            return cond
+        if low is None or noise is None:
+            raise ValueError(f"super-resolution stage {stage} needs the low-res image and its condition noise")
+        return cond.with_image(*self.sr_condition(stage, low, noise))
+
+
+def as_cascade(model) -> Cascade:
+    """The model as a cascade: itself, or a one-stage view of a single model."""
+    if isinstance(model, Cascade):
+        return model
+    return Cascade(name=model.name, stages=[model], noise_levels=[], align_corners=False, description=model.description, family=model.family)
+
+
+def stages_of(model) -> list[DiffusionModel]:
+    return as_cascade(model).stages
+
+
+def base_stage(model) -> DiffusionModel:
+    """The stage prompts, editors and per-model defaults belong to."""
+    return stages_of(model)[0]
