@@ -27,6 +27,7 @@ class Entry:
     reconstruction: torch.Tensor
     report: dict  # inversion.pipeline.evaluate's numbers
     notes: tuple[str, ...] = ()  # what happened to the input on its way in (resized, cropped)
+    warnings: tuple[str, ...] = ()  # what the model raised while inverting (a float16 fallback)
 
     @property
     def nbytes(self) -> int:

@@ -223,19 +223,18 @@ class Engine:
         hit = self.cache.get(session, key)
         if hit is not None:
             return hit, True
-        with self.lock, oom_guard(x):
+        with self.lock, oom_guard(x), as_cascade(model).measure() as meter:
             inv = invert(model, x, req.prompt, req.inverter, steps, guidance, "", seed, progress=progress, **req.params)
             result, recon = evaluate(model, x, inv, per_stage=False)
-        entry = Entry(inv, x, recon, result, notes)
+        entry = Entry(inv, x, recon, result, notes, tuple(meter.warnings))
         self.cache.put(session, key, entry)
         return entry, False
 
     def inversion_record(self, session: str, req: InversionRequest, progress=None) -> tuple[Entry, dict]:
         model = self.model_for(req.model)
-        with collected_warnings(model) as fresh:
-            entry, cached = self.invert(session, req, progress.phase(f"inverting ({req.inverter})", 0.0, 1.0, stages(model)) if progress else None)
+        entry, cached = self.invert(session, req, progress.phase(f"inverting ({req.inverter})", 0.0, 1.0, stages(model)) if progress else None)
         record = report.inversion_record(model, entry, cached)
-        record["warnings"] = report.warnings_for(model, entry, [req.prompt]) + fresh
+        record["warnings"] = report.warnings_for(model, entry, [req.prompt])
         return entry, record
 
     # ---- editing --------------------------------------------------------------------
@@ -252,12 +251,11 @@ class Engine:
         min_steps = 2 if EDITORS[req.editor].needs_attention else 1
         if steps < min_steps:
             raise IncompatibleChoice(f"{EDITORS[req.editor].title} needs at least {min_steps} steps (one free for the new layout)")
-        with collected_warnings(model) as fresh:
-            entry, cached = self.invert(session, req.source, progress.phase(f"inverting ({req.source.inverter})", 0.0, 0.6, stages(model)) if progress else None)
-            with self.lock, oom_guard(entry.x):
-                out = edit(model, entry.inversion, req.target_prompt, req.editor, guidance, progress=progress.phase("editing", 0.6, 1.0) if progress else None, **params)
+        entry, cached = self.invert(session, req.source, progress.phase(f"inverting ({req.source.inverter})", 0.0, 0.6, stages(model)) if progress else None)
+        with self.lock, oom_guard(entry.x):
+            out = edit(model, entry.inversion, req.target_prompt, req.editor, guidance, progress=progress.phase("editing", 0.6, 1.0) if progress else None, **params)
         metrics = report.edit_record(model, entry, cached, out)
-        metrics["warnings"] = report.warnings_for(model, entry, [req.source.prompt, req.target_prompt], req, out) + fresh
+        metrics["warnings"] = report.warnings_for(model, entry, [req.source.prompt, req.target_prompt], req, out) + out.warnings
         return {"x": entry.x, "reconstruction": entry.reconstruction, "edit": out.image, "mask": out.mask, "inversion": entry.inversion, "metrics": metrics}
 
     def compare(self, session: str, req: InversionRequest, progress=None) -> list[dict]:
@@ -274,19 +272,6 @@ class Engine:
 
 def stages(model) -> int:
     return len(stages_of(model))
-
-
-@contextlib.contextmanager
-def collected_warnings(model):
-    """The model warnings raised during one request (they are appended to the model's list)."""
-    stages = stages_of(model)
-    marks = [len(s.warnings) for s in stages]
-    fresh: list[str] = []
-    try:
-        yield fresh
-    finally:
-        for s, mark in zip(stages, marks):
-            fresh += s.warnings[mark:]
 
 
 def oom_message(x: torch.Tensor) -> str:

@@ -84,7 +84,7 @@ def _words(prompt: str) -> list[str]:
 def warnings_for(model, entry, prompts: list[str], req=None, out=None) -> list[str]:
     """What a newcomer should know about this result: the input's way in, words the model
     never learned, a reconstruction the model cannot make, an editor used against its grain."""
-    notes = [f"Input: {n}." for n in entry.notes]
+    notes = [f"Input: {n}." for n in entry.notes] + list(entry.warnings)
     base = base_stage(model)
     vocab = getattr(base, "vocabulary", None)
     if vocab:

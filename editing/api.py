@@ -14,7 +14,6 @@ edited low-res image, so detail the SR inversion recovered carries over.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -43,6 +42,7 @@ class EditOutput:
     seconds: float
     mask: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # raised during this edit (e.g. a float16 fallback)
 
 
 def get_editor(name: str) -> Editor:
@@ -81,25 +81,24 @@ def edit(
         raise IncompatibleChoice(f"this inversion does not belong to {model.name}")
     p = validate_edit(model, stages[0].prompt, target_prompt, editor, **params)
     g = cascade.base.default_edit_guidance if guidance is None else float(guidance)
-    start = time.perf_counter()
-    result = ed.edit(cascade.base, stages[0], target_prompt, g, p, progress=progress)
-    nfe = result.nfe
-    image, source = result.latent, result.source_latent
-    for s in range(1, len(cascade.stages)):
-        image, source, used = _super_resolve(cascade, stages[s], s, target_prompt, cascade.stages[s - 1].decode(image), None if source is None else cascade.stages[s - 1].decode(source))
-        nfe += used
-    top = cascade.top
-    return EditOutput(top.decode(image), None if source is None else top.decode(source), ed.name, result.params, nfe, time.perf_counter() - start, result.mask, result.info)
+    with cascade.measure() as meter:
+        result = ed.edit(cascade.base, stages[0], target_prompt, g, p, progress=progress)
+        image, source = result.latent, result.source_latent
+        for s in range(1, len(cascade.stages)):
+            low = cascade.stages[s - 1]
+            image, source = _super_resolve(cascade, stages[s], s, target_prompt, low.decode(image), None if source is None else low.decode(source))
+        top = cascade.top
+        image, source = top.decode(image), None if source is None else top.decode(source)
+    return EditOutput(image, source, ed.name, result.params, meter.nfe, meter.seconds, result.mask, result.info, meter.warnings)
 
 
 @torch.no_grad()
 def _super_resolve(cascade: Cascade, r: Inversion, s: int, target_prompt: str, low_edit, low_src):
     """SR stage s for the edit (and the source, batched) from the stage's inverted z_T."""
     stage = cascade.stages[s]
-    before = stage.nfe
     lows = [low_edit] + ([low_src] if low_src is not None else [])
     prompts = [target_prompt] + ([r.prompt] if low_src is not None else [])
     cond = Conditioning.cat([cascade.condition(s, prompt, r.guidance, r.negative_prompt, low, r.condition_noise) for low, prompt in zip(lows, prompts)])
     batched = replace(r, latents=r.latents.repeat(1, len(lows), 1, 1, 1), noises=None if r.noises is None else r.noises.repeat(1, len(lows), 1, 1, 1))
     out = reconstruct_latent(stage, batched, cond)
-    return out[0:1], (out[1:2] if low_src is not None else None), stage.nfe - before
+    return out[0:1], (out[1:2] if low_src is not None else None)

@@ -14,13 +14,13 @@ from inversion.result import Inversion
 
 
 @dataclass
-class EditResult:
-    latent: torch.Tensor  # the edited sample, in the model's space
+class EditLatents:
+    """What an editor makes, in the base stage's space; `editing.edit` decodes it, runs a
+    cascade's SR stages and measures the cost (EditOutput)."""
+
+    latent: torch.Tensor  # the edited sample
     source_latent: torch.Tensor | None  # the source branch (the reconstruction) when it was run
-    editor: str
     params: dict
-    nfe: int
-    seconds: float
     mask: torch.Tensor | None = None  # (1, 1, h, w) in [0, 1] where the editor computed one
     info: dict = field(default_factory=dict)
 
@@ -40,13 +40,5 @@ class Editor:
         if self.needs_attention and model.unet is None:
             raise IncompatibleChoice(f"{self.title} controls UNet attention; {model.name} has no UNet (try diffedit)")
 
-    def edit(self, model: DiffusionModel, inv: Inversion, target_prompt: str, guidance: float, p: dict, progress=None, image_cond=None) -> EditResult:
+    def edit(self, model: DiffusionModel, inv: Inversion, target_prompt: str, guidance: float, p: dict, progress=None) -> EditLatents:
         raise NotImplementedError
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "title": self.title,
-            "paper": self.paper,
-            "params": {k: {"default": p.default, "help": p.help, "range": [p.low, p.high], "choices": p.choices} for k, p in self.params.items()},
-        }

@@ -19,15 +19,13 @@ only inside the mask. Needs no attention control, so it runs on every model.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from inversion.models.base import Conditioning
 from inversion.params import Param
 from inversion.sampling import sample
 
-from .base import Editor, EditResult
+from .base import EditLatents, Editor
 from .loop import run_branches, source_condition, target_condition
 
 
@@ -67,13 +65,12 @@ class DiffEdit(Editor):
         "mask_seed": Param(0, int, 0, 2**31 - 1, "seed of the mask noise"),
     }
 
-    def edit(self, model, inv, target_prompt, guidance, p, progress=None, image_cond=None) -> EditResult:
+    def edit(self, model, inv, target_prompt, guidance, p, progress=None) -> EditLatents:
         n = inv.num_steps
         sampler = model.sampler(n)
         inv.check_compatible(sampler, model.name)
-        nfe0, start = model.nfe, time.perf_counter()
-        src = source_condition(model, inv, image_cond)
-        tgt = target_condition(model, target_prompt, guidance, inv, image_cond)
+        src = source_condition(model, inv)
+        tgt = target_condition(model, target_prompt, guidance, inv)
         mg = guidance if p["mask_guidance"] < 0 else p["mask_guidance"]
         t_mask = sampler.timesteps[min(strength_step(n, p["mask_strength"]), n - 1)]
         gen = torch.Generator().manual_seed(p["mask_seed"])
@@ -99,4 +96,4 @@ class DiffEdit(Editor):
             both = run_branches(model, inv, Conditioning.cat([src, tgt]), x.repeat(2, 1, 1, 1), start=j0, after_step=paste, progress=progress)
             x, source_latent = both[1:2], both[0:1]
         info = {"mask_timestep": int(t_mask), "start_step": j0, "mask_fraction": float(mask.mean())}
-        return EditResult(x, source_latent, self.name, p, model.nfe - nfe0, time.perf_counter() - start, mask, info)
+        return EditLatents(x, source_latent, p, mask, info)

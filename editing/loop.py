@@ -17,21 +17,29 @@ import torch
 from inversion.models.base import Conditioning, DiffusionModel
 from inversion.result import Inversion
 
-from .attention import Controller
+from .attention import Controller, controlled
 
 BRANCHES = ("src", "tgt")
 
 
-def source_condition(model: DiffusionModel, inv: Inversion, image=None) -> Conditioning:
+def source_condition(model: DiffusionModel, inv: Inversion) -> Conditioning:
     """The source branch's conditioning: the inversion's own prompt, guidance and negative prompt."""
-    cond = model.encode_prompt(inv.prompt, guidance=inv.guidance, negative=inv.negative_prompt)
-    return cond if image is None else cond.with_image(*image)
+    return model.encode_prompt(inv.prompt, guidance=inv.guidance, negative=inv.negative_prompt)
 
 
-def target_condition(model: DiffusionModel, prompt: str, guidance: float, inv: Inversion, image=None) -> Conditioning:
+def target_condition(model: DiffusionModel, prompt: str, guidance: float, inv: Inversion) -> Conditioning:
     """The target branch's conditioning: the edit's prompt and guidance, the inversion's negative prompt."""
-    cond = model.encode_prompt(prompt, guidance=guidance, negative=inv.negative_prompt)
-    return cond if image is None else cond.with_image(*image)
+    return model.encode_prompt(prompt, guidance=guidance, negative=inv.negative_prompt)
+
+
+def edit_both(model: DiffusionModel, inv: Inversion, target_prompt: str, guidance: float, controller: Controller,
+              pin_source: bool = False, after_step=None, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(target, source): both branches from z_T under an attention controller -- the skeleton
+    P2P and MasaCtrl share; they supply the controller and, optionally, a hook after each step."""
+    cond = Conditioning.cat([source_condition(model, inv), target_condition(model, target_prompt, guidance, inv)])
+    with controlled(model.unet, controller):
+        x = run_branches(model, inv, cond, inv.z_T.repeat(2, 1, 1, 1), controller=controller, pin_source=pin_source, after_step=after_step, progress=progress)
+    return x[1:2], x[0:1]
 
 
 @torch.no_grad()

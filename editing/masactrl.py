@@ -22,18 +22,15 @@ missing from its prompt, or a flat map, is refused with a message.
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
 from inversion.errors import WordError
-from inversion.models.base import Conditioning
 from inversion.params import Param
 
-from .attention import Controller, WordMaps, attention_levels, controlled, layer_registry, spatial_shape
-from .base import Editor, EditResult
-from .loop import run_branches, source_condition, target_condition
+from .attention import Controller, WordMaps, attention_levels, layer_registry, spatial_shape
+from .base import EditLatents, Editor
+from .loop import edit_both
 from .words import find_word
 
 
@@ -127,7 +124,7 @@ class MasaCtrl(Editor):
             raise WordError(f"MasaCtrl's mask_word is not in the target prompt ({e}); set mask_target_word to the object's word there") from None
         return tokens
 
-    def edit(self, model, inv, target_prompt, guidance, p, progress=None, image_cond=None) -> EditResult:
+    def edit(self, model, inv, target_prompt, guidance, p, progress=None) -> EditLatents:
         self.validate(model, inv.prompt, target_prompt, p)
         layers = layer_registry(model.unet)
         n = inv.num_steps
@@ -137,13 +134,9 @@ class MasaCtrl(Editor):
         tokens = self.mask_tokens(model, inv.prompt, target_prompt, p)
         capture = WordMaps(tokens, mask_level(layers)) if tokens else None
         ctrl = MasaCtrlController(layers, start_step, start_block, capture, p["mask_threshold"])
-        cond = Conditioning.cat([source_condition(model, inv, image_cond), target_condition(model, target_prompt, guidance, inv, image_cond)])
-        nfe0, start = model.nfe, time.perf_counter()
-        with controlled(model.unet, ctrl):
-            x = run_branches(model, inv, cond, inv.z_T.repeat(2, 1, 1, 1), controller=ctrl, pin_source=p["pin_source"], progress=progress)
+        target, source = edit_both(model, inv, target_prompt, guidance, ctrl, p["pin_source"], progress=progress)
         info = {"start_step": start_step, "start_block": start_block, "blocks": n_blocks}
-        mask = ctrl.masks.get("tgt")
-        return EditResult(x[1:2], x[0:1], self.name, p, model.nfe - nfe0, time.perf_counter() - start, mask, info)
+        return EditLatents(target, source, p, ctrl.masks.get("tgt"), info)
 
 
 def mask_level(layers) -> int:

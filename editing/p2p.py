@@ -32,17 +32,14 @@ Where we differ from the official code, on purpose:
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn.functional as F
 
-from inversion.models.base import Conditioning
 from inversion.params import Param
 
-from .attention import Controller, WordMaps, attention_levels, controlled, fraction_to_steps, layer_registry
-from .base import Editor, EditResult
-from .loop import run_branches, source_condition, target_condition
+from .attention import Controller, WordMaps, attention_levels, fraction_to_steps, layer_registry
+from .base import EditLatents, Editor
+from .loop import edit_both
 from .words import WordError, equalizer, find_word, refine_alignment, replace_mapper
 
 
@@ -138,13 +135,12 @@ class P2P(Editor):
     def validate(self, model, source_prompt, target_prompt, p):
         self.plan(model, source_prompt, target_prompt, p)
 
-    def edit(self, model, inv, target_prompt, guidance, p, progress=None, image_cond=None) -> EditResult:
+    def edit(self, model, inv, target_prompt, guidance, p, progress=None) -> EditLatents:
         mode, mapper, index, alpha, eq, blend_tokens = self.plan(model, inv.prompt, target_prompt, p)
         layers = layer_registry(model.unet)
         n = inv.num_steps
         capture = WordMaps(blend_tokens, _blend_level(layers)) if blend_tokens else None
         ctrl = P2PController(layers, mode, mapper, index, alpha, eq, fraction_to_steps(p["cross_replace"], n, over=n + 1), fraction_to_steps(p["self_replace"], n), capture)
-        cond = Conditioning.cat([source_condition(model, inv, image_cond), target_condition(model, target_prompt, guidance, inv, image_cond)])
         after = None
         masks = {}
         if capture is not None:
@@ -162,10 +158,8 @@ class P2P(Editor):
                 x[1:2] = x[0:1] + mask * (x[1:2] - x[0:1])
                 return x
 
-        nfe0, start = model.nfe, time.perf_counter()
-        with controlled(model.unet, ctrl):
-            x = run_branches(model, inv, cond, inv.z_T.repeat(2, 1, 1, 1), controller=ctrl, pin_source=p["pin_source"], after_step=after, progress=progress)
-        return EditResult(x[1:2], x[0:1], self.name, {**p, "mode": mode}, model.nfe - nfe0, time.perf_counter() - start, masks.get("last"), {"cross_steps": ctrl.cross_steps, "self_steps": ctrl.self_steps})
+        target, source = edit_both(model, inv, target_prompt, guidance, ctrl, p["pin_source"], after, progress)
+        return EditLatents(target, source, {**p, "mode": mode}, masks.get("last"), {"cross_steps": ctrl.cross_steps, "self_steps": ctrl.self_steps})
 
 
 def _blend_level(layers) -> int:

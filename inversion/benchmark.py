@@ -56,7 +56,6 @@ def _sync(device) -> None:
 def unet_call_seconds(stage: DiffusionModel, shape: tuple, t: int, cond: Conditioning, repeats: int = 7) -> float:
     """Median wall time of one predict_noise call with this batch (after two warm-up calls)."""
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(stage.device)
-    nfe = stage.nfe
     times = []
     for i in range(repeats + 2):
         _sync(stage.device)
@@ -65,7 +64,6 @@ def unet_call_seconds(stage: DiffusionModel, shape: tuple, t: int, cond: Conditi
         _sync(stage.device)
         if i >= 2:
             times.append(time.perf_counter() - start)
-    stage.nfe = nfe  # measuring is not part of any operation's count
     return statistics.median(times)
 
 
@@ -85,10 +83,7 @@ def warm_up(model, x: torch.Tensor, prompt: str = "") -> None:
     """One untimed inversion step per stage, so the first timed operation pays no start-up cost."""
     from .pipeline import invert
 
-    nfe = [stage.nfe for stage in _stages(model)]
     invert(model, x, prompt, "ddim", steps=1)
-    for stage, n in zip(_stages(model), nfe):
-        stage.nfe = n
 
 
 def speed_fields(seconds: float, nfe: int, calls: list) -> dict:

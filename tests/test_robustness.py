@@ -61,10 +61,14 @@ def test_fp16_nan_in_the_unet_falls_back_to_fp32():
     m.text_encoder.to(torch.float16)
     m.dtype = torch.float16
     m.unet_module = _NaNOnce(m.unet_module)
-    eps = m.predict_noise(torch.randn(1, 4, 8, 8), 501, m.encode_prompt("a cat"))
+    with m.measure() as meter:
+        eps = m.predict_noise(torch.randn(1, 4, 8, 8), 501, m.encode_prompt("a cat"))
     assert torch.isfinite(eps).all() and m.unet_module.fired
     assert m.dtype == torch.float32 and next(m.unet_module.inner.parameters()).dtype == torch.float32
-    assert any("float16" in w for w in m.warnings)
+    assert any("float16" in w for w in meter.warnings)  # told to the request that caused it
+    with m.measure() as later:
+        m.predict_noise(torch.randn(1, 4, 8, 8), 501, m.encode_prompt("a cat"))
+    assert later.warnings == [] and later.nfe == 1  # and not to every later request
 
 
 def test_fp16_nan_in_the_vae_falls_back_to_fp32():
@@ -81,9 +85,10 @@ def test_fp16_nan_in_the_vae_falls_back_to_fp32():
         return out
 
     m.vae.decode = nan_decode
-    img = m.decode(torch.randn(1, 4, 8, 8))
+    with m.measure() as meter:
+        img = m.decode(torch.randn(1, 4, 8, 8))
     assert torch.isfinite(img).all() and state["fired"] and m.vae.dtype == torch.float32
-    assert any("VAE" in w for w in m.warnings)
+    assert any("VAE" in w for w in meter.warnings)
 
 
 def test_non_finite_output_in_float32_is_an_error_not_a_black_image():

@@ -10,7 +10,6 @@ convergence can be compared across inverters call for call.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
@@ -54,23 +53,22 @@ class Inverter:
         latents = [x0]
         noises = torch.zeros((n, *x0.shape)) if sampler.stochastic else None
         residuals: list[list[float]] = []
-        nfe0, start = model.nfe, time.perf_counter()
-        state = self.begin(model, x0, cond, sampler, p)
-        for k in range(n):
-            j = n - 1 - k  # the sampling step this inversion step undoes
-            noise = torch.randn(x0.shape, generator=gen).to(x0) if sampler.takes_noise(j) else None
-            with torch.no_grad():
-                x_t, res = self.solve_step(model, latents[-1], j, cond, sampler, noise, p, state)
-                if sampler.stochastic and p["noise_correction"]:
-                    eps = model.predict_noise(x_t, sampler.timesteps[j], cond)
-                    noise = sampler.corrected_noise(x_t, eps, j, latents[-1])
-            if noise is not None:
-                noises[j] = noise.cpu()
-            latents.append(x_t)
-            residuals.append(res)
-            if progress:
-                progress(k + 1, n, f"{self.name} inversion")
-        seconds = time.perf_counter() - start
+        with model.measure() as meter:
+            state = self.begin(model, x0, cond, sampler, p)
+            for k in range(n):
+                j = n - 1 - k  # the sampling step this inversion step undoes
+                noise = torch.randn(x0.shape, generator=gen).to(x0) if sampler.takes_noise(j) else None
+                with torch.no_grad():
+                    x_t, res = self.solve_step(model, latents[-1], j, cond, sampler, noise, p, state)
+                    if sampler.stochastic and p["noise_correction"]:
+                        eps = model.predict_noise(x_t, sampler.timesteps[j], cond)
+                        noise = sampler.corrected_noise(x_t, eps, j, latents[-1])
+                if noise is not None:
+                    noises[j] = noise.cpu()
+                latents.append(x_t)
+                residuals.append(res)
+                if progress:
+                    progress(k + 1, n, f"{self.name} inversion")
         return Inversion(
             model=model.name,
             inverter=self.name,
@@ -81,8 +79,8 @@ class Inverter:
             latents=torch.stack([x.cpu() for x in latents]),
             noises=noises,
             params=p,
-            nfe=model.nfe - nfe0,
-            seconds=seconds,
+            nfe=meter.nfe,
+            seconds=meter.seconds,
             residuals=residuals,
             seed=seed,
         )

@@ -10,6 +10,9 @@ stages, our trained `shapes` cascade and the closed-form oracle.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -18,6 +21,35 @@ from PIL import Image
 from ..errors import ModelError, PromptError
 from ..images import to_model_tensor
 from ..schedule import Sampler, clamp_x0
+
+log = logging.getLogger("inversion")
+
+
+@dataclass
+class Meter:
+    """What one operation cost and raised: UNet calls (NFE), seconds, user-visible warnings.
+
+    Opened with `measuring(stages)` around the operation, so every operation counts its own
+    calls instead of reading a total shared by all requests on the model."""
+
+    nfe: int = 0
+    warnings: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def measuring(stages):
+    """A Meter that counts the UNet calls and collects the warnings of `stages` inside the block."""
+    meter = Meter()
+    for s in stages:
+        s.meters.append(meter)
+    try:
+        yield meter
+    finally:
+        for s in stages:
+            s.meters.remove(meter)
+        meter.seconds = time.perf_counter() - meter.started
 
 
 @dataclass
@@ -109,8 +141,7 @@ class DiffusionModel:
     clip_x0: float | None = None  # pixel models: clamp the guided x0 estimate to [-c, c]
     vocabulary: frozenset[str] | None = None  # the words it was trained on, where that is a closed set (shapes)
     description: str = ""
-    nfe: int = 0
-    warnings: list[str] = field(default_factory=list)  # user-visible notices (fallbacks)
+    meters: list[Meter] = field(default_factory=list, repr=False)  # the operations measuring this stage now
 
     @property
     def defaults(self) -> tuple[str, ...]:
@@ -123,6 +154,16 @@ class DiffusionModel:
         if num_steps < 1:
             raise ValueError(f"steps must be at least 1, got {num_steps}")
         return [int(t) for t in self.timestep_fn(num_steps)]
+
+    def measure(self):
+        """`with model.measure() as m:` ... m.nfe, m.seconds, m.warnings."""
+        return measuring([self])
+
+    def warn(self, message: str) -> None:
+        """A notice for whoever is measuring (the request that caused it) and the log."""
+        log.warning("%s: %s", self.name, message)
+        for m in self.meters:
+            m.warnings.append(message)
 
     def sampler(self, num_steps: int) -> Sampler:
         return Sampler(self.sampler_kind, tuple(self.timesteps(num_steps)), self.alphas_cumprod, self.final_alpha)
@@ -170,7 +211,8 @@ class DiffusionModel:
         """eps(x_t, t | cond) with guidance per row; counts one NFE per UNet batch."""
         if x.shape[0] != len(cond):
             raise ValueError(f"batch of {x.shape[0]} latents but {len(cond)} conditioning rows")
-        self.nfe += 1
+        for m in self.meters:
+            m.nfe += 1
         eps = self._guided(x, t, cond)
         if not torch.isfinite(eps).all():
             eps = self._recover_non_finite(lambda: self._guided(x, t, cond), "noise prediction")
@@ -191,7 +233,7 @@ class DiffusionModel:
         if self.dtype == torch.float32:
             raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32; the input may be corrupt")
         self.to_float32()
-        self.warnings.append(f"{what} overflowed in float16 (NaN/inf); {self.name} now runs in float32")
+        self.warn(f"{what} overflowed in float16 (NaN/inf); {self.name} now runs in float32")
         out = compute()
         if not torch.isfinite(out).all():
             raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32")
@@ -227,6 +269,3 @@ class DiffusionModel:
     def unet(self):
         """The UNet whose attention editors control, or None (oracle)."""
         return None
-
-    def reset_nfe(self) -> None:
-        self.nfe = 0

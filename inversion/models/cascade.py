@@ -11,13 +11,13 @@ explicit noise tensor rather than from a generator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .base import Conditioning, DiffusionModel
+from .base import Conditioning, DiffusionModel, measuring
 
 STAGE_SEED_STRIDE = 1000  # seeds of the SR stages' condition noise: seed + 1000 * stage, apart from any step seed
 
@@ -30,7 +30,6 @@ class Cascade:
     align_corners: bool = False  # how the low-res image is upsampled (as in training)
     description: str = ""
     family: str = "if"
-    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.noise_levels) != len(self.stages) - 1:
@@ -57,13 +56,9 @@ class Cascade:
     def image_size(self) -> int:
         return self.stages[-1].image_size
 
-    @property
-    def nfe(self) -> int:
-        return sum(s.nfe for s in self.stages)
-
-    def reset_nfe(self) -> None:
-        for s in self.stages:
-            s.reset_nfe()
+    def measure(self):
+        """A Meter over every stage (see DiffusionModel.measure)."""
+        return measuring(self.stages)
 
     def prepare_image(self, image: Image.Image, size: int | None = None) -> torch.Tensor:
         return self.stages[-1].prepare_image(image)

@@ -125,5 +125,5 @@ class UNetModel(DiffusionModel):
         if self.vae.dtype == torch.float32:
             raise RuntimeError(f"{self.name}'s VAE produced NaN or inf in {what}; the input may be corrupt")
         self.vae.to(torch.float32)  # the known fp16 VAE overflow ("black image")
-        self.warnings.append(f"{what} overflowed in float16; the VAE now runs in float32")
+        self.warn(f"{what} overflowed in float16; the VAE now runs in float32")
         return fn(self.vae, x.float()).float()
