@@ -194,29 +194,29 @@ class Controller:
             idx[t] = s
         return torch.tensor(idx)
 
-    def attend(self, info: LayerInfo, q, k, v, attn) -> torch.Tensor:
+    def attend(self, info: LayerInfo, q, k, v) -> torch.Tensor:
         if not self.enabled:
             return F.scaled_dot_product_attention(q, k, v)
         if info.is_self:
-            return self.self_attention(info, q, k, v, attn)
-        return self.cross_attention(info, q, k, v, attn)
+            return self.self_attention(info, q, k, v)
+        return self.cross_attention(info, q, k, v)
 
-    def self_attention(self, info, q, k, v, attn) -> torch.Tensor:
+    def self_attention(self, info, q, k, v) -> torch.Tensor:
         return F.scaled_dot_product_attention(q, k, v)
 
-    def cross_attention(self, info, q, k, v, attn) -> torch.Tensor:
+    def cross_attention(self, info, q, k, v) -> torch.Tensor:
         return self.plain_cross(info, q, k, v)
 
     def plain_cross(self, info, q, k, v) -> torch.Tensor:
         """Unedited cross-attention; builds the probabilities only where maps are captured."""
         if self.capture is None or not self.capture.wants(info):
             return F.scaled_dot_product_attention(q, k, v)
-        probs = attention_probs(q, k, None)
+        probs = attention_probs(q, k)
         self.capture.add(probs, self)
         return (probs @ v.float()).to(v.dtype)
 
 
-def attention_probs(q: torch.Tensor, k: torch.Tensor, attn) -> torch.Tensor:
+def attention_probs(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Explicit softmax(q k^T / sqrt(d)) in float32 (upcast like diffusers' get_attention_scores)."""
     scale = q.shape[-1] ** -0.5
     return torch.softmax((q.float() @ k.float().transpose(-1, -2)) * scale, dim=-1)
@@ -257,7 +257,7 @@ class EditAttnProcessor:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
             key = attn.norm_k(key)
-        out = self.controller.attend(self.info, query, key, value, attn)
+        out = self.controller.attend(self.info, query, key, value)
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         out = attn.to_out[0](out)
         out = attn.to_out[1](out)

@@ -13,11 +13,10 @@ PSNR/SSIM against the input. An inversion saved with --save-inversion (or by
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from inversion.benchmark import calls_recorded, speed_fields, warm_up
-from inversion.cli import USER_ERRORS, StderrProgress, emit, parse_params, print_table
+from inversion.cli_tools import StderrProgress, emit, parse_params, print_table, run
 from inversion.images import ImageError
 from inversion.metrics import psnr, ssim
 from inversion.models import MODELS, load_model
@@ -25,7 +24,6 @@ from inversion.pipeline import evaluate, input_tensor, invert, save_image
 from inversion.result import load_inversion, stage_inversions
 
 from .api import EDITORS, edit, validate_edit
-from .words import WordError
 
 
 def cmd_edit(a) -> None:
@@ -160,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    try:
+
+    def command():
         if a.cmd == "edit":
             if a.image is None and a.model != "oracle" and a.inversion is None:
                 raise ImageError("--image is required")
@@ -172,7 +171,5 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{ed.name:10s} {ed.paper}")
                 for k, prm in ed.params.items():
                     print(f"    {k:16s} default {prm.default!s:24s} {prm.help}")
-    except (*USER_ERRORS, WordError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run(command)

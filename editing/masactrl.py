@@ -57,7 +57,7 @@ class MasaCtrlController(Controller):
             self.capture.total = {}
         super().begin_step(step, num_steps, rows, latent_hw)
 
-    def self_attention(self, info, q, k, v, attn):
+    def self_attention(self, info, q, k, v):
         idx = self.routing() if self.step >= self.start_step and self.controls(info) else None
         if idx is None:
             return F.scaled_dot_product_attention(q, k, v)

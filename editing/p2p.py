@@ -55,7 +55,7 @@ class P2PController(Controller):
     def wants(self, info) -> bool:
         return (not info.is_self) or info.level in self.self_levels
 
-    def self_attention(self, info, q, k, v, attn):
+    def self_attention(self, info, q, k, v):
         idx = self.routing("c") if self.step < self.self_steps and info.level in self.self_levels else None
         if idx is None:
             return F.scaled_dot_product_attention(q, k, v)
@@ -73,7 +73,7 @@ class P2PController(Controller):
             return torch.zeros_like(v_eq).index_add_(-2, self.index.to(v_t.device), v_eq * a)
         return v_eq  # reweight alone: the source map, reweighted
 
-    def cross_attention(self, info, q, k, v, attn):
+    def cross_attention(self, info, q, k, v):
         idx = self.routing("c") if self.step < self.cross_steps else None
         if idx is None:
             return self.plain_cross(info, q, k, v)

@@ -12,63 +12,19 @@ and a one-line message.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 from pathlib import Path
 
 from .benchmark import calls_recorded, speed_fields, warm_up
+from .cli_tools import StderrProgress, emit, parse_params, print_table, run
 from .images import ImageError
-from .inverters import INVERTERS, ParameterError, get_inverter
-from .models import MODELS, ModelError, PromptError, as_cascade, load_model
+from .inverters import INVERTERS, get_inverter
+from .models import MODELS, as_cascade, load_model
 from .pipeline import IncompatibleChoice, evaluate, input_tensor, invert, save_image
-from .result import IncompatibleInversion, stage_inversions
+from .result import stage_inversions
 
-USER_ERRORS = (ImageError, ModelError, PromptError, ParameterError, IncompatibleChoice, IncompatibleInversion, FileNotFoundError)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-
-
-def parse_params(items: list[str] | None) -> dict:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ParameterError(f"--param takes NAME=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip().replace("-", "_")] = v.strip()
-    return out
-
-
-class StderrProgress:
-    """A one-line progress bar on stderr (quiet when stderr is not a terminal, except at the end)."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int, desc: str) -> None:
-        if not self.enabled or (not self.tty and done != total):
-            return
-        width = 30
-        fill = int(width * done / total)
-        end = "\n" if done == total else "\r"
-        sys.stderr.write(f"{desc:<24} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}{end}")
-        sys.stderr.flush()
-
-
-def _json_safe(obj):
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-def emit(obj, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(_json_safe(obj)))
 
 
 def cmd_invert(a) -> None:
@@ -97,10 +53,10 @@ def bench_images(a) -> list:
     if a.images:
         d = Path(a.images)
         if not d.is_dir():
-            raise FileNotFoundError(f"--images {d} is not a folder")
+            raise ImageError(f"--images {d} is not a folder")
         files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {d}")
+            raise ImageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {d}")
         return files[: a.samples] if a.samples else files
     return [a.image]
 
@@ -145,25 +101,6 @@ def average(reports: list[dict], count: int) -> dict:
             out[k] = int(mean) if isinstance(v, int) and mean is not None and mean == int(mean) else mean
     out["images"] = count
     return out
-
-
-def print_table(rows: list[dict], cols: list[str] | None = None) -> None:
-    cols = cols or ["model", "inverter", "steps", "nfe", "seconds", "time_per_nfe", "overhead", "psnr", "ssim", "latent_psnr", "vae_psnr", "lpips"]
-
-    def fmt(v):
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
-        return str(v)
-
-    table = [cols] + [[fmt(r.get(c)) for c in cols] for r in rows if "skipped" not in r]
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    for row in table:
-        print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
-    for r in rows:
-        if "skipped" in r:
-            print(f"({r['inverter']}: skipped, {r['skipped']})")
 
 
 def cmd_list(what: str) -> None:
@@ -214,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    try:
+
+    def command():
         if a.cmd == "invert":
             if a.image is None and a.model != "oracle":
                 raise ImageError("--image is required (except for --model oracle)")
@@ -225,10 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_bench(a)
         else:
             cmd_list(a.cmd)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run(command)
 
 
 if __name__ == "__main__":

@@ -185,8 +185,8 @@ def load_inversion(path: str | Path) -> Inversion | CascadeInversion:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises several types for a bad file
-        raise ValueError(f"{path} is not an inversion file: {e}") from e
+        raise IncompatibleInversion(f"{path} is not an inversion file ({type(e).__name__})") from e
     if meta.get("format") != "inversion/1":
-        raise ValueError(f"{path} is a safetensors file but not an inversion saved by this program")
+        raise IncompatibleInversion(f"{path} is a safetensors file but not an inversion saved by this program")
     stages = [Inversion.from_parts(m, tensors, prefix=f"stage{i}.") for i, m in enumerate(json.loads(meta["stages"]))]
     return CascadeInversion(stages) if meta["kind"] == "cascade" else stages[0]

@@ -144,7 +144,7 @@ class ExplicitP2P(p2p_mod.P2PController):
             self.cross_steps, self.self_steps = r["cross_steps"], r["self_steps"]
             self.mapper, self.index, self.alpha, self.eq = r.get("mapper"), r.get("index"), r.get("alpha"), r.get("eq")
 
-    def self_attention(self, info, q, k, v, attn):
+    def self_attention(self, info, q, k, v):
         out = F.scaled_dot_product_attention(q, k, v)
         if self.step < self.self_steps and info.level in self.self_levels:
             for s, t, role in self.pairs():
@@ -153,7 +153,7 @@ class ExplicitP2P(p2p_mod.P2PController):
                     out[t] = a @ v[t]
         return out
 
-    def cross_attention(self, info, q, k, v, attn):
+    def cross_attention(self, info, q, k, v):
         out = F.scaled_dot_product_attention(q, k, v)
         if self.step < self.cross_steps:
             for s, t, role in self.pairs():
@@ -259,8 +259,8 @@ def test_p2p_reweight_scales_exactly_the_chosen_token(tiny_sd, inversions, monke
 class RecordingMasaCtrl(masactrl_mod.MasaCtrlController):
     records = []
 
-    def self_attention(self, info, q, k, v, attn):
-        out = super().self_attention(info, q, k, v, attn)
+    def self_attention(self, info, q, k, v):
+        out = super().self_attention(info, q, k, v)
         RecordingMasaCtrl.records.append((self.step, info, q.clone(), k.clone(), v.clone(), out.clone(), self.pairs()))
         return out
 

@@ -107,12 +107,3 @@ class Inverter:
     def scale(x: torch.Tensor) -> float:
         """The latent's rms: what relative tolerances are measured against."""
         return float(x.pow(2).mean().sqrt()) or 1.0
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "title": self.title,
-            "paper": self.paper,
-            "nfe_per_step": self.nfe_per_step,
-            "params": {k: {"default": p.default, "help": p.help, "range": [p.low, p.high], "choices": p.choices} for k, p in self.params.items()},
-        }

@@ -29,7 +29,7 @@ class EasyInvInverter(Inverter):
     }
 
     def begin(self, model, x0, cond, sampler, p):
-        return {"last": x0, "blended_steps": []}
+        return {"last": x0}
 
     def solve_step(self, model, x_prev, j, cond, sampler, noise, p, state):
         n = sampler.num_steps
@@ -38,7 +38,6 @@ class EasyInvInverter(Inverter):
         z = x_prev
         if i > 0 and p["inject_start"] * n < i < (p["inject_start"] + p["inject_length"]) * n:
             z = p["eta"] * x_prev + (1 - p["eta"]) * state["last"]
-            state["blended_steps"].append(i)
         state["last"] = z
         _, r = self.residual(sampler, x_prev, x_prev, eps, j, noise)  # the DDIM residual at z_i
         return sampler.inverse_step(z, eps, j, noise), [r]

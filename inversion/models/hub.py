@@ -21,6 +21,9 @@ REPOS = {
     "deepfloyd-if": "DeepFloyd/IF-I-M-v1.0",
 }
 LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"
+LCM_DISTILLED_GUIDANCE = 8.5  # LatentConsistencyModelPipeline's default guidance_scale (a w-embedding, no CFG pass)
+LCM_LORA_GUIDANCE = 1.5  # the LCM-LoRA card's advice: guidance 1 to 2 (real CFG on a LoRA'd UNet)
+SD_GUIDANCE = 7.5  # Stable Diffusion's usual text-to-image guidance, for the edit branch
 IF_STAGE_2 = "DeepFloyd/IF-II-M-v1.0"
 
 
@@ -77,8 +80,8 @@ def _sd_bundle(name, pipe, sched, *, lcm: bool, device, dtype, description) -> U
         latent_channels=4,
         latent_scale=8,
         default_steps=4 if lcm else 50,
-        default_guidance=8.5 if distilled else 1.0,
-        default_edit_guidance=8.5 if distilled else (1.5 if lcm else 7.5),
+        default_guidance=LCM_DISTILLED_GUIDANCE if distilled else 1.0,
+        default_edit_guidance=LCM_DISTILLED_GUIDANCE if distilled else (LCM_LORA_GUIDANCE if lcm else SD_GUIDANCE),
         uses_cfg=not distilled,
         image_size=512,
         size_multiple=64,
