@@ -207,11 +207,9 @@ def _edit_request(page: Page, data: dict) -> EditRequest:
     return EditRequest(source, data[page.target] or "", ed, data[page.edit_guidance], _changed_params(EDITORS[ed].params, page.ed_params[ed], data, family))
 
 
-def _wire(page: Page) -> None:
+def _work_handlers(page: Page):
+    """The handlers that run the model: edit, live edit, invert, compare."""
     engine, c = page.engine, page.c
-    all_inputs = {c[k] for k in ("model", "image", "source", "target", "inverter", "editor", "steps", "seed", "guidance", "edit_guidance", "live")}
-    for comps in [*page.inv_params.values(), *page.ed_params.values()]:
-        all_inputs |= set(comps.values())
     outputs = _edit_outputs(page)
 
     def edit_result(r: dict) -> dict:
@@ -250,6 +248,13 @@ def _wire(page: Page) -> None:
         frame = pd.DataFrame([{names[k]: r[k] for k in shown} for r in rows])
         return {c["gallery"]: pics, c["table"]: frame, c["plot"]: residual_frame(rows)}
 
+    return on_edit, on_live, on_invert, on_compare
+
+
+def _setting_handlers(page: Page):
+    """The handlers that change settings: the model picker, the inverter and editor choices."""
+    engine, c = page.engine, page.c
+
     @user_errors
     def on_model(data: dict, request: gr.Request, progress=gr.Progress()):
         name = data[c["model"]]
@@ -277,6 +282,17 @@ def _wire(page: Page) -> None:
         updates[c["choice_note"]] = "\n\n".join(notes)
         return updates
 
+    return on_model, on_choice
+
+
+def _wire(page: Page) -> None:
+    c = page.c
+    all_inputs = {c[k] for k in ("model", "image", "source", "target", "inverter", "editor", "steps", "seed", "guidance", "edit_guidance", "live")}
+    for comps in [*page.inv_params.values(), *page.ed_params.values()]:
+        all_inputs |= set(comps.values())
+    outputs = _edit_outputs(page)
+    on_edit, on_live, on_invert, on_compare = _work_handlers(page)
+    on_model, on_choice = _setting_handlers(page)
     choice_out = [*page.inv_boxes.values(), *page.ed_boxes.values(), c["choice_note"]]
     for comp in (c["inverter"], c["editor"], c["steps"]):
         comp.change(on_choice, {c["inverter"], c["editor"], c["steps"]}, choice_out, queue=False, api_visibility="private")

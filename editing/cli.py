@@ -1,4 +1,4 @@
-"""Command line for editing (a stable contract; see DESIGN.md):
+"""Command line for editing (a stable contract; see docs/ARCHITECTURE.md):
 
     python -m editing edit --model M --inverter I --editor E --image PATH
                            --source-prompt S --target-prompt T [--out edit.png] [--json]

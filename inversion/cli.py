@@ -1,4 +1,4 @@
-"""Command line (a stable contract; see DESIGN.md):
+"""Command line (a stable contract; see docs/ARCHITECTURE.md):
 
     python -m inversion invert --model M --inverter I --image PATH --prompt TEXT [--steps N] [--out recon.png] [--json]
     python -m inversion bench  --model M [--inverters a,b,...] [--images DIR] [--steps N] [--json]

@@ -137,7 +137,7 @@ def codec_bound(model: DiffusionModel | Cascade, x: torch.Tensor) -> float:
 
 
 def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInversion, seed: int = 0, per_stage: bool = True) -> tuple[dict, torch.Tensor]:
-    """(the JSON contract's numbers for one inversion (see DESIGN.md), the reconstruction).
+    """(the JSON contract's numbers for one inversion (see docs/ARCHITECTURE.md), the reconstruction).
 
     `per_stage` adds, for cascades, each SR stage reconstructed from the *true* low-res
     input (what it inverted): one more pass per SR stage.

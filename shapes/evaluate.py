@@ -183,7 +183,7 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _merge(old: dict, new: dict, inverters: list[str]) -> dict:
+def merge_rows(old: dict, new: dict, inverters: list[str]) -> dict:
     """Rows of re-measured inverters replace theirs; everything else is kept."""
     merged = {**old, **{k: v for k, v in new.items() if k not in ("inversion", "editing")}}
     for part in ("inversion", "editing"):
@@ -226,7 +226,7 @@ def main() -> None:
     results["seconds"] = time.perf_counter() - start
     if not a.quick:
         if out.exists() and (skip or set(inverters) != set(INVERTERS)):
-            results = _merge(json.loads(out.read_text()), results, inverters)
+            results = merge_rows(json.loads(out.read_text()), results, inverters)
         out.write_text(json.dumps(results, indent=1))
     if {"generation", "inversion", "editing"} <= set(results):
         print(markdown(results))

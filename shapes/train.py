@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from inversion.models import shapes_arch as arch
-from inversion.models.tokenizers import WORDS, _clip_vocab, build_clip_tokenizer
+from inversion.models.tokenizers import WORDS, build_clip_tokenizer, clip_vocab
 
 from . import distill
 from .scenes import render, scenes
@@ -235,7 +235,7 @@ def export() -> Path:
         for k, v in ck["ema"].items():
             tensors[f"{stage}.{k}"] = v.to(torch.float16).contiguous()
     save_file(tensors, str(path), metadata={k: str(v) for k, v in meta.items()})
-    vocab, merges = _clip_vocab(tuple(WORDS))
+    vocab, merges = clip_vocab(tuple(WORDS))
     (ASSET_DIR / "tokenizer.json").write_text(json.dumps({"vocab": vocab, "merges": merges}))
     print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB), {meta}")
     return path

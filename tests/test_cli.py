@@ -1,4 +1,4 @@
-"""The command-line contract of DESIGN.md: last line is JSON; user errors exit 2."""
+"""The command-line contract (docs/ARCHITECTURE.md): last line is JSON; user errors exit 2."""
 
 import json
 import subprocess

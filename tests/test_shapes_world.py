@@ -65,12 +65,12 @@ def test_judge_finds_nothing_on_a_plain_background():
 
 
 def test_evaluation_merge_replaces_only_the_remeasured_inverters():
-    from shapes.evaluate import _merge
+    from shapes.evaluate import merge_rows
 
     old = {"generation": {"5.0": 0.9}, "inversion": [{"inverter": "ddim", "psnr": 1}, {"inverter": "rnri", "psnr": 2}],
            "editing": [{"inverter": "rnri", "editor": "p2p"}, {"inverter": "iterinv", "editor": "p2p"}]}
     new = {"seconds": 3, "inversion": [{"inverter": "rnri", "psnr": 9}], "editing": [{"inverter": "rnri", "editor": "p2p", "success": 1}]}
-    merged = _merge(old, new, ["rnri"])
+    merged = merge_rows(old, new, ["rnri"])
     assert merged["generation"] == old["generation"] and merged["seconds"] == 3
     assert merged["inversion"] == [{"inverter": "ddim", "psnr": 1}, {"inverter": "rnri", "psnr": 9}]
     assert merged["editing"] == [{"inverter": "rnri", "editor": "p2p", "success": 1}, {"inverter": "iterinv", "editor": "p2p"}]

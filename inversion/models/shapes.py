@@ -30,9 +30,8 @@ def _part(raw: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v.float() for k, v in raw.items() if k.startswith(prefix)}
 
 
-def shapes(device: str = "cpu", lcm: bool = False) -> Cascade:
-    """`shapes` (20-step DDIM on both stages) or `shapes-lcm` (the consistency-distilled base
-    stage, LCM sampler, guidance as the w-embedding; the same SR stage at 4 DDIM steps)."""
+def _modules(lcm: bool):
+    """(tokenizer, text encoder, base UNet, SR UNet) from the shipped weights."""
     raw = _read(WEIGHTS, "shapes")
     spec = json.loads((WEIGHTS.parent / "tokenizer.json").read_text())
     tok = CLIPTokenizer(vocab=spec["vocab"], merges=[tuple(m) for m in spec["merges"]], model_max_length=MAX_LENGTH)
@@ -46,6 +45,13 @@ def shapes(device: str = "cpu", lcm: bool = False) -> Cascade:
     else:
         base = arch.base_unet()
         base.load_state_dict(_part(raw, "base.unet."))
+    return tok, text, base, sr
+
+
+def shapes(device: str = "cpu", lcm: bool = False) -> Cascade:
+    """`shapes` (20-step DDIM on both stages) or `shapes-lcm` (the consistency-distilled base
+    stage, LCM sampler, guidance as the w-embedding; the same SR stage at 4 trailing DDIM steps)."""
+    tok, text, base, sr = _modules(lcm)
     common = dict(
         family="shapes",
         device=torch.device(device),
@@ -58,12 +64,13 @@ def shapes(device: str = "cpu", lcm: bool = False) -> Cascade:
         tokenizer=tok,
     )
     steps = LCM_STEPS if lcm else 20
+    guidance = arch.LCM_DEFAULT_GUIDANCE if lcm else 1.0
     base_stage = UNetModel(
         name="shapes-lcm" if lcm else "shapes",
         sampler_kind="lcm" if lcm else "ddim",
         **schedule_fields(arch.lcm_scheduler() if lcm else arch.scheduler()),
         default_steps=steps,
-        default_guidance=arch.LCM_DEFAULT_GUIDANCE if lcm else 1.0,
+        default_guidance=guidance,
         default_edit_guidance=arch.LCM_DEFAULT_GUIDANCE if lcm else 3.0,
         uses_cfg=not lcm,
         image_size=arch.BASE_SIZE,
@@ -85,10 +92,9 @@ def shapes(device: str = "cpu", lcm: bool = False) -> Cascade:
         unet_module=sr.eval().requires_grad_(False).to(device),
         **common,
     )
-    name = "shapes-lcm" if lcm else "shapes"
     what = "4 + 4 steps: the consistency-distilled base stage, then 4 DDIM steps of SR" if lcm else "20 DDIM steps per stage"
     return Cascade(
-        name=name,
+        name=base_stage.name,
         stages=[base_stage, sr_stage],
         noise_levels=[arch.SR_NOISE_LEVEL],
         align_corners=False,

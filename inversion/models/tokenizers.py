@@ -78,7 +78,7 @@ def learn_merges(words: list[str]) -> list[tuple[str, str]]:
 
 
 @cache
-def _clip_vocab(words: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def clip_vocab(words: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     alphabet = list(bytes_to_unicode().values())
     vocab_list = alphabet + [c + "</w>" for c in alphabet]
     merges = learn_merges(list(words))
@@ -90,7 +90,7 @@ def _clip_vocab(words: tuple[str, ...]) -> tuple[dict[str, int], list[tuple[str,
 
 def build_clip_tokenizer(words: tuple[str, ...] = tuple(WORDS)) -> CLIPTokenizer:
     """A CLIP tokenizer (77 tokens, BOS/EOS, pads with EOS) whose vocabulary is built here."""
-    vocab, merges = _clip_vocab(tuple(words))
+    vocab, merges = clip_vocab(tuple(words))
     return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=MAX_LENGTH)
 
 
