@@ -27,7 +27,11 @@ def test_folder_evaluation_writes_rows_and_a_summary(tmp_path, cat_image):
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 6 and {r["image"] for r in rows} == {"a.png", "b.png", "broken.png"}
     assert all(r["error"] for r in rows if r["image"] == "broken.png")
-    assert all(float(r["psnr"]) and float(r["edit_psnr"]) for r in rows if r["image"] != "broken.png")
+    good = [r for r in rows if r["image"] != "broken.png"]
+    for r in good:
+        for k in ("psnr", "edit_psnr"):
+            assert 0 < float(r[k]) <= 100, (k, r[k])  # finite, in range (capped at 100)
+        assert -1 <= float(r["ssim"]) <= 1 and int(r["nfe"]) > 0
     assert [s["inverter"] for s in result] == ["ddim", "rnri"] and all(s["images"] == 2 and s["errors"] == 1 for s in result)
 
 

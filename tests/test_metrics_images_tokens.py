@@ -21,12 +21,16 @@ def _pair():
     return a, b
 
 
-def test_psnr_known_value():
+def test_psnr_known_values():
     a = torch.zeros(1, 3, 8, 8)
     b = a + 0.2  # 0.1 on the [0, 1] scale -> MSE 0.01 -> 20 dB
     assert psnr(b, a) == pytest.approx(20.0, abs=1e-4)
+    assert psnr(-a - 1, a + 1) == pytest.approx(0.0, abs=1e-9)  # black against white: MSE 1 -> 0 dB
     assert math.isinf(psnr(a, a))
-    assert latent_psnr(a + 1, a) == latent_psnr(a + 1, a)  # constant reference: peak 1
+    assert latent_psnr(a + 1, a) == pytest.approx(0.0, abs=1e-9)  # constant reference: peak 1, MSE 1
+    ramp = torch.linspace(-1, 1, 64).view(1, 1, 8, 8)  # range 2
+    assert latent_psnr(ramp + 0.1, ramp) == pytest.approx(10 * math.log10(4 / 0.01), abs=1e-6)  # 26.02 dB
+    assert latent_psnr(ramp + 0.1, 3 * ramp) == pytest.approx(10 * math.log10(36 / float(((ramp + 0.1 - 3 * ramp) ** 2).mean())), abs=1e-6)
 
 
 def test_ssim_matches_scikit_image():

@@ -3,10 +3,10 @@ Editing with Accelerated Iterative Diffusion Inversion", ICCV 2023 -- AIDI).
 
 Each step solves z = F(z) = inverse_step(x_prev, eps(z, t)) by iteration from
 z^0 = x_prev (so the first iterate is plain DDIM). Accelerations:
-- "anderson" (default): Anderson mixing over the last `window` iterates, the
-  acceleration AIDI builds on; it solves the small least-squares problem
-  min ||sum_i a_i g_i|| (sum a_i = 1) on the residuals g = F(z) - z.
-- "average": the paper's empirical variant, z^{k+1} = (F(z^k) + F(z^{k-1})) / 2.
+- "anderson" (default, ours): Anderson mixing over the last `window` iterates,
+  the classical acceleration AIDI cites; it solves the small least-squares
+  problem min ||sum_i a_i g_i|| (sum a_i = 1) on the residuals g = F(z) - z.
+- "average": AIDI's own empirical acceleration, z^{k+1} = (F(z^k) + F(z^{k-1})) / 2.
 - "none": plain iteration z^{k+1} = F(z^k).
 Stops early once rms(F(z) - z) <= `tolerance` x rms(x_prev).
 NFE per step: `iterations` at most (+1 for LCM noise correction).
@@ -39,7 +39,7 @@ class FixedPointInverter(Inverter):
     nfe_per_step = "<= iterations"
     params = {
         "iterations": Param({"default": 5, "lcm": 4}, int, 1, 100, "UNet calls per step at most"),
-        "acceleration": Param("anderson", str, choices=("anderson", "average", "none"), help="how iterates are mixed"),
+        "acceleration": Param("anderson", str, choices=("anderson", "average", "none"), help="anderson (ours, the default) or average (AIDI's empirical acceleration) or none"),
         "window": Param(2, int, 1, 8, "Anderson history length"),
         "tolerance": Param(1e-4, float, 0.0, 1.0, "stop once rms residual <= tolerance x rms(latent)"),
     }

@@ -12,7 +12,9 @@ the full UNet Jacobian is infeasible, so we approximate J_eps ~ kappa I:
   for a super-resolution stage s^2 is the variance left given its low-res condition;
 - later iterations: the secant estimate from the last two UNet calls,
   kappa = <d eps, d z> / <d z, d z> (no extra NFE).
-The regularised Newton step minimises |r|^2/2 + lambda |z - mu_t|^2 / (2 (1 - a_t)):
+The regularised Newton step (ours: a Gauss-Newton step with this Jacobian model; the
+paper states Newton-Raphson on the residual, the official code runs the scalar step of
+`newton="l1"` below) minimises |r|^2/2 + lambda |z - mu_t|^2 / (2 (1 - a_t)):
     z <- z - (J r + lambda (z - mu_t)/(1 - a_t)) / (J^2 + lambda/(1 - a_t)),  J = 1 - c kappa.
 It converges in 1-2 iterations per step (measured in the README).
 
@@ -45,7 +47,7 @@ class RNRIInverter(Inverter):
         "iterations": Param({"default": 2, "shapes": 4}, int, 1, 50, "Newton iterations (UNet calls) per step at most"),
         "tolerance": Param(1e-3, float, 0.0, 1.0, "stop once rms residual <= tolerance x rms(latent)"),
         "prior_weight": Param(1e-5, float, 0.0, 10.0, "lambda: weight of the forward-process prior"),
-        "newton": Param("secant", str, choices=("secant", "l1"), help="Jacobian model: secant (paper's NR) or the official code's scalar L1 step"),
+        "newton": Param("secant", str, choices=("secant", "l1"), help="secant: ours, a regularised Gauss-Newton step with a secant Jacobian; l1: the official code's scalar L1 step"),
         "l1_alpha": Param(0.1, float, 0.0, 10.0, "prior weight of the l1 variant (official default 0.1)"),
     }
 
