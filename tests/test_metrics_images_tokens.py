@@ -33,6 +33,29 @@ def test_psnr_known_values():
     assert latent_psnr(ramp + 0.1, 3 * ramp) == pytest.approx(10 * math.log10(36 / float(((ramp + 0.1 - 3 * ramp) ** 2).mean())), abs=1e-6)
 
 
+def test_metrics_clamp_to_the_image_range_and_take_single_images():
+    a, b = _pair()
+    assert psnr(b * 3, a) == pytest.approx(psnr((b * 3).clamp(-1, 1), a), abs=1e-9)  # out-of-range pixels are clipped
+    assert psnr(b * 3, a) != pytest.approx(psnr(b, a), abs=1e-3)
+    assert ssim(b[0], a[0]) == pytest.approx(ssim(b, a), abs=1e-12)  # (3, H, W) as (1, 3, H, W)
+    assert math.isinf(latent_psnr(a, a))
+
+
+@pytest.mark.parametrize("side", [11, 12, 16])
+def test_ssim_matches_scikit_image_on_small_and_dark_images(side):
+    """Down to the window's own size; dark, flat images are where the constant C1 matters.
+    (Below 11 px we shrink the Gaussian window, scikit-image pads a full one: they differ.)"""
+    g = torch.Generator().manual_seed(side)
+    a = -1 + 0.05 * torch.rand(1, 3, side, side, generator=g)
+    b = (a + 0.02 * torch.randn(a.shape, generator=g)).clamp(-1, 1)
+    win = 11
+    ref = structural_similarity(
+        ((a[0].permute(1, 2, 0).numpy() + 1) / 2), ((b[0].permute(1, 2, 0).numpy() + 1) / 2), channel_axis=2,
+        gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, win_size=win,
+    )
+    assert ssim(b, a) == pytest.approx(ref, abs=1e-6)
+
+
 def test_ssim_matches_scikit_image():
     a, b = _pair()
     ref = structural_similarity(
