@@ -111,8 +111,16 @@ def _examples(page: Page, model) -> None:
     for key, rows, visible in (("shape_examples", shape_rows, _is_shapes(model)), ("photo_examples", photo_rows, not _is_shapes(model))):
         with gr.Column(visible=visible, elem_classes="compact-examples", elem_id=key.replace("_", "-")) as col:
             # No example cache: it is keyed by block, so it would outlive a model change.
-            page.examples.append(gr.Examples(rows, inputs=inputs, cache_examples=False, label="Examples: click one to edit it", examples_per_page=4))
+            labels = [_example_label(r[1], r[2], r[4]) for r in rows]
+            page.examples.append(gr.Examples(rows, inputs=inputs, cache_examples=False, label="Examples: click one to edit it",
+                                             examples_per_page=4, visible_columns=[0], example_labels=labels))
         c[key] = col
+
+
+def _example_label(source: str, target: str, editor: str) -> str:
+    """'a red circle on a blue background → green · p2p': the source and the words the edit changes."""
+    new = [w for w in target.split() if w not in source.split()]
+    return f"{source} → {' '.join(new) or target} · {editor}"
 
 
 def _input_column(page: Page, model) -> None:
@@ -159,7 +167,9 @@ def _output_column(page: Page) -> None:
                 c["metrics"] = gr.JSON(label="Metrics and timings", elem_id="metrics")
             with gr.Row():
                 c["edit_file"] = gr.File(label="Edited image (PNG)")
-                c["inv_file"] = gr.File(label="Inversion: python -m editing edit --inversion inversion.safetensors ...")
+                c["inv_file"] = gr.File(label="Inversion (safetensors)")
+            gr.Markdown("Edit the downloaded inversion again without inverting: "
+                        "`python -m editing edit --model MODEL --inversion inversion.safetensors --editor p2p --target-prompt \"...\"`")
         with gr.Tab("Compare inverters"):
             c["compare_btn"] = gr.Button("Invert with every inverter", elem_id="compare-btn")
             c["gallery"] = gr.Gallery(label="Reconstructions", columns=3, height="auto", format="png", elem_id="gallery")
