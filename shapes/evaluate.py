@@ -105,14 +105,14 @@ def eval_inversion(model, inverters, count: int, steps: int, guidance: float, se
     return rows
 
 
-def _colour_target(s: Scene) -> str:
+def colour_target(s: Scene) -> str:
     names = list(COLOURS)
     src = s.shapes[0].colour
     start = names.index(src)
     return next(c for c in names[start + 1 :] + names[:start] if c not in s.background and c != src)
 
 
-def _shape_target(s: Scene) -> str:
+def shape_target(s: Scene) -> str:
     i = SHAPES.index(s.shapes[0].kind)
     return SHAPES[(i + 1) % len(SHAPES)]
 
@@ -130,10 +130,10 @@ def eval_editing(model, inverters, editors, count: int, steps: int, seed: int = 
             src = s.shapes[0]
             for ed in editors:
                 if ed == "masactrl":
-                    want_colour, want_shape = src.colour, _shape_target(s)
+                    want_colour, want_shape = src.colour, shape_target(s)
                     target = s.caption.replace(f"{src.colour} {src.kind}", f"{src.colour} {want_shape}", 1)
                 else:
-                    want_colour, want_shape = _colour_target(s), src.kind
+                    want_colour, want_shape = colour_target(s), src.kind
                     target = s.caption.replace(f"{src.colour} {src.kind}", f"{want_colour} {src.kind}", 1)
                 out = edit(model, inv, target, ed)
                 objs, _ = find_objects(to_uint8(out.image)[0])

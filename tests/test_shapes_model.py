@@ -64,3 +64,19 @@ def test_the_app_falls_back_along_the_offline_chain_with_a_notice(monkeypatch):
     monkeypatch.setattr(shapes_mod, "WEIGHTS", shapes_mod.WEIGHTS.with_name("missing.safetensors"))
     assert Engine("auto").model.name == "tiny-sd"  # without any trained weights
 
+
+
+def test_the_edit_benchmark_runs_on_two_scenes(shapes_model, tmp_path):
+    from shapes import edit_bench
+
+    rows = edit_bench.run(shapes_model, ["ddim", "rnri"], count=2, steps=4, progress=lambda *_: None)
+    assert [r["editor"] for r in rows[:5]] == ["p2p", "masactrl", "diffedit", "p2p + pin_source", "masactrl + pin_source"]
+    for r in rows:
+        assert r["scenes"] == 2 and 0 <= r["success"] <= 1 and 0 < r["bg_psnr"] <= 100 and -1 <= r["bg_ssim"] <= 1
+        assert 0 <= r["structure_iou"] <= 1 and 0 <= r["region_colour"] <= 1 and r["nfe"] > 0
+    rnri = {r["editor"]: r for r in rows if r["inverter"] == "rnri"}
+    ddim = {r["editor"]: r for r in rows if r["inverter"] == "ddim"}
+    assert rnri["p2p"]["inversion_psnr"] > ddim["p2p"]["inversion_psnr"]
+    edit_bench.plot(rows, tmp_path / "plot.png", "test")
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+    assert "| ddim | p2p |" in edit_bench.markdown(rows)

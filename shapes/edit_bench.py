@@ -1,0 +1,174 @@
+"""What inversion buys an edit: a PIE-Bench-style benchmark on the shapes world.
+
+    python -m shapes.edit_bench                          # shapes, 20 steps, 50 held-out scenes -> eval.json "edit_bench"
+    python -m shapes.edit_bench --model shapes-lcm       # 4 steps -> eval_lcm.json
+    python -m shapes.edit_bench --scenes 2 --no-save     # a quick look
+
+PnPInversion's PIE-Bench (Ju et al., ICLR 2024) judges an inversion by what an edit keeps:
+background preservation outside the annotated edit region and structure. Our scene
+generator knows the regions exactly, so for every editor x inverter (and P2P / MasaCtrl
+with `pin_source`, Direct Inversion, as rows of their own), over held-out single-shape
+scenes never trained on:
+- success: the judge finds the asked colour/shape (p2p, diffedit: a colour change that keeps
+  the shape, mask IoU >= 0.8; masactrl: a shape change that keeps the colour);
+- background, outside the edit region (the object's mask, united with the new shape's for a
+  shape change): PSNR and MSE over background pixels, SSIM of the images with the region
+  blanked (PIE-Bench's masked metrics), LPIPS where its weights are on disk;
+- structure: IoU of the edited object's mask with the original's (colour edits);
+- edited region: the fraction of the original object's pixels now nearest the target colour;
+- the inversion's own PSNR, NFE and seconds (inversion + edit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from editing import edit
+from inversion import invert, load_model
+from inversion.inverters import INVERTERS
+from inversion.metrics import lpips, ssim
+from inversion.pipeline import evaluate
+
+from .evaluate import OUT, colour_target, shape_target, to_tensor, to_uint8
+from .judge import find_objects, mask_iou, nearest_colour
+from .scenes import Scene, Shape, render, scenes
+
+SEED = 41  # a stream of held-out scenes of its own (evaluate.py uses 11, 23, 37)
+IOU_KEPT = 0.8
+ROWS = [(e, False) for e in ("p2p", "masactrl", "diffedit")] + [("p2p", True), ("masactrl", True)]
+
+
+def _task(s: Scene, editor: str) -> tuple[str, str, str, np.ndarray]:
+    """(target prompt, wanted colour, wanted shape, edit region) for one scene and editor."""
+    src = s.shapes[0]
+    masks = render(s, 64)[1]
+    if editor == "masactrl":
+        kind = shape_target(s)
+        new = Scene((Shape(kind, src.colour, src.cx, src.cy, src.size),), s.background)
+        region = masks[0] | render(new, 64)[1][0]
+        return s.caption.replace(f"{src.colour} {src.kind}", f"{src.colour} {kind}", 1), src.colour, kind, region
+    colour = colour_target(s)
+    return s.caption.replace(f"{src.colour} {src.kind}", f"{colour} {src.kind}", 1), colour, src.kind, masks[0]
+
+
+def background_metrics(edited: torch.Tensor, original: torch.Tensor, region: np.ndarray) -> dict:
+    """PSNR / MSE over the pixels outside `region`, SSIM and LPIPS of the images with it blanked."""
+    keep = torch.from_numpy(~region).to(edited)[None, None]
+    diff = ((edited.clamp(-1, 1) - original) / 2) ** 2 * keep  # on the [0, 1] scale
+    mse = float(diff.sum() / (keep.sum() * 3))
+    blank_e, blank_o = edited.clamp(-1, 1) * keep, original * keep
+    return {"bg_psnr": 100.0 if mse == 0 else min(100.0, 10 * float(np.log10(1 / mse))), "bg_mse": mse,
+            "bg_ssim": ssim(blank_e, blank_o), "bg_lpips": lpips(blank_e, blank_o)}
+
+
+def judge_edit(image: np.ndarray, colour: str, shape: str, editor: str, original_mask: np.ndarray) -> dict:
+    objs, _ = find_objects(image)
+    hit = [o for o in objs if o.colour == colour and o.shape == shape]
+    iou = max((mask_iou(o.mask, original_mask) for o in hit), default=0.0)
+    success = bool(hit) and (editor == "masactrl" or iou >= IOU_KEPT)
+    inside = image[original_mask]
+    region = float(np.mean([nearest_colour(px) == colour for px in inside])) if len(inside) else 0.0
+    return {"success": success, "structure_iou": iou, "region_colour": region}
+
+
+def run(model, inverters, count: int, steps: int, seed: int = SEED, progress=print) -> list[dict]:
+    items = scenes(seed, count, held_out=True, single_shape=True)
+    rows = []
+    for inv_name in inverters:
+        per = {(e, pin): [] for e, pin in ROWS}
+        for s in items:
+            img, masks = render(s, 64)
+            x = to_tensor(img)
+            inv = invert(model, x, s.caption, inv_name, steps)
+            report, _ = evaluate(model, x, inv, per_stage=False)
+            for ed, pin in ROWS:
+                target, colour, shape, region = _task(s, ed)
+                start = time.perf_counter()
+                out = edit(model, inv, target, ed, **({"pin_source": True} if pin else {}))
+                seconds = time.perf_counter() - start
+                result = {**judge_edit(to_uint8(out.image)[0], colour, shape, ed, masks[0]), **background_metrics(out.image, x, region)}
+                result.update(inversion_psnr=report["psnr"], nfe=inv.nfe + out.nfe, seconds=inv.seconds + seconds)
+                per[(ed, pin)].append(result)
+        for (ed, pin), results in per.items():
+            row = {"inverter": inv_name, "editor": ed + (" + pin_source" if pin else ""), "scenes": len(results), "steps": steps}
+            for k in results[0]:
+                vals = [r[k] for r in results if r[k] is not None]
+                row[k] = float(np.mean(vals)) if vals else None
+            rows.append(row)
+            progress(f"edit bench {inv_name} {row['editor']}: success {row['success']:.0%}, background {row['bg_psnr']:.2f} dB")
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lp = any(r["bg_lpips"] is not None for r in rows)
+    head = "| inverter | editor | inversion PSNR | success | background PSNR | background SSIM | background MSE |" + (" LPIPS |" if lp else "") + " structure IoU | edited region | NFE | seconds |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['inverter']} | {r['editor']} | {r['inversion_psnr']:.2f} | {r['success']:.0%} | {r['bg_psnr']:.2f} | {r['bg_ssim']:.3f} | {r['bg_mse']:.5f} |"
+            + (f" {r['bg_lpips']:.3f} |" if lp else "")
+            + f" {r['structure_iou']:.2f} | {r['region_colour']:.0%} | {r['nfe']:.0f} | {r['seconds']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Background PSNR against inversion PSNR, one marker per inverter x editor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    editors = list(dict.fromkeys(r["editor"] for r in rows))
+    markers = dict(zip(editors, "osD^v"))
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, inv_name in enumerate(dict.fromkeys(r["inverter"] for r in rows)):
+        pts = [r for r in rows if r["inverter"] == inv_name]
+        color = cycle[i % len(cycle)]
+        for r in pts:
+            ax.scatter(r["inversion_psnr"], r["bg_psnr"], marker=markers[r["editor"]], color=color, label=inv_name if r is pts[0] else None)
+    for ed in editors:
+        ax.scatter([], [], marker=markers[ed], color="gray", label=ed)
+    ax.set_xlabel("inversion PSNR (dB)")
+    ax.set_ylabel("background PSNR after the edit (dB)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="shapes", choices=list(OUT))
+    ap.add_argument("--steps", type=int, default=None, help="default: the model's")
+    ap.add_argument("--scenes", type=int, default=50)
+    ap.add_argument("--inverters", default=",".join(INVERTERS))
+    ap.add_argument("--no-save", action="store_true", help="print only; keep eval*.json and the plot as they are")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    model = load_model(a.model)
+    steps = a.steps or model.stages[0].default_steps
+    with torch.no_grad():
+        rows = run(model, a.inverters.split(","), a.scenes, steps)
+    print(markdown(rows))
+    if not a.no_save:
+        out = OUT[a.model]
+        results = json.loads(out.read_text()) if out.exists() else {}
+        results["edit_bench"] = {"scenes": a.scenes, "steps": steps, "seed": SEED, "rows": rows}
+        out.write_text(json.dumps(results, indent=1))
+        plot(rows, out.with_name(f"edit_bench_{a.model}.png"), f"{a.model}, {steps} steps, {a.scenes} held-out scenes")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
