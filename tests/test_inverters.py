@@ -125,6 +125,9 @@ def test_patch_kl_matches_the_gaussian_kl_per_patch_without_a_half():
     e = n.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(patch_kl_loss(e, ref), e)
     assert patch_kl_loss(n - 0.065 * grad.clamp(-100, 100), ref) < patch_kl_loss(n, ref)  # one step lowers it
+    p = get_inverter("renoise").resolve_params("lcm", lambda_ac=0.0, noise_reg_steps=1)
+    out = regularise_noise(n, ref, p, torch.Generator().manual_seed(0))  # the inverter's own KL step
+    assert patch_kl_loss(out, ref) < patch_kl_loss(n, ref)
 
 
 def test_noise_regularisation_whitens_correlated_noise():
