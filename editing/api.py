@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 
 from inversion.errors import IncompatibleChoice, ParameterError, PromptError
 from inversion.models.base import Conditioning, DiffusionModel
@@ -71,10 +72,16 @@ def edit(
     editor: str = "p2p",
     guidance: float | None = None,
     progress=None,
+    region=None,
     **params,
 ) -> EditOutput:
     """Edit the base stage with the editor; a cascade's SR stages then sample the edit (and the
-    source branch, batched) from their own inverted z_T, conditioned on the edited low-res image."""
+    source branch, batched) from their own inverted z_T, conditioned on the edited low-res image.
+
+    `region`: an optional mask of the input image (H x W, nonzero = edit here; tensor or array),
+    painted by the user: it replaces DiffEdit's automatic mask, serves as P2P's LocalBlend and as
+    MasaCtrl's foreground. It is brought to the base stage's latent grid, a cell counting as
+    painted when any of its pixels is."""
     ed = get_editor(editor)
     cascade, stages = as_cascade(model), stage_inversions(inv)
     if len(stages) != len(cascade.stages):
@@ -82,7 +89,7 @@ def edit(
     p = validate_edit(model, stages[0].prompt, target_prompt, editor, **params)
     g = cascade.base.default_edit_guidance if guidance is None else float(guidance)
     with cascade.measure() as meter:
-        result = ed.edit(cascade.base, stages[0], target_prompt, g, p, progress=progress)
+        result = ed.edit(cascade.base, stages[0], target_prompt, g, p, progress=progress, region=latent_region(region, stages[0].x0))
         image, source = result.latent, result.source_latent
         for s in range(1, len(cascade.stages)):
             low = cascade.stages[s - 1]
@@ -102,3 +109,24 @@ def _super_resolve(cascade: Cascade, r: Inversion, s: int, target_prompt: str, l
     batched = replace(r, latents=r.latents.repeat(1, len(lows), 1, 1, 1), noises=None if r.noises is None else r.noises.repeat(1, len(lows), 1, 1, 1))
     out = reconstruct_latent(stage, batched, cond)
     return out[0:1], (out[1:2] if low_src is not None else None)
+
+
+def latent_region(region, latent: torch.Tensor) -> torch.Tensor | None:
+    """A painted mask (H x W, or (1, 1, H, W)) on the latent's grid: max-pooled, so a cell counts as
+    painted when any pixel of it is; refused when empty (nothing to edit)."""
+    if region is None:
+        return None
+    m = torch.as_tensor(region).float()
+    while m.dim() < 4:
+        m = m[None]
+    if m.shape[0] != 1 or m.shape[1] != 1:
+        raise ParameterError(f"the edit region must be one mask (H x W), got shape {tuple(m.shape)}")
+    m = (m > 0).float()
+    if not m.any():
+        raise ParameterError("the painted edit region is empty: paint where the edit should happen, or clear it")
+    h, w = latent.shape[-2:]
+    if m.shape[-2] % h == 0 and m.shape[-1] % w == 0:
+        m = F.max_pool2d(m, (m.shape[-2] // h, m.shape[-1] // w))
+    else:
+        m = (F.interpolate(m, size=(h, w), mode="area") > 0).float()
+    return m.to(latent.device)

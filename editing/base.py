@@ -40,5 +40,7 @@ class Editor:
         if self.needs_attention and model.unet is None:
             raise IncompatibleChoice(f"{self.title} controls UNet attention; {model.name} has no UNet (try diffedit)")
 
-    def edit(self, model: DiffusionModel, inv: Inversion, target_prompt: str, guidance: float, p: dict, progress=None) -> EditLatents:
+    def edit(self, model: DiffusionModel, inv: Inversion, target_prompt: str, guidance: float, p: dict, progress=None, region=None) -> EditLatents:
+        """`region`: an optional (1, 1, h, w) {0, 1} mask at the latent's size, painted by the user:
+        DiffEdit's mask, P2P's LocalBlend mask, MasaCtrl's foreground (instead of their automatic ones)."""
         raise NotImplementedError

@@ -65,7 +65,7 @@ class DiffEdit(Editor):
         "mask_seed": Param(0, int, 0, 2**31 - 1, "seed of the mask noise"),
     }
 
-    def edit(self, model, inv, target_prompt, guidance, p, progress=None) -> EditLatents:
+    def edit(self, model, inv, target_prompt, guidance, p, progress=None, region=None) -> EditLatents:
         n = inv.num_steps
         sampler = model.sampler(n)
         inv.check_compatible(sampler, model.name)
@@ -73,9 +73,12 @@ class DiffEdit(Editor):
         tgt = target_condition(model, target_prompt, guidance, inv)
         mg = guidance if p["mask_guidance"] < 0 else p["mask_guidance"]
         t_mask = sampler.timesteps[min(strength_step(n, p["mask_strength"]), n - 1)]
-        gen = torch.Generator().manual_seed(p["mask_seed"])
-        noise = torch.randn((p["mask_samples"], *inv.x0.shape[1:]), generator=gen).to(model.device)
-        mask = diffedit_mask(model, inv.x0.to(model.device), src.with_guidance(mg), tgt.with_guidance(mg), t_mask, noise, p["mask_clamp"])
+        if region is not None:
+            mask = region.to(model.device).float()  # painted: no mask pass
+        else:
+            gen = torch.Generator().manual_seed(p["mask_seed"])
+            noise = torch.randn((p["mask_samples"], *inv.x0.shape[1:]), generator=gen).to(model.device)
+            mask = diffedit_mask(model, inv.x0.to(model.device), src.with_guidance(mg), tgt.with_guidance(mg), t_mask, noise, p["mask_clamp"])
         j0 = min(strength_step(n, p["encode_ratio"]), n - 1)
         source_latent = None
         if p["background"] == "inversion":
@@ -95,5 +98,5 @@ class DiffEdit(Editor):
 
             both = run_branches(model, inv, Conditioning.cat([src, tgt]), x.repeat(2, 1, 1, 1), start=j0, after_step=paste, progress=progress)
             x, source_latent = both[1:2], both[0:1]
-        info = {"mask_timestep": int(t_mask), "start_step": j0, "mask_fraction": float(mask.mean())}
+        info = {"mask_timestep": int(t_mask), "start_step": j0, "mask_fraction": float(mask.mean()), "mask": "painted" if region is not None else "automatic"}
         return EditLatents(x, source_latent, p, mask, info)

@@ -124,16 +124,18 @@ class MasaCtrl(Editor):
             raise WordError(f"MasaCtrl's mask_word is not in the target prompt ({e}); set mask_target_word to the object's word there") from None
         return tokens
 
-    def edit(self, model, inv, target_prompt, guidance, p, progress=None) -> EditLatents:
+    def edit(self, model, inv, target_prompt, guidance, p, progress=None, region=None) -> EditLatents:
         self.validate(model, inv.prompt, target_prompt, p)
         layers = layer_registry(model.unet)
         n = inv.num_steps
         n_blocks = max(i.block_order for i in layers) + 1
         start_step = min(n - 1, max(1, int(p["start_step"] * n + 0.5))) if n > 1 else 0
         start_block = min(n_blocks - 1, int(p["start_layer"] * n_blocks + 0.5))
-        tokens = self.mask_tokens(model, inv.prompt, target_prompt, p)
+        tokens = self.mask_tokens(model, inv.prompt, target_prompt, p) if region is None else None
         capture = WordMaps(tokens, mask_level(layers)) if tokens else None
         ctrl = MasaCtrlController(layers, start_step, start_block, capture, p["mask_threshold"])
+        if region is not None:  # a painted foreground, the same for both branches, from the first controlled step
+            ctrl.masks = {"src": region.float(), "tgt": region.float()}
         target, source = edit_both(model, inv, target_prompt, guidance, ctrl, p["pin_source"], progress=progress)
         info = {"start_step": start_step, "start_block": start_block, "blocks": n_blocks}
         return EditLatents(target, source, p, ctrl.masks.get("tgt"), info)

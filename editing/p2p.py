@@ -135,25 +135,28 @@ class P2P(Editor):
     def validate(self, model, source_prompt, target_prompt, p):
         self.plan(model, source_prompt, target_prompt, p)
 
-    def edit(self, model, inv, target_prompt, guidance, p, progress=None) -> EditLatents:
+    def edit(self, model, inv, target_prompt, guidance, p, progress=None, region=None) -> EditLatents:
         mode, mapper, index, alpha, eq, blend_tokens = self.plan(model, inv.prompt, target_prompt, p)
         layers = layer_registry(model.unet)
         n = inv.num_steps
-        capture = WordMaps(blend_tokens, _blend_level(layers)) if blend_tokens else None
+        capture = WordMaps(blend_tokens, _blend_level(layers)) if blend_tokens and region is None else None
         ctrl = P2PController(layers, mode, mapper, index, alpha, eq, fraction_to_steps(p["cross_replace"], n, over=n + 1), fraction_to_steps(p["self_replace"], n), capture)
         after = None
         masks = {}
-        if capture is not None:
+        if capture is not None or region is not None:
             blend_from = int(p["blend_start"] * n)
 
             def after(j, x):
                 if j < blend_from:
                     return x
-                size = tuple(x.shape[-2:])
-                ms = [m for m in (capture.mask("src", size, p["blend_threshold"]), capture.mask("tgt", size, p["blend_threshold"])) if m is not None]
-                if not ms:
-                    return x
-                mask = torch.clamp(sum(ms), 0, 1).to(x)
+                if region is not None:  # a painted region is LocalBlend's mask as it is
+                    mask = region.to(x)
+                else:
+                    size = tuple(x.shape[-2:])
+                    ms = [m for m in (capture.mask("src", size, p["blend_threshold"]), capture.mask("tgt", size, p["blend_threshold"])) if m is not None]
+                    if not ms:
+                        return x
+                    mask = torch.clamp(sum(ms), 0, 1).to(x)
                 masks["last"] = mask
                 x[1:2] = x[0:1] + mask * (x[1:2] - x[0:1])
                 return x

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 import editing.masactrl as masactrl_mod
 import editing.p2p as p2p_mod
+from editing import EDITORS as EDITORS_BY_NAME
 from editing import edit
 from editing.attention import Controller, WordMaps, controlled, fraction_to_steps, layer_registry
 from editing.diffedit import strength_step
@@ -438,3 +439,27 @@ def test_masactrl_refuses_a_flat_word_map():
     ctrl = masactrl_mod.MasaCtrlController([], 1, 0, wm)
     with pytest.raises(WordError, match="flat"):
         ctrl.begin_step(1, 4, [], (2, 2))
+
+
+def test_a_painted_region_drives_every_editor(tiny_sd, inversions):
+    """The user's painted mask (image pixels) replaces DiffEdit's mask, is P2P's LocalBlend and
+    MasaCtrl's foreground; it reaches the latent grid by max-pooling (any painted pixel counts)."""
+    from editing.api import latent_region
+
+    inv = inversions["rnri"]
+    region = torch.zeros(inv.x0.shape[-2] * 8, inv.x0.shape[-1] * 8)
+    region[8:30, 20:41] = 1  # pixels: latent rows 1..3, columns 2..5
+    grid = latent_region(region, inv.x0)
+    assert grid[0, 0].nonzero().min(0).values.tolist() == [1, 2] and grid[0, 0].nonzero().max(0).values.tolist() == [3, 5]
+    target = "a dog sitting on the grass"
+    for name in ("diffedit", "p2p", "masactrl"):
+        ed = EDITORS_BY_NAME[name]
+        p = ed.resolve_params(tiny_sd.defaults, **({"background": "reconstruction"} if name == "diffedit" else {}))
+        out = ed.edit(tiny_sd, inv, target, 7.5, p, region=grid)
+        assert torch.equal(out.mask, grid), name
+        if name != "masactrl":  # outside the region the target is the source branch exactly
+            outside = (grid == 0).expand_as(out.latent)
+            assert torch.allclose(out.latent[outside], out.source_latent[outside], atol=1e-6), name
+            assert not torch.allclose(out.latent[~outside], out.source_latent[~outside], atol=1e-3), name
+    with pytest.raises(ValueError, match="empty"):
+        edit(tiny_sd, inv, target, "diffedit", region=torch.zeros_like(region))
