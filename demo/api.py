@@ -8,7 +8,8 @@
         inverter="rnri", editor="p2p", api_name="/edit")
 
 Every parameter has a name and a default (steps and guidance: the model's own);
-inverter and editor parameters are JSON objects, e.g. '{"iterations": 4}'.
+inverter and editor parameters are JSON objects, e.g. '{"iterations": 4}'; `edit_region` (optional)
+is a mask image of the input's size whose nonzero pixels mark where to edit.
 Metrics use the same names on every endpoint (see demo/report.py).
 """
 
@@ -55,6 +56,7 @@ def add_endpoints(engine: Engine) -> None:
         inv_params = gr.Textbox(value="{}", label="inverter_params", info='JSON object, e.g. {"iterations": 4}')
         ed_params = gr.Textbox(value="{}", label="editor_params", info='JSON object, e.g. {"cross_replace": 0.6}')
         model = gr.Textbox(value="", label="model", info="empty: the app's model")
+        region = uploaded_image(label="edit_region")  # optional mask of the input's size: nonzero pixels = edit here
         out_image = gr.Image(type="pil", format="png", label="image_out")
         out_recon = gr.Image(type="pil", format="png", label="reconstruction")
         out_json, out_gallery = gr.JSON(label="metrics"), gr.Gallery(format="png", label="reconstructions")
@@ -73,9 +75,10 @@ def add_endpoints(engine: Engine) -> None:
     @gpu
     @user_errors
     def edit(image, source_prompt="", target_prompt="", inverter="rnri", editor="p2p", steps=None, seed=0, inversion_guidance=None, edit_guidance=None,
-             inverter_params="{}", editor_params="{}", model="", request: gr.Request = None):
+             inverter_params="{}", editor_params="{}", model="", edit_region=None, request: gr.Request = None):
         """Invert (or reuse the session's inversion) and edit; returns the edit, the reconstruction and the metrics."""
-        req = EditRequest(inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model), target_prompt or "", editor, edit_guidance, _json_params(editor_params))
+        req = EditRequest(inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model), target_prompt or "",
+                          editor, edit_guidance, _json_params(editor_params), region=edit_region)
         r = engine.edit(session_of(request), req)
         return to_pil(r["edit"]), to_pil(r["reconstruction"]), r["metrics"]
 
@@ -87,5 +90,5 @@ def add_endpoints(engine: Engine) -> None:
         return [(to_pil(r["reconstruction"]), r["inverter"]) for r in rows], [{k: v for k, v in r.items() if k not in ("reconstruction", "residuals")} for r in rows]
 
     b_invert.click(invert, [image, source, inverter, steps, seed, guidance, inv_params, model], [out_recon, out_json], api_name="invert", concurrency_id="model")
-    b_edit.click(edit, [image, source, target, inverter, editor, steps, seed, guidance, edit_guidance, inv_params, ed_params, model], [out_image, out_recon, out_json], api_name="edit", concurrency_id="model")
+    b_edit.click(edit, [image, source, target, inverter, editor, steps, seed, guidance, edit_guidance, inv_params, ed_params, model, region], [out_image, out_recon, out_json], api_name="edit", concurrency_id="model")
     b_compare.click(compare, [image, source, steps, seed, guidance, model], [out_gallery, out_json], api_name="compare", concurrency_id="model")

@@ -15,7 +15,9 @@ import math
 import threading
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from PIL import Image
 
 from editing import EDITORS, edit, validate_edit
 from inversion.errors import ImageError, IncompatibleChoice, ModelError, ParameterError, UserError
@@ -60,6 +62,7 @@ class EditRequest:
     editor: str = "p2p"
     guidance: float | None = None  # None: the model's default edit guidance
     params: dict = field(default_factory=dict)
+    region: object = None  # an optional painted mask (H x W array or image file, nonzero = edit here) of the input
 
 
 def check_whole(value, name: str, low: int, high: int) -> int:
@@ -230,6 +233,23 @@ class Engine:
         self.cache.put(session, key, entry)
         return entry, False
 
+    @staticmethod
+    def _region(model, region, image) -> torch.Tensor | None:
+        """A painted mask of the uploaded image, cropped and resized as the image was; None if none."""
+        if region is None:
+            return None
+        if not isinstance(region, np.ndarray):
+            region = np.asarray(load_image(region, name="the edit region"))[..., 0]
+        if region.ndim == 3:
+            region = region[..., -1] if region.shape[-1] == 4 else region.max(-1)
+        if not region.any():
+            return None  # nothing painted: the editor's own mask
+        size = load_image(image, name="the uploaded file").size
+        if region.shape[::-1] != size:
+            raise ImageError(f"the painted region is {region.shape[1]}x{region.shape[0]} but the image is {size[0]}x{size[1]}; paint on the uploaded image")
+        mask = Image.fromarray(((region > 0) * 255).astype(np.uint8)).convert("RGB")
+        return model.prepare_image(mask)[0, 0] > 0
+
     def inversion_record(self, session: str, req: InversionRequest, progress=None) -> tuple[Entry, dict]:
         model = self.model_for(req.model)
         entry, cached = self.invert(session, req, progress.phase(f"inverting ({req.inverter})", 0.0, 1.0, stages(model)) if progress else None)
@@ -252,8 +272,9 @@ class Engine:
         if steps < min_steps:
             raise IncompatibleChoice(f"{EDITORS[req.editor].title} needs at least {min_steps} steps (one free for the new layout)")
         entry, cached = self.invert(session, req.source, progress.phase(f"inverting ({req.source.inverter})", 0.0, 0.6, stages(model)) if progress else None)
+        region = self._region(model, req.region, req.source.image)
         with self.lock, oom_guard(entry.x):
-            out = edit(model, entry.inversion, req.target_prompt, req.editor, guidance, progress=progress.phase("editing", 0.6, 1.0) if progress else None, **params)
+            out = edit(model, entry.inversion, req.target_prompt, req.editor, guidance, progress=progress.phase("editing", 0.6, 1.0) if progress else None, region=region, **params)
         metrics = report.edit_record(model, entry, cached, out)
         metrics["warnings"] = report.warnings_for(model, entry, [req.source.prompt, req.target_prompt], req, out) + out.warnings
         return {"x": entry.x, "reconstruction": entry.reconstruction, "edit": out.image, "mask": out.mask, "inversion": entry.inversion, "metrics": metrics}

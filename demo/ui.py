@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
+import torch
 
 from editing import EDITORS
 from inversion.inverters import INVERTERS
@@ -143,6 +145,13 @@ def _input_column(page: Page, model) -> None:
         c["invert_btn"] = gr.Button("Invert only", elem_id="invert-btn")
         c["edit_btn"] = gr.Button("Edit", variant="primary", elem_id="edit-btn")
     c["live"] = gr.Checkbox(label="Live: re-edit as you type the target prompt (the inversion is reused)", value=False, elem_id="live")
+    with gr.Accordion("Paint the region to edit (optional)", open=False, elem_id="region-box"):
+        gr.Markdown("Paint over what should change: it becomes DiffEdit's mask, P2P's LocalBlend and MasaCtrl's foreground. "
+                    "Leave it empty for the editor's own mask (shown after an edit).")
+        c["region"] = gr.ImageEditor(
+            type="numpy", sources=[], transforms=(), layers=False, elem_id="region", height=260, show_label=False,
+            brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=12),
+        )
     with gr.Accordion("Steps, seed and guidance", open=False):
         with gr.Row():
             c["steps"] = gr.Slider(1, MAX_STEPS, value=base.default_steps, step=1, label="Steps", elem_id="steps")
@@ -163,6 +172,7 @@ def _output_column(page: Page) -> None:
                 c["recon"] = gr.Image(label="Reconstruction", type="pil", format="png", interactive=False, elem_id="recon", height=230)
                 c["edited"] = gr.Image(label="Edit", type="pil", format="png", interactive=False, elem_id="edited", height=230)
             c["summary"] = gr.Markdown(elem_id="summary")
+            c["mask_view"] = gr.Image(label="Edit region (painted, or the editor's own mask)", type="pil", format="png", interactive=False, elem_id="mask-view", height=200, visible=False)
             with gr.Accordion("All metrics (JSON)", open=False):
                 c["metrics"] = gr.JSON(label="Metrics and timings", elem_id="metrics")
             with gr.Row():
@@ -178,7 +188,25 @@ def _output_column(page: Page) -> None:
 
 
 def _edit_outputs(page: Page) -> list:
-    return [page.c[k] for k in ("slider", "shown_input", "recon", "edited", "summary", "metrics", "edit_file", "inv_file") if k in page.c]
+    return [page.c[k] for k in ("slider", "shown_input", "recon", "edited", "summary", "metrics", "edit_file", "inv_file", "mask_view") if k in page.c]
+
+
+def _painted(value) -> np.ndarray | None:
+    """The ImageEditor's painted strokes as one H x W mask (None when nothing is painted)."""
+    if not value or not value.get("layers"):
+        return None
+    alpha = [layer[..., 3] for layer in value["layers"] if layer is not None and layer.ndim == 3 and layer.shape[-1] == 4]
+    mask = np.any(np.stack(alpha), axis=0) if alpha else None
+    return mask if mask is not None and mask.any() else None
+
+
+def _mask_overlay(x, mask):
+    """The input with the edit region tinted red (the mask brought to the image's size)."""
+    import torch.nn.functional as F
+
+    m = F.interpolate(mask.float().cpu(), size=x.shape[-2:], mode="nearest")
+    tint = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1)
+    return show(x.cpu() * (1 - 0.5 * m) + tint * 0.5 * m)
 
 
 # ---------------------------------------------------------------- events ------------------
@@ -214,7 +242,8 @@ def _edit_request(page: Page, data: dict) -> EditRequest:
     source = _inversion_request(page, data)
     family = Engine.base(page.engine.model_for(source.model)).defaults
     ed = data[page.editor]
-    return EditRequest(source, data[page.target] or "", ed, data[page.edit_guidance], _changed_params(EDITORS[ed].params, page.ed_params[ed], data, family))
+    return EditRequest(source, data[page.target] or "", ed, data[page.edit_guidance], _changed_params(EDITORS[ed].params, page.ed_params[ed], data, family),
+                       region=_painted(data.get(page.c["region"])))
 
 
 def _work_handlers(page: Page):
@@ -225,8 +254,9 @@ def _work_handlers(page: Page):
     def edit_result(r: dict) -> dict:
         png, inv_path = write_downloads(r)
         x, e = show(r["x"]), show(r["edit"])
+        mask = gr.update(value=_mask_overlay(r["x"], r["mask"]), visible=True) if r["mask"] is not None else gr.update(value=None, visible=False)
         return {c["slider"]: (x, e), c["shown_input"]: x, c["recon"]: show(r["reconstruction"]), c["edited"]: e,
-                c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: png, c["inv_file"]: inv_path}
+                c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: png, c["inv_file"]: inv_path, c["mask_view"]: mask}
 
     @gpu
     @user_errors
@@ -297,7 +327,7 @@ def _setting_handlers(page: Page):
 
 def _wire(page: Page) -> None:
     c = page.c
-    all_inputs = {c[k] for k in ("model", "image", "source", "target", "inverter", "editor", "steps", "seed", "guidance", "edit_guidance", "live")}
+    all_inputs = {c[k] for k in ("model", "image", "source", "target", "inverter", "editor", "steps", "seed", "guidance", "edit_guidance", "live", "region")}
     for comps in [*page.inv_params.values(), *page.ed_params.values()]:
         all_inputs |= set(comps.values())
     outputs = _edit_outputs(page)
@@ -314,6 +344,8 @@ def _wire(page: Page) -> None:
     c["invert_btn"].click(on_invert, all_inputs, [c["shown_input"], c["recon"], c["summary"], c["metrics"]], api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
     # Live: only the latest keystroke's edit runs once the running one ends (always_last).
     c["target"].input(on_live, all_inputs, outputs, trigger_mode="always_last", api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
+    # The painting canvas shows the uploaded image; a new image clears old strokes.
+    c["image"].change(lambda img: {"background": img, "layers": [], "composite": img} if img else None, c["image"], c["region"], queue=False, api_visibility="private")
     for ex in page.examples:
         ex.load_input_event.then(on_edit, all_inputs, outputs, api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
     c["compare_btn"].click(on_compare, all_inputs, [c["gallery"], c["table"], c["plot"]], api_visibility="private", concurrency_id="model", show_progress_on=[c["table"]])

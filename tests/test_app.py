@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from conftest import ROOT, free_port, serve_app
 from PIL import Image
@@ -65,7 +66,7 @@ def test_api_parameters_have_names_and_defaults(client):
     info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     names = [p["parameter_name"] for p in info["/edit"]["parameters"]]
     assert names == ["image", "source_prompt", "target_prompt", "inverter", "editor", "steps", "seed", "inversion_guidance",
-                     "edit_guidance", "inverter_params", "editor_params", "model"]
+                     "edit_guidance", "inverter_params", "editor_params", "model", "edit_region"]
     assert [p["parameter_name"] for p in info["/invert"]["parameters"]][:3] == ["image", "source_prompt", "inverter"]
     defaults = {p["parameter_name"]: p.get("parameter_default") for p in info["/edit"]["parameters"]}
     assert defaults["inverter"] == "rnri" and defaults["editor"] == "p2p" and defaults["steps"] is None
@@ -208,3 +209,25 @@ def test_app_py_listens_where_hugging_face_spaces_expects():
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_painted_region_replaces_diffedit_s_mask(client, served, cat_image, tmp_path):
+    """The region comes as a mask image of the input's size and is cropped and resized as the image."""
+    from gradio_client import handle_file
+
+    w, h = Image.open(cat_image).size
+    mask = np.zeros((h, w), np.uint8)
+    mask[: h // 2, : w // 2] = 255  # the top-left quarter
+    path = tmp_path / "region.png"
+    Image.fromarray(mask).save(path)
+    *_, painted = _edit(client, cat_image, editor="diffedit", edit_region=handle_file(str(path)))
+    *_, automatic = _edit(client, cat_image, editor="diffedit")
+    assert 0.2 <= painted["edit"]["mask_fraction"] <= 0.3  # about a quarter, on the latent grid
+    assert painted["edit"]["mask_fraction"] != automatic["edit"]["mask_fraction"]
+    Image.fromarray(np.zeros((h, w), np.uint8)).save(path)
+    *_, empty = _edit(client, cat_image, editor="diffedit", edit_region=handle_file(str(path)))
+    assert empty["edit"]["mask_fraction"] == automatic["edit"]["mask_fraction"]  # nothing painted: the editor's own
+    Image.fromarray(mask[: h // 2]).save(path)
+    with pytest.raises(Exception, match="paint on the uploaded image"):
+        _edit(client, cat_image, editor="diffedit", edit_region=handle_file(str(path)))
+

@@ -173,3 +173,39 @@ def test_live_mode_runs_only_the_latest_of_a_burst_of_keystrokes(served, browser
     page.wait_for_function(DONE, arg="", timeout=WAIT)
     assert calls and calls[-1] == TARGET
     assert len(calls) <= 6, calls  # 35 keystrokes, a handful of edits: never one per keystroke
+
+
+def test_a_painted_region_is_the_edit_region(served, browser, monkeypatch):
+    """Paint a stroke on the canvas; DiffEdit then edits there and shows the region it used."""
+    engine, seen = served[0], []
+    real = engine.edit
+
+    def recording(session, req, progress=None):
+        seen.append(req.region)
+        return real(session, req, progress)
+
+    monkeypatch.setattr(engine, "edit", recording)
+    page = _page(browser, served[1])
+    _upload(page, SCENE)
+    page.locator("#region-box").get_by_text("Paint the region").click()
+    canvas = page.locator("#region canvas").first
+    canvas.wait_for(timeout=30000)
+    page.wait_for_timeout(1000)
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 20, cy - 20)
+    page.mouse.down()
+    for k in range(10):
+        page.mouse.move(cx - 20 + 4 * k, cy - 20 + 4 * k)
+    page.mouse.up()
+    page.locator("#editor input").fill("diffedit")
+    page.keyboard.press("Enter")
+    page.locator("#source textarea").fill(SOURCE)
+    page.locator("#target textarea").fill(TARGET)
+    _run(page, "#edit-btn")
+    page.locator("#mask-view img").first.wait_for(timeout=WAIT)
+    shown = _shown_image(page, "mask-view")
+    tinted = (shown[..., 0] > 150) & (shown[..., 2] < 150) & (shown[..., 1] < 100)  # the red tint over the blue background
+    assert 0 < tinted.mean() < 0.5  # a stroke, not the whole image and not nothing
+    painted = seen[-1]
+    assert painted is not None and painted.shape == (64, 64) and 0 < painted.mean() < 0.5  # the stroke, at the image's size
