@@ -88,18 +88,16 @@ def _param_component(name: str, spec: Param, family: tuple[str, ...]):
 
 
 def _parameter_boxes(page: Page, family: tuple[str, ...]) -> None:
-    with gr.Accordion("Inverter parameters (defaults from the papers)", open=False):
-        for name, inv in INVERTERS.items():
-            with gr.Group(visible=name == "rnri") as box:
-                gr.Markdown(f"**{name}**: {inv.paper}. UNet calls per step: {inv.nfe_per_step}")
-                page.inv_params[name] = {k: _param_component(k, s, family) for k, s in inv.params.items()}
-            page.inv_boxes[name] = box
-    with gr.Accordion("Editor parameters (defaults from the papers)", open=False):
-        for name, ed in EDITORS.items():
-            with gr.Group(visible=name == "p2p") as box:
-                gr.Markdown(f"**{name}**: {ed.paper}")
-                page.ed_params[name] = {k: _param_component(k, s, family) for k, s in ed.params.items()}
-            page.ed_boxes[name] = box
+    """One accordion per kind; inside, one group per inverter (editor), shown when it is picked."""
+    kinds = (("Inverter", INVERTERS, page.inv_params, page.inv_boxes, "rnri"), ("Editor", EDITORS, page.ed_params, page.ed_boxes, "p2p"))
+    for title, registry, params, boxes, shown in kinds:
+        with gr.Accordion(f"{title} parameters (defaults from the papers)", open=False):
+            for name, algo in registry.items():
+                with gr.Group(visible=name == shown) as box:
+                    cost = f". UNet calls per step: {algo.nfe_per_step}" if hasattr(algo, "nfe_per_step") else ""
+                    gr.Markdown(f"**{name}**: {algo.paper}{cost}")
+                    params[name] = {k: _param_component(k, s, family) for k, s in algo.params.items()}
+                boxes[name] = box
 
 
 def _examples(page: Page, model) -> None:

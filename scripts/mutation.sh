@@ -13,7 +13,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 declare -A PATHS TESTS
 PATHS[schedule]="inversion/schedule.py";            TESTS[schedule]="tests/test_ddim_reference.py tests/test_inversion_core.py tests/test_inverters.py"
-PATHS[metrics]="inversion/metrics.py";              TESTS[metrics]="tests/test_metrics_images_tokens.py"
+PATHS[metrics]="inversion/metrics.py";              TESTS[metrics]="tests/test_metrics_images_tokens.py tests/test_inversion_core.py"
 PATHS[images]="inversion/images.py";                TESTS[images]="tests/test_metrics_images_tokens.py tests/test_properties.py"
 PATHS[inverters]="inversion/inverters";             TESTS[inverters]="tests/test_inverters.py tests/test_claims.py"
 PATHS[words]="editing/words.py";                    TESTS[words]="tests/test_editing.py"
@@ -38,7 +38,7 @@ also_copy = ["inversion", "editing", "demo", "shapes", "assets", "tests", "app.p
 pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider"]
 TOML
   start=$(date +%s)
-  (cd "$work" && "$VENV/bin/mutmut" run >/dev/null 2>&1 || true)
+  (cd "$work" && "$VENV/bin/mutmut" run --max-children "${MUTMUT_CHILDREN:-2}" >/dev/null 2>&1 || true)
   (cd "$work" && "$VENV/bin/mutmut" results --all true > results.txt 2>&1 || true)
   killed=$(grep -cE ": (killed|timeout)" "$work/results.txt" || true)
   total=$(grep -cE ": (killed|survived|timeout|no tests|suspicious|segfault)" "$work/results.txt" || true)

@@ -39,19 +39,19 @@ import copy
 import math
 import os
 import random
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from inversion.models import shapes_arch as arch
 from inversion.models.shapes import WEIGHTS, shapes
 from inversion.models.unet_model import guidance_embedding
 from inversion.schedule import lcm_boundary_scalings
+
+from . import loop
 
 HUBER_C = 0.001  # LCM's pseudo-Huber constant (diffusers' train_lcm_distill scripts)
 TARGET_EMA = 0.95  # the target network's EMA decay (LCM)
@@ -178,31 +178,13 @@ class Distiller:
         return pseudo_huber(pred, target)
 
     @torch.no_grad()
-    def _update_averages(self) -> None:
+    def update_averages(self) -> None:
         for avg, decay in ((self.target, TARGET_EMA), (self.ema, EXPORT_EMA)):
             for p_avg, p in zip(avg.parameters(), self.student.parameters()):
                 p_avg.mul_(decay).add_(p.detach(), alpha=1 - decay)
 
     def run(self, save_every: int) -> None:
-        bar = tqdm(total=self.steps, initial=self.step, desc="distil lcm", mininterval=5)
-        ema_loss, t0 = None, time.time()
-        while self.step < self.steps:
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr_at(self.step)
-            loss = self.loss()
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
-            self.opt.step()
-            self._update_averages()
-            self.step += 1
-            ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
-            bar.update(1)
-            bar.set_postfix(loss=f"{ema_loss:.4f}", refresh=False)
-            if self.step % save_every == 0 or self.step == self.steps:
-                self.save()
-        bar.close()
-        print(f"lcm: {self.step} steps, last loss {ema_loss}, {time.time() - t0:.0f} s this run", flush=True)
+        loop.run(self, save_every, "distil lcm")
 
 
 def exported_lcm_steps(path: Path) -> int:

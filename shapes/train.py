@@ -21,7 +21,6 @@ import json
 import math
 import os
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 from inversion.models import shapes_arch as arch
 from inversion.models.tokenizers import WORDS, build_clip_tokenizer, clip_vocab
 
-from . import distill
+from . import distill, loop
 from .scenes import render, scenes
 
 RUN_DIR = Path(os.environ.get("SHAPES_RUN_DIR", "runs/shapes"))
@@ -181,30 +180,14 @@ class Trainer:
             return F.mse_loss(pred, v)
         return F.mse_loss(pred, noise)
 
+    @torch.no_grad()
+    def update_averages(self) -> None:
+        decay = min(0.999, (1 + self.step) / (10 + self.step))
+        for k, v in self._state().items():
+            self.ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+
     def run(self, save_every: int) -> None:
-        bar = tqdm(total=self.steps, initial=self.step, desc=f"train {self.stage}", mininterval=5)
-        ema_loss = None
-        t0 = time.time()
-        while self.step < self.steps:
-            for g in self.opt.param_groups:
-                g["lr"] = self.lr_at(self.step)
-            loss = self.loss()
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], 1.0)
-            self.opt.step()
-            decay = min(0.999, (1 + self.step) / (10 + self.step))
-            with torch.no_grad():
-                for k, v in self._state().items():
-                    self.ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
-            self.step += 1
-            ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
-            bar.update(1)
-            bar.set_postfix(loss=f"{ema_loss:.4f}", refresh=False)
-            if self.step % save_every == 0 or self.step == self.steps:
-                self.save()
-        bar.close()
-        print(f"{self.stage}: {self.step} steps, last loss {ema_loss}, {time.time() - t0:.0f} s this run", flush=True)
+        loop.run(self, save_every, f"train {self.stage}")
 
 
 def exported_steps(path: Path) -> dict[str, int]:
