@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False HF_HUB_DISABLE_TELEMETRY=
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 declare -A PATHS TESTS
-PATHS[schedule]="inversion/schedule.py";            TESTS[schedule]="tests/test_ddim_reference.py tests/test_inversion_core.py tests/test_inverters.py"
+PATHS[schedule]="inversion/schedule.py";            TESTS[schedule]="tests/test_schedule.py tests/test_ddim_reference.py tests/test_inversion_core.py tests/test_inverters.py"
 PATHS[metrics]="inversion/metrics.py";              TESTS[metrics]="tests/test_metrics_images_tokens.py tests/test_inversion_core.py"
 PATHS[images]="inversion/images.py";                TESTS[images]="tests/test_metrics_images_tokens.py tests/test_properties.py"
 PATHS[inverters]="inversion/inverters";             TESTS[inverters]="tests/test_inverters.py tests/test_claims.py"
