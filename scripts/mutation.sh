@@ -16,7 +16,7 @@ PATHS[schedule]="inversion/schedule.py";            TESTS[schedule]="tests/test_
 PATHS[metrics]="inversion/metrics.py";              TESTS[metrics]="tests/test_metrics_images_tokens.py tests/test_inversion_core.py"
 PATHS[images]="inversion/images.py";                TESTS[images]="tests/test_metrics_images_tokens.py tests/test_properties.py"
 PATHS[inverters]="inversion/inverters";             TESTS[inverters]="tests/test_inverters.py tests/test_claims.py"
-PATHS[words]="editing/words.py";                    TESTS[words]="tests/test_editing.py"
+PATHS[words]="editing/words.py";                    TESTS[words]="tests/test_words.py tests/test_editing.py"
 PATHS[attention]="editing/attention.py";            TESTS[attention]="tests/test_editing.py tests/test_claims.py"
 PATHS[editors]="editing/p2p.py editing/masactrl.py editing/diffedit.py editing/loop.py"; TESTS[editors]="tests/test_editing.py tests/test_claims.py"
 PATHS[cache]="demo/cache.py";                       TESTS[cache]="tests/test_app.py"

@@ -1,0 +1,71 @@
+"""Words to token positions, and Prompt-to-Prompt's token maps, on the in-code CLIP tokenizer
+(listed words are one token; others, e.g. "zebrafish", are several byte-level tokens)."""
+
+import pytest
+import torch
+
+from editing.words import WordError, equalizer, find_word, refine_alignment, replace_mapper, word_tokens
+from inversion.models.tokenizers import build_clip_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_clip_tokenizer()
+
+
+def test_word_tokens_follow_each_whitespace_chunk(tok):
+    assert word_tokens(tok, "a cat and a cat") == [("a", [1]), ("cat", [2]), ("and", [3]), ("a", [4]), ("cat", [5])]  # repeats advance
+    assert word_tokens(tok, "A CAT, sitting.") == [("A", [1]), ("CAT,", [2, 3]), ("sitting.", [4, 5])]  # punctuation joins its chunk
+    zebra = word_tokens(tok, "a zebrafish swims")
+    assert zebra[1] == ("zebrafish", list(range(2, 11)))
+    long = " ".join(["cat"] * 100)  # truncated at 77 tokens: later chunks have none
+    chunks = word_tokens(tok, long, 77)
+    assert chunks[74] == ("cat", [75]) and chunks[75] == ("cat", []) and all(not t for _, t in chunks[75:])
+
+
+def test_find_word_ignores_case_and_punctuation_and_finds_every_occurrence(tok):
+    assert find_word(tok, "A CAT, sitting.", "cat") == [2]
+    assert find_word(tok, "a cat and a cat", "Cat") == [2, 5]
+    assert find_word(tok, "a zebrafish swims", "zebrafish") == list(range(2, 11))
+    assert find_word(tok, "the cat's toy", "cat's") == find_word(tok, "the cat's toy", "'cat's-")  # quotes and hyphens at the ends
+
+
+def test_find_word_refusals_say_why(tok):
+    with pytest.raises(WordError, match="give one word, got 'two words'"):
+        find_word(tok, "a cat", "two words")
+    with pytest.raises(WordError, match="give one word"):
+        find_word(tok, "a cat", "'-")
+    with pytest.raises(WordError, match=r"'dog' is not a word of the prompt 'a cat and a cat'; its words are: a, cat, and$"):
+        find_word(tok, "a cat and a cat", "dog")
+    long = " ".join(["cat"] * 80) + " dog"
+    with pytest.raises(WordError, match="'dog' is beyond the text encoder's 77-token limit"):
+        find_word(tok, long, "dog")
+
+
+def test_replace_mapper_swaps_words_and_spreads_a_longer_word_evenly(tok):
+    m = replace_mapper(tok, "a cat sitting", "a dog sitting")
+    assert torch.equal(m, torch.eye(77))  # one token each: the identity
+    m = replace_mapper(tok, "a cat sitting", "a zebrafish sitting")  # source: BOS a cat sitting EOS; target: BOS a zebra(9) sitting EOS
+    assert torch.allclose(m[2, 2:11], torch.full((9,), 1 / 9)) and float(m[2].sum()) == pytest.approx(1.0)  # mass kept
+    assert m[3, 11] == 1 and m[4, 12] == 1  # "sitting", then the end token, follow
+    assert m[0, 0] == 1 and all(m[4 + k, 12 + k] == 1 for k in range(77 - 12))  # padding follows the end token
+    assert float(m.sum()) == pytest.approx(1 + 1 + 1 + 1 + (77 - 12))  # nothing else is mapped
+    m = replace_mapper(tok, "a zebrafish sitting", "a cat sitting")
+    assert torch.allclose(m[2:11, 2], torch.ones(9))  # every source token of the word feeds the one target token
+    with pytest.raises(WordError, match="same number of words: 3 in 'a cat sitting', 4 in"):
+        replace_mapper(tok, "a cat sitting", "a big dog sitting")
+
+
+def test_refine_alignment_maps_shared_tokens_and_frees_new_ones(tok):
+    index, alpha = refine_alignment(tok, "a cat sitting", "a big cat sitting on grass")
+    # target: BOS a big cat sitting on grass EOS; source: BOS a cat sitting EOS
+    assert alpha[:8].tolist() == [1, 1, 0, 1, 1, 0, 0, 1]
+    assert index[:2].tolist() == [0, 1] and index[3] == 2 and index[4] == 3
+    assert index[7] == 4 and all(index[7 + k] == 4 + k for k in range(77 - 7))  # end token and padding follow the source's
+    assert bool((alpha[7:] == 1).all())
+
+
+def test_equalizer_scales_only_the_chosen_words(tok):
+    eq = equalizer(tok, "a cat and a cat sitting", {"cat": 2.5, "sitting": 0.5})
+    assert eq[2] == eq[5] == 2.5 and eq[6] == 0.5
+    assert float(eq.sum()) == pytest.approx(77 - 3 + 2.5 * 2 + 0.5)
