@@ -231,3 +231,46 @@ def test_a_painted_region_replaces_diffedit_s_mask(client, served, cat_image, tm
     with pytest.raises(Exception, match="paint on the uploaded image"):
         _edit(client, cat_image, editor="diffedit", edit_region=handle_file(str(path)))
 
+
+
+def test_cache_bounds_are_exact_and_least_recently_used_goes_first():
+    import torch
+
+    from demo.cache import Entry, InversionCache
+
+    class Fake:
+        def __init__(self, n):
+            self.n = n
+
+        def nbytes(self):
+            return self.n
+
+    def entry(n):
+        return Entry(Fake(n), torch.zeros(0), torch.zeros(0), {})
+
+    cache = InversionCache(max_bytes=1000, max_sessions=3, max_total=10_000)
+    cache.put("a", "k1", entry(500))
+    cache.put("a", "k2", entry(500))  # exactly at the bound: both stay
+    assert cache.get("a", "k1") is not None and cache.nbytes("a") == 1000
+    cache.put("a", "k3", entry(1))  # k1 was used last, so k2 is the least recent and goes
+    assert cache.get("a", "k2") is None and cache.get("a", "k1") is not None and cache.nbytes("a") == 501
+    cache.put("a", "big", entry(5000))  # larger than the bound on its own: kept, the others go
+    assert cache.get("a", "big") is not None and cache.nbytes("a") == 5000
+    cache.put("b", "k", entry(1))
+    cache.put("c", "k", entry(1))
+    assert cache.nbytes("b") == 1 and cache.nbytes("nobody") == 0 and cache.nbytes() == 5002
+    cache.get("a", "big")  # a becomes the most recent session
+    cache.put("d", "k", entry(1))  # four sessions: the least recent (b) goes
+    assert cache.get("b", "k") is None and cache.get("a", "big") is not None and len(cache.sessions) == 3
+    total = InversionCache(max_bytes=1000, max_sessions=10, max_total=1000)
+    total.put("a", "k1", entry(300))
+    total.put("a", "k2", entry(300))
+    total.put("b", "k", entry(400))  # exactly at the total: all stay
+    assert total.nbytes() == 1000
+    total.put("c", "k", entry(300))  # over: the least recent session (a) loses its oldest entry first
+    assert list(total.sessions["a"]) == ["k2"] and total.nbytes() == 1000  # (looked at without touching the order)
+    total.put("c", "k2", entry(300))  # over again: a's last entry goes, and a with it
+    assert "a" not in total.sessions and total.nbytes() == 1000
+    alone = InversionCache(max_bytes=10_000, max_sessions=10, max_total=100)
+    alone.put("a", "k", entry(500))  # one session over the total keeps its entry
+    assert alone.get("a", "k") is not None

@@ -162,3 +162,22 @@ def test_t5_tokenizer_builds_offline():
     tok = build_t5_tokenizer()
     ids = tok("a red cat").input_ids
     assert tok.convert_ids_to_tokens(ids) == ["\u2581a", "\u2581red", "\u2581cat", "</s>"]
+
+
+def test_ssim_below_the_window_size_uses_the_largest_odd_gaussian_window_that_fits():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 1, 8, 9, generator=g) * 2 - 1
+    b = (a + 0.2 * torch.randn(a.shape, generator=g)).clamp(-1, 1)
+    x, y = ((a + 1) / 2).double()[0, 0].numpy(), ((b + 1) / 2).double()[0, 0].numpy()
+    r = np.arange(7) - 3
+    w1 = np.exp(-(r**2) / (2 * 1.5**2))
+    w = np.outer(w1, w1) / np.outer(w1, w1).sum()  # 7 x 7: the largest odd side <= 8
+
+    def filt(z):
+        return np.array([[(z[i : i + 7, j : j + 7] * w).sum() for j in range(z.shape[1] - 6)] for i in range(z.shape[0] - 6)])
+
+    mx, my = filt(x), filt(y)
+    vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    ref = (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))).mean()
+    assert ssim(b, a) == pytest.approx(ref, abs=1e-9)
