@@ -181,3 +181,45 @@ def test_ssim_below_the_window_size_uses_the_largest_odd_gaussian_window_that_fi
     c1, c2 = 0.01**2, 0.03**2
     ref = (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))).mean()
     assert ssim(b, a) == pytest.approx(ref, abs=1e-9)
+
+
+def test_array_inputs_are_scaled_by_their_range():
+    from inversion.images import load_image as li
+
+    assert li(np.full((8, 8), 0.5, np.float32)).getpixel((0, 0)) == (128, 128, 128)  # [0, 1] floats
+    assert li(np.full((8, 8, 3), 200.0)).getpixel((0, 0)) == (200, 200, 200)  # [0, 255] floats
+    assert li(np.full((8, 8), 65535, np.uint16)).getpixel((0, 0)) == (255, 255, 255)  # 16-bit
+    assert li(np.full((8, 8, 1), 7, np.uint8)).getpixel((0, 0)) == (7, 7, 7)
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    assert li(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent: white
+    with pytest.raises(ImageError, match=r"HxW, HxWx1, HxWx3 or HxWx4, got shape \(8, 8, 2\)"):
+        li(np.zeros((8, 8, 2), np.uint8))
+    with pytest.raises(ImageError, match="cannot read an image from a list"):
+        li([1, 2, 3])
+
+
+def test_images_are_cropped_and_resized_as_documented():
+    from inversion.images import to_model_tensor
+
+    img = Image.new("RGB", (300, 100), (0, 0, 0))
+    img.paste((255, 255, 255), (100, 0, 200, 100))  # a white centre square
+    sq = to_model_tensor(img, long_side=64, multiple=1, square=True, max_side=1024)
+    assert sq.shape == (1, 3, 64, 64) and float(sq.min()) > 0.99  # the centre crop: all white
+    wide = to_model_tensor(img, long_side=512, multiple=64, square=False, max_side=256)
+    assert wide.shape == (1, 3, 64, 256)  # capped at max_side, snapped to 64
+    assert float(wide.min()) == -1.0 and float(wide.max()) == 1.0
+    same = to_model_tensor(Image.new("RGB", (64, 64), (255, 0, 0)), long_side=64, multiple=64, square=False, max_side=1024)
+    assert same[0, 0].eq(1).all() and same[0, 1].eq(-1).all()  # no resize: exact values
+    assert fit_size(1000, 999, 512, 64, 768) == (512, 512) and fit_size(999, 1000, 512, 1, 768) == (511, 512)
+
+
+def test_messages_name_the_image_as_told():
+    with pytest.raises(ImageError, match="^the upload is not an image this program can read"):
+        load_image(b"garbage", name="the upload")
+    with pytest.raises(ImageError, match="no image file at the upload"):
+        load_image("/nonexistent/x.png", name="the upload")
+    notes = []
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 255, 0))]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    assert load_image(buf.getvalue(), notes=notes).getpixel((0, 0))[0] > 200 and "2 frames" in notes[0]  # the first frame
