@@ -234,7 +234,8 @@ def main() -> None:
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export", action="store_true")
-    p.add_argument("--export-lcm", action="store_true", help="export the distilled shapes-lcm student")
+    p.add_argument("--export-lcm", action="store_true", help="export the distilled shapes-lcm student (the best-judged snapshot)")
+    p.add_argument("--lcm-step", type=int, help="export this step's snapshot instead")
     p.add_argument("--init", type=Path, help="continue a stage from these exported weights (no checkpoint)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -249,7 +250,7 @@ def main() -> None:
     if a.export:
         export()
     if a.export_lcm:
-        distill.export(RUN_DIR)
+        distill.export(RUN_DIR, step=a.lcm_step)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ def _part(raw: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v.float() for k, v in raw.items() if k.startswith(prefix)}
 
 
-def _modules(lcm: bool):
-    """(tokenizer, text encoder, base UNet, SR UNet) from the shipped weights."""
+def _modules(lcm: bool, lcm_state: dict | None = None):
+    """(tokenizer, text encoder, base UNet, SR UNet) from the shipped weights (`lcm_state`: the
+    distilled base UNet's weights in memory instead of its file, as the distillation validates)."""
     raw = _read(WEIGHTS, "shapes")
     spec = json.loads((WEIGHTS.parent / "tokenizer.json").read_text())
     tok = CLIPTokenizer(vocab=spec["vocab"], merges=[tuple(m) for m in spec["merges"]], model_max_length=MAX_LENGTH)
@@ -41,17 +42,17 @@ def _modules(lcm: bool):
     sr.load_state_dict(_part(raw, "sr.unet."))
     if lcm:
         base = arch.base_unet(time_cond_proj_dim=arch.LCM_W_EMBED_DIM)
-        base.load_state_dict(_part(_read(LCM_WEIGHTS, "shapes-lcm"), "lcm.unet."))
+        base.load_state_dict(lcm_state if lcm_state is not None else _part(_read(LCM_WEIGHTS, "shapes-lcm"), "lcm.unet."))
     else:
         base = arch.base_unet()
         base.load_state_dict(_part(raw, "base.unet."))
     return tok, text, base, sr
 
 
-def shapes(device: str = "cpu", lcm: bool = False) -> Cascade:
+def shapes(device: str = "cpu", lcm: bool = False, lcm_state: dict | None = None) -> Cascade:
     """`shapes` (20-step DDIM on both stages) or `shapes-lcm` (the consistency-distilled base
     stage, LCM sampler, guidance as the w-embedding; the same SR stage at 4 trailing DDIM steps)."""
-    tok, text, base, sr = _modules(lcm)
+    tok, text, base, sr = _modules(lcm, lcm_state)
     common = dict(
         family="shapes",
         device=torch.device(device),
