@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from editing import EDITORS
+from inversion.errors import ModelError
 from inversion.inverters import INVERTERS
 from inversion.models import as_cascade
 from inversion.params import Param
@@ -297,9 +298,14 @@ def _setting_handlers(page: Page):
     def on_model(data: dict, request: gr.Request, progress=gr.Progress()):
         name = data[c["model"]]
         progress(0.1, desc=f"loading {name}")
-        model = engine.model_for(name)  # raises ModelError with what to do
+        try:
+            model = engine.model_for(name)
+        except ModelError as e:  # say what to do, and go back to the app's model
+            gr.Warning(str(e))
+            name = engine.models.default
+            model = engine.model_for(name)
         base = Engine.base(model)
-        updates = {c["steps"]: gr.update(value=base.default_steps), c["guidance"]: gr.update(value=base.default_guidance),
+        updates = {c["model"]: gr.update(value=name), c["steps"]: gr.update(value=base.default_steps), c["guidance"]: gr.update(value=base.default_guidance),
                    c["edit_guidance"]: gr.update(value=base.default_edit_guidance),
                    c["inverter"]: gr.update(choices=engine.inverters(name), value="rnri"),
                    c["shape_examples"]: gr.update(visible=_is_shapes(model)), c["photo_examples"]: gr.update(visible=not _is_shapes(model)),
@@ -334,9 +340,9 @@ def _wire(page: Page) -> None:
     choice_out = [*page.inv_boxes.values(), *page.ed_boxes.values(), c["choice_note"]]
     for comp in (c["inverter"], c["editor"], c["steps"]):
         comp.change(on_choice, {c["inverter"], c["editor"], c["steps"]}, choice_out, queue=False, api_visibility="private")
-    model_out = [c["steps"], c["guidance"], c["edit_guidance"], c["inverter"], c["shape_examples"], c["photo_examples"], c["model_line"]]
+    model_out = [c["model"], c["steps"], c["guidance"], c["edit_guidance"], c["inverter"], c["shape_examples"], c["photo_examples"], c["model_line"]]
     model_out += [comp for params in (page.inv_params, page.ed_params) for comps in params.values() for comp in comps.values()]
-    c["model"].change(on_model, {c["model"]}, model_out, api_visibility="private", concurrency_id="model")
+    c["model"].input(on_model, {c["model"]}, model_out, api_visibility="private", concurrency_id="model")
     progress_on = [c["summary"]]
     c["edit_btn"].click(on_edit, all_inputs, outputs, api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
     c["invert_btn"].click(on_invert, all_inputs, [c["shown_input"], c["recon"], c["summary"], c["metrics"]], api_visibility="private", concurrency_id="model", show_progress_on=progress_on)

@@ -209,3 +209,13 @@ def test_a_painted_region_is_the_edit_region(served, browser, monkeypatch):
     assert 0 < tinted.mean() < 0.5  # a stroke, not the whole image and not nothing
     painted = seen[-1]
     assert painted is not None and painted.shape == (64, 64) and 0 < painted.mean() < 0.5  # the stroke, at the image's size
+
+
+def test_the_model_picker_switches_models_and_explains_a_missing_download(served, browser):
+    page = _page(browser, served[1])
+    page.locator("#model input").click()
+    options = page.get_by_role("option").all_inner_texts()
+    assert any("shapes-lcm" in o and "available" in o for o in options) and any("sd-1.5" in o and "needs download" in o for o in options)
+    page.get_by_role("option", name="sd-1.5 — needs download").click()
+    page.get_by_text("cannot load 'sd-1.5'").first.wait_for(timeout=WAIT)  # the remedy, as a warning
+    page.wait_for_function("() => document.querySelector('#model input').value.startsWith('" + BROWSER_MODEL + "')", timeout=WAIT)
