@@ -5,7 +5,7 @@
     edited, reconstruction, metrics = client.predict(
         image=handle_file("assets/shapes/examples/scene0.png"),
         source_prompt="a red circle on a blue background", target_prompt="a green circle on a blue background",
-        inverter="rnri", editor="p2p", api_name="/edit")
+        editor="p2p", api_name="/edit")
 
 Every parameter has a name and a default (steps and guidance: the model's own);
 inverter and editor parameters are JSON objects, e.g. '{"iterations": 4}'; `edit_region` (optional)
@@ -47,7 +47,7 @@ def add_endpoints(engine: Engine) -> None:
         image = uploaded_image(label="image")
         source = gr.Textbox(label="source_prompt", info="describes the input image")
         target = gr.Textbox(label="target_prompt", info="describes the edit")
-        inverter = gr.Textbox(value="rnri", label="inverter", info=f"one of: {inverters}")
+        inverter = gr.Textbox(value="", label="inverter", info=f"one of: {inverters}; empty: the model's default")
         editor = gr.Textbox(value="p2p", label="editor", info=f"one of: {editors}")
         steps = gr.Number(value=None, label="steps", info="a whole number; empty: the model's default")
         seed = gr.Number(value=0, precision=0, label="seed")
@@ -63,18 +63,18 @@ def add_endpoints(engine: Engine) -> None:
         b_invert, b_edit, b_compare = gr.Button(), gr.Button(), gr.Button()
 
     def inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model) -> InversionRequest:
-        return InversionRequest(image, source_prompt or "", inverter, steps, seed, inversion_guidance, _json_params(inverter_params), model or None)
+        return InversionRequest(image, source_prompt or "", inverter or None, steps, seed, inversion_guidance, _json_params(inverter_params), model or None)
 
     @gpu
     @user_errors
-    def invert(image, source_prompt="", inverter="rnri", steps=None, seed=0, inversion_guidance=None, inverter_params="{}", model="", request: gr.Request = None):
+    def invert(image, source_prompt="", inverter="", steps=None, seed=0, inversion_guidance=None, inverter_params="{}", model="", request: gr.Request = None):
         """Invert an image; returns its reconstruction and the metrics."""
         entry, record = engine.inversion_record(session_of(request), inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model))
         return to_pil(entry.reconstruction), record
 
     @gpu
     @user_errors
-    def edit(image, source_prompt="", target_prompt="", inverter="rnri", editor="p2p", steps=None, seed=0, inversion_guidance=None, edit_guidance=None,
+    def edit(image, source_prompt="", target_prompt="", inverter="", editor="p2p", steps=None, seed=0, inversion_guidance=None, edit_guidance=None,
              inverter_params="{}", editor_params="{}", model="", edit_region=None, request: gr.Request = None):
         """Invert (or reuse the session's inversion) and edit; returns the edit, the reconstruction and the metrics."""
         req = EditRequest(inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model), target_prompt or "",

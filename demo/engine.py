@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -47,7 +47,7 @@ class OutOfMemory(UserError):
 class InversionRequest:
     image: object  # a path, bytes or a PIL image
     prompt: str = ""
-    inverter: str = "rnri"
+    inverter: str | None = None  # None: the model's default (its `default_inverter`)
     steps: int | None = None  # None: the model's default
     seed: int = 0
     guidance: float | None = None  # None: the model's default inversion guidance
@@ -202,6 +202,7 @@ class Engine:
         return x, tuple(notes)
 
     def _resolved(self, req: InversionRequest, model) -> tuple[int, int, float | None]:
+        """(steps, seed, guidance) checked; the inverter and its parameters checked too."""
         base = self.base(model)
         steps = base.default_steps if req.steps is None else check_whole(req.steps, "steps", 1, MAX_STEPS)
         seed = check_whole(req.seed, "seed", 0, SEED_LIMIT - 1)
@@ -219,6 +220,7 @@ class Engine:
     def invert(self, session: str, req: InversionRequest, progress=None) -> tuple[Entry, bool]:
         """The cached inversion for these inputs, or a new one (then cached)."""
         model = self.model_for(req.model)
+        req = self.with_defaults(req, model)
         steps, seed, guidance = self._resolved(req, model)
         x, notes = self._intake(model, req.image)
         digest = hashlib.sha1(x.detach().cpu().numpy().tobytes()).hexdigest()[:16]
@@ -250,8 +252,13 @@ class Engine:
         mask = Image.fromarray(((region > 0) * 255).astype(np.uint8)).convert("RGB")
         return model.prepare_image(mask)[0, 0] > 0
 
+    @staticmethod
+    def with_defaults(req: InversionRequest, model) -> InversionRequest:
+        return req if req.inverter else replace(req, inverter=base_stage(model).default_inverter)
+
     def inversion_record(self, session: str, req: InversionRequest, progress=None) -> tuple[Entry, dict]:
         model = self.model_for(req.model)
+        req = self.with_defaults(req, model)
         entry, cached = self.invert(session, req, progress.phase(f"inverting ({req.inverter})", 0.0, 1.0, stages(model)) if progress else None)
         record = report.inversion_record(model, entry, cached)
         record["warnings"] = report.warnings_for(model, entry, [req.prompt])
@@ -261,6 +268,7 @@ class Engine:
     def edit(self, session: str, req: EditRequest, progress=None) -> dict:
         """Invert (or reuse) and edit; the record holds images, tensors and metrics."""
         model = self.model_for(req.source.model)
+        req = replace(req, source=self.with_defaults(req.source, model))
         if req.editor not in EDITORS:
             raise ParameterError(f"unknown editor {req.editor!r}; choose one of: {', '.join(EDITORS)}")
         if not isinstance(req.params, dict):

@@ -56,6 +56,10 @@ class Page:
     ed_boxes: dict = field(default_factory=dict)
     examples: list = field(default_factory=list)
 
+    @property
+    def first_inverter(self) -> str:
+        return Engine.base(self.engine.model).default_inverter
+
     def __getattr__(self, name):
         try:
             return self.__dict__["c"][name]
@@ -90,7 +94,7 @@ def _param_component(name: str, spec: Param, family: tuple[str, ...]):
 
 def _parameter_boxes(page: Page, family: tuple[str, ...]) -> None:
     """One accordion per kind; inside, one group per inverter (editor), shown when it is picked."""
-    kinds = (("Inverter", INVERTERS, page.inv_params, page.inv_boxes, "rnri"), ("Editor", EDITORS, page.ed_params, page.ed_boxes, "p2p"))
+    kinds = (("Inverter", INVERTERS, page.inv_params, page.inv_boxes, page.first_inverter), ("Editor", EDITORS, page.ed_params, page.ed_boxes, "p2p"))
     for title, registry, params, boxes, shown in kinds:
         with gr.Accordion(f"{title} parameters (defaults from the papers)", open=False):
             for name, algo in registry.items():
@@ -106,8 +110,9 @@ def _examples(page: Page, model) -> None:
     c = page.c
     inputs = [c["image"], c["source"], c["target"], c["inverter"], c["editor"]]
     scenes = json.loads((SHAPES_EXAMPLES / "examples.json").read_text())
-    shape_rows = [[str(SHAPES_EXAMPLES / m["image"]), m["source"], m["target"], "rnri", m["editor"]] for m in scenes]
-    photo_rows = [[str(ROOT / "assets" / f), s, t, "rnri", e] for f, s, t, e in PHOTO_EXAMPLES]
+    inv = Engine.base(model).default_inverter
+    shape_rows = [[str(SHAPES_EXAMPLES / m["image"]), m["source"], m["target"], inv, m["editor"]] for m in scenes]
+    photo_rows = [[str(ROOT / "assets" / f), s, t, inv, e] for f, s, t, e in PHOTO_EXAMPLES]
     page.examples = []
     for key, rows, visible in (("shape_examples", shape_rows, _is_shapes(model)), ("photo_examples", photo_rows, not _is_shapes(model))):
         with gr.Column(visible=visible, elem_classes="compact-examples", elem_id=key.replace("_", "-")) as col:
@@ -131,7 +136,7 @@ def _input_column(page: Page, model) -> None:
     # Made first (unrendered) so the examples right under the image can fill them.
     c["source"] = gr.Textbox(label="Source prompt (describes the image)", elem_id="source", max_lines=2, render=False)
     c["target"] = gr.Textbox(label="Target prompt (describes the edit)", elem_id="target", max_lines=2, render=False)
-    c["inverter"] = gr.Dropdown(engine.inverters(model.name), value="rnri", label="Inverter", elem_id="inverter", render=False)
+    c["inverter"] = gr.Dropdown(engine.inverters(model.name), value=base.default_inverter, label="Inverter", elem_id="inverter", render=False)
     c["editor"] = gr.Dropdown(list(EDITORS), value="p2p", label="Editor", elem_id="editor", render=False)
     _examples(page, model)
     c["source"].render()
@@ -307,7 +312,7 @@ def _setting_handlers(page: Page):
         base = Engine.base(model)
         updates = {c["model"]: gr.update(value=name), c["steps"]: gr.update(value=base.default_steps), c["guidance"]: gr.update(value=base.default_guidance),
                    c["edit_guidance"]: gr.update(value=base.default_edit_guidance),
-                   c["inverter"]: gr.update(choices=engine.inverters(name), value="rnri"),
+                   c["inverter"]: gr.update(choices=engine.inverters(name), value=base.default_inverter),
                    c["shape_examples"]: gr.update(visible=_is_shapes(model)), c["photo_examples"]: gr.update(visible=not _is_shapes(model)),
                    c["model_line"]: _model_line(engine, model)}
         for owner, params in ((INVERTERS, page.inv_params), (EDITORS, page.ed_params)):

@@ -170,15 +170,19 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
 
 def _uncorrected(cascade: Cascade, stages: list[Inversion], x: torch.Tensor) -> dict:
     """LCM reconstructs exactly through the last step's recorded residual; without it (as
-    diffusers samples) the error left is the inverter's own. For a cascade whose base stage is
-    an LCM (shapes-lcm) the latent figure is the base stage's; the image goes through the SR stages."""
-    first = stages[0]
-    if first.sampler != "lcm" or first.noises is None:
+    diffusers samples) the error left is the inverter's own. Every LCM stage loses its last
+    residual; for a cascade (shapes-lcm) the latent figure is the base stage's and the image
+    goes through the SR stages."""
+    if not any(s.sampler == "lcm" and s.noises is not None for s in stages):
         return {}
-    bare = replace(first, noises=first.noises.clone())
-    bare.noises[-1] = 0
-    latents = stage_latents(cascade, [bare, *stages[1:]])
-    return {"latent_psnr_uncorrected": _cap(latent_psnr(latents[0], first.x0)), "psnr_uncorrected": _cap(psnr(cascade.top.decode(latents[-1]), x))}
+    bare = []
+    for s in stages:
+        if s.sampler == "lcm" and s.noises is not None:
+            s = replace(s, noises=s.noises.clone())
+            s.noises[-1] = 0
+        bare.append(s)
+    latents = stage_latents(cascade, bare)
+    return {"latent_psnr_uncorrected": _cap(latent_psnr(latents[0], stages[0].x0)), "psnr_uncorrected": _cap(psnr(cascade.top.decode(latents[-1]), x))}
 
 
 def _stage_report(cascade: Cascade, stages: list[Inversion], s: int, x: torch.Tensor, base_latent: torch.Tensor) -> dict:

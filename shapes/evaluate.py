@@ -58,6 +58,48 @@ def eval_generation_steps(model, count: int, step_counts, guidance: float, seed:
     return {str(n): _judged(model, count, n, guidance, seed, f"{n} steps") for n in step_counts}
 
 
+def eval_sr_samplers(model, count: int, seed: int = 11) -> list[dict]:
+    """shapes-lcm's SR stage at 1, 2, 4, 8 steps, DDIM (trailing) against LCMScheduler's multistep
+    rule, from the same 4-step base images and noise: judged, and PSNR against 20 DDIM steps."""
+    import copy
+
+    from inversion.metrics import psnr as image_psnr
+    from inversion.models import shapes_arch as arch
+    from inversion.models.unet_model import schedule_fields
+    from inversion.sampling import sample
+
+    base, sr = model.stages
+    items = scenes(seed, count, held_out=True, single_shape=True)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn((count, 3, base.image_size, base.image_size), generator=g)
+    noises = torch.randn((base.default_steps, *z.shape), generator=g)
+    noises[-1] = 0
+    low = base.decode(sample(base, z, base.encode_prompt([s.caption for s in items]), base.sampler(base.default_steps), noises))
+    z_sr, c_noise = (torch.randn((count, 3, sr.image_size, sr.image_size), generator=g) for _ in range(2))
+    cond = sr.encode_prompt([s.caption for s in items]).with_image(*model.sr_condition(1, low, c_noise))
+
+    def run(kind, steps, scheduler):
+        stage = copy.copy(sr)
+        stage.timestep_fn, stage.sampler_kind = schedule_fields(scheduler)["timestep_fn"], kind
+        smp = stage.sampler(steps)
+        nz = torch.randn((steps, *z_sr.shape), generator=torch.Generator().manual_seed(seed)) if smp.stochastic else None
+        if nz is not None:
+            nz[-1] = 0
+        return sample(stage, z_sr, cond, smp, nz)
+
+    def judged(img):
+        return sum(has(i, s.shapes[0].colour, s.shapes[0].kind) for i, s in zip(to_uint8(img), items)) / count
+
+    ref = run("ddim", 20, arch.scheduler())
+    rows = [{"sampler": "ddim (leading)", "steps": 20, "judged": judged(ref), "psnr_vs_20_ddim": None}]
+    for kind, scheduler in (("ddim", arch.scheduler("trailing")), ("lcm", arch.sr_lcm_scheduler())):
+        for steps in (1, 2, 4, 8):
+            out = run(kind, steps, scheduler)
+            rows.append({"sampler": "ddim (trailing)" if kind == "ddim" else "lcm (multistep)", "steps": steps, "judged": judged(out), "psnr_vs_20_ddim": image_psnr(out, ref)})
+            print(f"sr {rows[-1]}", flush=True)
+    return rows
+
+
 def _judged(model, count: int, steps: int, g: float, seed: int, label: str) -> dict:
     items = scenes(seed, count, held_out=True, single_shape=True)
     ok = colour = shape = 0
@@ -215,6 +257,7 @@ def main() -> None:
     start = time.perf_counter()
     with torch.no_grad():
         if "generation" not in skip and lcm:
+            results["sr_samplers"] = eval_sr_samplers(model, min(n_gen, 96))
             results["generation_steps"] = eval_generation_steps(model, n_gen, (1, 2, 4, 8), base.default_guidance)
             results["generation"] = eval_generation(model, n_gen, (2.0, 3.0, 5.0), steps=base.default_steps)
         elif "generation" not in skip:

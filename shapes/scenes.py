@@ -42,7 +42,11 @@ class Shape:
 class Scene:
     shapes: tuple[Shape, ...]
     background: tuple[str, ...]  # one colour, or two (top half, bottom half)
-    caption: str = field(default="")
+    caption: str = field(default="")  # empty: the scene's own description
+
+    def __post_init__(self) -> None:
+        if not self.caption:
+            object.__setattr__(self, "caption", self.describe())
 
     def describe(self) -> str:
         objs = " and ".join(f"a {s.colour} {s.kind}" for s in self.shapes)

@@ -69,7 +69,7 @@ def test_api_parameters_have_names_and_defaults(client):
                      "edit_guidance", "inverter_params", "editor_params", "model", "edit_region"]
     assert [p["parameter_name"] for p in info["/invert"]["parameters"]][:3] == ["image", "source_prompt", "inverter"]
     defaults = {p["parameter_name"]: p.get("parameter_default") for p in info["/edit"]["parameters"]}
-    assert defaults["inverter"] == "rnri" and defaults["editor"] == "p2p" and defaults["steps"] is None
+    assert defaults["inverter"] == "" and defaults["editor"] == "p2p" and defaults["steps"] is None  # empty: the model's own
 
 
 def test_a_second_edit_with_a_new_target_prompt_does_no_inversion(client, cat_image):

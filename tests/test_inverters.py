@@ -183,3 +183,25 @@ def test_renoise_first_step_averages_the_first_estimates_as_the_official_code():
     p = rn.resolve_params("lcm")
     assert rn.averaging_range(249, p) == (0, 5) and rn.averaging_range(499, p) == (8, 10)  # official (0, 5) and (8, 10)
     assert rn.averaging_range(249, rn.resolve_params("sd")) == (3, 5)  # DDIM models: the last two everywhere
+
+
+def test_renoise_survives_large_estimates_and_divergence(oracle, monkeypatch):
+    """Patch variances stay exact on large noise (one-pass E[x^2] - m^2 went negative: NaN), and an
+    iteration whose residual explodes stops at its best candidate instead of turning NaN."""
+    g = torch.Generator().manual_seed(0)
+    big = 50 + torch.randn(1, 3, 32, 32, generator=g)
+    assert torch.isfinite(patch_kl_loss(big, torch.randn(1, 3, 32, 32, generator=g)))
+    p = get_inverter("renoise").resolve_params("lcm")
+    spiky = torch.randn(1, 3, 32, 32, generator=g) * 3
+    spiky[0, :, 5, 5] = 54.0  # the largest estimate seen on shapes-lcm
+    assert torch.isfinite(regularise_noise(spiky, torch.randn(1, 3, 32, 32, generator=g), p, torch.Generator().manual_seed(1))).all()
+    real = oracle.predict_noise
+    calls = []
+
+    def exploding(x, t, cond):
+        calls.append(t)
+        return real(x, t, cond) * (1 + 10.0 ** len(calls))  # each estimate far worse than the last
+
+    monkeypatch.setattr(oracle, "predict_noise", exploding)
+    inv = invert(oracle, oracle.sample_data(0), "", "renoise", steps=3, renoise_steps=9)
+    assert torch.isfinite(inv.latents).all() and len(calls) < 3 * 10  # stopped early, never NaN

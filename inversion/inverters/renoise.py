@@ -15,7 +15,11 @@ and to the average: a patch-wise KL term (4x4 patches per channel, unbiased
 variances, no factor 1/2) against eps_opt, the prediction at the forward-noised
 input add_noise(z0, n, t) with one noise n per inversion, and an auto-correlation
 term summed per channel over that channel's own random shifts at every scale.
-Noise correction, which makes stochastic samplers (LCM) reconstruct exactly, is
+Ours, not the official code's: a guard against divergence (a residual ten times the first
+stops the step at its best candidate; not triggered on our models so far), and patch
+variances computed in two passes -- the one-pass E[x^2] - m^2 went negative on shapes-lcm's
+large noise estimates (|eps| ~ 50 at t = 759) and the KL turned NaN. Noise correction, which
+makes stochastic samplers (LCM) reconstruct exactly, is
 the shared `noise_correction` parameter: ours solves for the noise exactly, where
 the official code moves the noise at most 10 normalised gradient steps of 1.8
 towards it (a bounded correction; README). Paper defaults (SDXL-Turbo, 4 steps):
@@ -34,6 +38,7 @@ from ..models.base import Conditioning
 from .base import Inverter, Param
 
 KL_PATCH = 4  # the official patch side
+DIVERGED = 10.0  # a residual this many times the first one's is divergence (ours: the official code has no guard)
 KL_GRAD_CLIP = 100.0  # the official clip of the KL gradient
 FIRST_STEP_T = 250  # below this timestep the official first-step settings apply
 SEED = 7865  # the official run seed; per-step generators are SEED + step
@@ -60,9 +65,10 @@ def patch_kl_loss(n: torch.Tensor, ref: torch.Tensor, patch: int = KL_PATCH) -> 
     count = patch * patch
 
     def stats(x):
+        x = x[..., : x.shape[-2] // patch * patch, : x.shape[-1] // patch * patch]  # whole patches, as avg_pool2d
         m = F.avg_pool2d(x, patch)
-        v = (F.avg_pool2d(x * x, patch) - m * m) * count / (count - 1)
-        return m, v
+        centred = x - m.repeat_interleave(patch, -2).repeat_interleave(patch, -1)  # two-pass: no cancellation
+        return m, F.avg_pool2d(centred * centred, patch) * count / (count - 1)
 
     m1, v1 = stats(n)
     m0, v0 = stats(ref)
@@ -120,6 +126,7 @@ class ReNoiseInverter(Inverter):
         gen = torch.Generator().manual_seed(SEED + j)
         regularise = p["noise_reg_steps"] > 0
         z, averaged, res, ref = x_prev, [], [], None
+        best = (float("inf"), x_prev)  # (residual, candidate): the fallback if the iteration diverges
         for k in range(stop):
             if k == 0 and regularise:  # eps at z^(0) and eps_opt in one UNet batch
                 a = sampler.alpha(j)
@@ -129,6 +136,9 @@ class ReNoiseInverter(Inverter):
                 eps = model.predict_noise(z, t, cond)
             _, r = self.residual(sampler, x_prev, z, eps, j, noise)
             res.append(r)
+            if not r <= DIVERGED * res[0]:  # (also NaN) ours: stop and keep the best candidate
+                return best[1], res
+            best = min(best, (r, z), key=lambda b: b[0])
             if k >= first:
                 averaged.append(eps)
                 if regularise:
@@ -138,5 +148,5 @@ class ReNoiseInverter(Inverter):
             avg = torch.stack(averaged).mean(0)
             if regularise:
                 avg = regularise_noise(avg, ref, p, gen)
-            z = sampler.inverse_step(x_prev, avg, j, noise)
+            z = sampler.inverse_step(x_prev, avg, j, noise) if torch.isfinite(avg).all() else best[1]
         return z, res

@@ -140,6 +140,7 @@ class DiffusionModel:
     max_tokens: int = 77
     clip_x0: float | None = None  # pixel models: clamp the guided x0 estimate to [-c, c]
     vocabulary: frozenset[str] | None = None  # the words it was trained on, where that is a closed set (shapes)
+    default_inverter: str = "rnri"  # what the app offers first (README: why shapes-lcm's is ddim)
     description: str = ""
     meters: list[Meter] = field(default_factory=list, repr=False)  # the operations measuring this stage now
 
