@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from editing import EDITORS
-from inversion.errors import ModelError
+from inversion.errors import ImageError, ModelError
+from inversion.images import load_image
 from inversion.inverters import INVERTERS
 from inversion.models import as_cascade
 from inversion.params import Param
@@ -334,6 +335,20 @@ def _setting_handlers(page: Page):
     return on_model, on_choice
 
 
+def _canvas_of(path):
+    """The painting canvas's background: the upload as our loader reads it, or an empty canvas.
+
+    A file the loader refuses must not reach the canvas: gradio's editor would fail to
+    read it on every later event, before the edit handler could say what is wrong."""
+    if not path:
+        return None
+    try:
+        img = np.asarray(load_image(path, name="the uploaded file"))
+    except ImageError:
+        return None
+    return {"background": img, "layers": [], "composite": img}
+
+
 def _wire(page: Page) -> None:
     c = page.c
     all_inputs = {c[k] for k in ("model", "image", "source", "target", "inverter", "editor", "steps", "seed", "guidance", "edit_guidance", "live", "region")}
@@ -354,7 +369,7 @@ def _wire(page: Page) -> None:
     # Live: only the latest keystroke's edit runs once the running one ends (always_last).
     c["target"].input(on_live, all_inputs, outputs, trigger_mode="always_last", api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
     # The painting canvas shows the uploaded image; a new image clears old strokes.
-    c["image"].change(lambda img: {"background": img, "layers": [], "composite": img} if img else None, c["image"], c["region"], queue=False, api_visibility="private")
+    c["image"].change(_canvas_of, c["image"], c["region"], queue=False, api_visibility="private")
     for ex in page.examples:
         ex.load_input_event.then(on_edit, all_inputs, outputs, api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
     c["compare_btn"].click(on_compare, all_inputs, [c["gallery"], c["table"], c["plot"]], api_visibility="private", concurrency_id="model", show_progress_on=[c["table"]])

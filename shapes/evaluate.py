@@ -255,22 +255,25 @@ def main() -> None:
     skip = set(filter(None, a.skip.split(",")))
     results = {"model": a.model, "steps": steps, "machine": "2 CPU cores, no GPU"}
     start = time.perf_counter()
+
+    def save(part: str, value) -> None:
+        """Each part is written as soon as it is measured: a long run stopped late keeps the rest."""
+        results[part] = value
+        results["seconds"] = time.perf_counter() - start
+        if not a.quick:
+            out.write_text(json.dumps(merge_rows(json.loads(out.read_text()) if out.exists() else {}, results, inverters), indent=1))
+
     with torch.no_grad():
         if "generation" not in skip and lcm:
-            results["sr_samplers"] = eval_sr_samplers(model, min(n_gen, 96))
-            results["generation_steps"] = eval_generation_steps(model, n_gen, (1, 2, 4, 8), base.default_guidance)
-            results["generation"] = eval_generation(model, n_gen, (2.0, 3.0, 5.0), steps=base.default_steps)
+            save("sr_samplers", eval_sr_samplers(model, min(n_gen, 96)))
+            save("generation_steps", eval_generation_steps(model, n_gen, (1, 2, 4, 8), base.default_guidance))
+            save("generation", eval_generation(model, n_gen, (2.0, 3.0, 5.0), steps=base.default_steps))
         elif "generation" not in skip:
-            results["generation"] = eval_generation(model, n_gen, (3.0, 5.0, 7.5), steps=50)
+            save("generation", eval_generation(model, n_gen, (3.0, 5.0, 7.5), steps=50))
         if "inversion" not in skip:
-            results["inversion"] = eval_inversion(model, inverters, n_inv, steps, guidance=base.default_guidance if lcm else 3.0)
+            save("inversion", eval_inversion(model, inverters, n_inv, steps, guidance=base.default_guidance if lcm else 3.0))
         if "editing" not in skip:
-            results["editing"] = eval_editing(model, inverters, ["p2p", "masactrl", "diffedit"], n_edit, steps)
-    results["seconds"] = time.perf_counter() - start
-    if not a.quick:
-        if out.exists() and (skip or set(inverters) != set(INVERTERS)):
-            results = merge_rows(json.loads(out.read_text()), results, inverters)
-        out.write_text(json.dumps(results, indent=1))
+            save("editing", eval_editing(model, inverters, ["p2p", "masactrl", "diffedit"], n_edit, steps))
     if {"generation", "inversion", "editing"} <= set(results):
         print(markdown(results))
 

@@ -127,6 +127,7 @@ def test_a_bad_upload_gets_a_message_and_the_page_keeps_working(served, browser,
     fake.write_bytes(b"this is a text file, renamed")
     page = _page(browser, served[1])
     page.locator("#input input[type=file]").set_input_files(str(fake))
+    page.wait_for_timeout(1500)  # the upload's change event reaches the painting canvas first (as on a slow CI runner)
     page.locator("#source textarea").fill(SOURCE)
     page.locator("#target textarea").fill(TARGET)
     page.locator("#edit-btn").click()
