@@ -1,6 +1,7 @@
-"""How live the offline demo is: an RNRI inversion + a P2P edit on `shapes-lcm` at 4 steps.
+"""How live the offline demo is: an inversion (RNRI, and DDIM, the app's default on `shapes-lcm`)
+plus a P2P edit on `shapes-lcm` at 4 steps.
 
-    python benchmarks/live_bench.py [--model shapes-lcm] [--repeats 7] [--browser] [--json out.json]
+    python benchmarks/live_bench.py [--model shapes-lcm] [--inverters rnri,ddim] [--repeats 7] [--browser] [--json out.json]
 
 Timed three ways, each the median of --repeats runs after a warm-up:
 - library: invert + edit end to end (a fresh inversion each run), then a second edit of
@@ -49,25 +50,25 @@ def median_of(repeats: int, fn):
     return statistics.median(times), min(times), max(times), out
 
 
-def library(model, x, steps: int, repeats: int) -> list[dict]:
+def library(model, x, steps: int, repeats: int, inverter: str) -> list[dict]:
     warm_up(model, x, SOURCE)
 
     def both():
-        inv = invert(model, x, SOURCE, "rnri", steps)
+        inv = invert(model, x, SOURCE, inverter, steps)
         return inv, edit(model, inv, TARGET, "p2p")
 
     med, lo, hi, (inv, out) = median_of(repeats, both)
     with calls_recorded(model) as calls:
         both()
-    rows = [{"path": "library", "what": "RNRI inversion + P2P edit", "median_s": med, "min_s": lo, "max_s": hi, "nfe": inv.nfe + out.nfe, **speed_fields(med, inv.nfe + out.nfe, calls)}]
+    rows = [{"path": "library", "what": f"{inverter} inversion + P2P edit", "median_s": med, "min_s": lo, "max_s": hi, "nfe": inv.nfe + out.nfe, **speed_fields(med, inv.nfe + out.nfe, calls)}]
     med, lo, hi, out = median_of(repeats, lambda: edit(model, inv, TARGET2, "p2p"))
     with calls_recorded(model) as calls:
         edit(model, inv, TARGET2, "p2p")
-    rows.append({"path": "library", "what": "second edit (cached inversion)", "median_s": med, "min_s": lo, "max_s": hi, "nfe": out.nfe, **speed_fields(med, out.nfe, calls)})
+    rows.append({"path": "library", "what": f"second edit ({inverter}, cached inversion)", "median_s": med, "min_s": lo, "max_s": hi, "nfe": out.nfe, **speed_fields(med, out.nfe, calls)})
     return rows
 
 
-def api(url: str, steps: int, repeats: int) -> list[dict]:
+def api(url: str, steps: int, repeats: int, inverter: str) -> list[dict]:
     from gradio_client import Client, handle_file
 
     firsts, seconds = [], []
@@ -75,11 +76,11 @@ def api(url: str, steps: int, repeats: int) -> list[dict]:
         client = Client(url, verbose=False)
         for target, bucket in ((TARGET, firsts), (TARGET2, seconds)):
             start = time.perf_counter()
-            client.predict(image=handle_file(str(SCENE)), source_prompt=SOURCE, target_prompt=target, inverter="rnri", editor="p2p", steps=steps, api_name="/edit")
+            client.predict(image=handle_file(str(SCENE)), source_prompt=SOURCE, target_prompt=target, inverter=inverter, editor="p2p", steps=steps, api_name="/edit")
             bucket.append(time.perf_counter() - start)
     firsts, seconds = firsts[1:], seconds[1:]
     return [{"path": "API (gradio_client)", "what": w, "median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)}
-            for w, t in (("RNRI inversion + P2P edit", firsts), ("second edit (cached inversion)", seconds))]
+            for w, t in ((f"{inverter} inversion + P2P edit", firsts), (f"second edit ({inverter}, cached inversion)", seconds))]
 
 
 def browser(url: str) -> list[dict]:
@@ -97,7 +98,7 @@ def browser(url: str) -> list[dict]:
         page.locator("#input img").first.wait_for(timeout=30000)
         page.locator("#source textarea").fill(SOURCE)
         rows = []
-        for target, what in ((TARGET, "click Edit to image (fresh inversion)"), (TARGET2, "click Edit to image (cached inversion)")):
+        for target, what in ((TARGET, "click Edit to image (the app's default inverter, fresh)"), (TARGET2, "click Edit to image (cached inversion)")):
             page.locator("#target textarea").fill(target)
             before = page.locator("#edited img").first.get_attribute("src") if page.locator("#edited img").count() else None
             start = time.perf_counter()
@@ -115,6 +116,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--inverters", default="rnri,ddim")
     ap.add_argument("--browser", action="store_true")
     ap.add_argument("--no-api", action="store_true")
     ap.add_argument("--json", type=Path)
@@ -123,7 +125,8 @@ def main(argv=None) -> list[dict]:
     model = load_model(a.model)
     steps = a.steps or model.stages[0].default_steps
     x = model.prepare_image(load_image(SCENE))
-    rows = library(model, x, steps, a.repeats)
+    inverters = a.inverters.split(",")
+    rows = [r for name in inverters for r in library(model, x, steps, a.repeats, name)]
     if not a.no_api or a.browser:
         sys.path.insert(0, str(ROOT / "tests"))
         from conftest import serve_app
@@ -132,7 +135,7 @@ def main(argv=None) -> list[dict]:
         _, url = next(served)
         try:
             if not a.no_api:
-                rows += api(url, steps, a.repeats)
+                rows += [r for name in inverters for r in api(url, steps, a.repeats, name)]
             if a.browser:
                 rows += browser(url)
         finally:

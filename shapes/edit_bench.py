@@ -35,26 +35,12 @@ from inversion.inverters import INVERTERS
 from inversion.metrics import lpips, ssim
 from inversion.pipeline import evaluate
 
-from .evaluate import OUT, colour_target, shape_target, to_tensor, to_uint8
-from .judge import find_objects, mask_iou, nearest_colour
-from .scenes import Scene, Shape, render, scenes
+from .edit_tasks import edit_task, judge_edit
+from .evaluate import OUT, to_tensor, to_uint8
+from .scenes import render, scenes
 
 SEED = 41  # a stream of held-out scenes of its own (evaluate.py uses 11, 23, 37)
-IOU_KEPT = 0.8
 ROWS = [(e, False) for e in ("p2p", "masactrl", "diffedit")] + [("p2p", True), ("masactrl", True)]
-
-
-def _task(s: Scene, editor: str) -> tuple[str, str, str, np.ndarray]:
-    """(target prompt, wanted colour, wanted shape, edit region) for one scene and editor."""
-    src = s.shapes[0]
-    masks = render(s, 64)[1]
-    if editor == "masactrl":
-        kind = shape_target(s)
-        new = Scene((Shape(kind, src.colour, src.cx, src.cy, src.size),), s.background)
-        region = masks[0] | render(new, 64)[1][0]
-        return s.caption.replace(f"{src.colour} {src.kind}", f"{src.colour} {kind}", 1), src.colour, kind, region
-    colour = colour_target(s)
-    return s.caption.replace(f"{src.colour} {src.kind}", f"{colour} {src.kind}", 1), colour, src.kind, masks[0]
 
 
 def background_metrics(edited: torch.Tensor, original: torch.Tensor, region: np.ndarray) -> dict:
@@ -65,16 +51,6 @@ def background_metrics(edited: torch.Tensor, original: torch.Tensor, region: np.
     blank_e, blank_o = edited.clamp(-1, 1) * keep, original * keep
     return {"bg_psnr": 100.0 if mse == 0 else min(100.0, 10 * float(np.log10(1 / mse))), "bg_mse": mse,
             "bg_ssim": ssim(blank_e, blank_o), "bg_lpips": lpips(blank_e, blank_o)}
-
-
-def judge_edit(image: np.ndarray, colour: str, shape: str, editor: str, original_mask: np.ndarray) -> dict:
-    objs, _ = find_objects(image)
-    hit = [o for o in objs if o.colour == colour and o.shape == shape]
-    iou = max((mask_iou(o.mask, original_mask) for o in hit), default=0.0)
-    success = bool(hit) and (editor == "masactrl" or iou >= IOU_KEPT)
-    inside = image[original_mask]
-    region = float(np.mean([nearest_colour(px) == colour for px in inside])) if len(inside) else 0.0
-    return {"success": success, "structure_iou": iou, "region_colour": region}
 
 
 def run(model, inverters, count: int, steps: int, seed: int = SEED, progress=print) -> list[dict]:
@@ -88,7 +64,7 @@ def run(model, inverters, count: int, steps: int, seed: int = SEED, progress=pri
             inv = invert(model, x, s.caption, inv_name, steps)
             report, _ = evaluate(model, x, inv, per_stage=False)
             for ed, pin in ROWS:
-                target, colour, shape, region = _task(s, ed)
+                target, colour, shape, region = edit_task(s, ed)
                 start = time.perf_counter()
                 out = edit(model, inv, target, ed, **({"pin_source": True} if pin else {}))
                 seconds = time.perf_counter() - start

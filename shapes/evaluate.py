@@ -32,12 +32,12 @@ from inversion import generate, invert, load_model
 from inversion.inverters import INVERTERS
 from inversion.pipeline import evaluate
 
+from .edit_tasks import edit_task, judge_edit
 from .judge import find_objects, has, mask_iou
-from .scenes import COLOURS, SHAPES, Scene, render, scenes
+from .scenes import render, scenes
 
 OUT = {"shapes": Path(__file__).resolve().parents[1] / "assets" / "shapes" / "eval.json",
        "shapes-lcm": Path(__file__).resolve().parents[1] / "assets" / "shapes" / "eval_lcm.json"}
-IOU_KEPT = 0.8
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -147,18 +147,6 @@ def eval_inversion(model, inverters, count: int, steps: int, guidance: float, se
     return rows
 
 
-def colour_target(s: Scene) -> str:
-    names = list(COLOURS)
-    src = s.shapes[0].colour
-    start = names.index(src)
-    return next(c for c in names[start + 1 :] + names[:start] if c not in s.background and c != src)
-
-
-def shape_target(s: Scene) -> str:
-    i = SHAPES.index(s.shapes[0].kind)
-    return SHAPES[(i + 1) % len(SHAPES)]
-
-
 def eval_editing(model, inverters, editors, count: int, steps: int, seed: int = 37) -> list[dict]:
     items = scenes(seed, count, held_out=True, single_shape=True)
     prepared = [(s, *render(s, 64)) for s in items]
@@ -169,21 +157,12 @@ def eval_editing(model, inverters, editors, count: int, steps: int, seed: int = 
         for s, img, masks in prepared:
             x, true_mask = to_tensor(img), masks[0]
             inv = invert(model, x, s.caption, inv_name, steps)
-            src = s.shapes[0]
             for ed in editors:
-                if ed == "masactrl":
-                    want_colour, want_shape = src.colour, shape_target(s)
-                    target = s.caption.replace(f"{src.colour} {src.kind}", f"{src.colour} {want_shape}", 1)
-                else:
-                    want_colour, want_shape = colour_target(s), src.kind
-                    target = s.caption.replace(f"{src.colour} {src.kind}", f"{want_colour} {src.kind}", 1)
+                target, want_colour, want_shape, _ = edit_task(s, ed)
                 out = edit(model, inv, target, ed)
-                objs, _ = find_objects(to_uint8(out.image)[0])
-                hit = [o for o in objs if o.colour == want_colour and o.shape == want_shape]
-                iou = max((mask_iou(o.mask, true_mask) for o in hit), default=0.0)
-                ok = bool(hit) and (iou >= IOU_KEPT if ed != "masactrl" else True)
-                stats[ed]["success"] += ok
-                stats[ed]["iou"].append(iou)
+                judged = judge_edit(to_uint8(out.image)[0], want_colour, want_shape, ed, true_mask)
+                stats[ed]["success"] += judged["success"]
+                stats[ed]["iou"].append(judged["structure_iou"])
                 if out.mask is not None and ed == "diffedit":
                     m = F.interpolate(out.mask.float(), size=true_mask.shape, mode="nearest")[0, 0].cpu().numpy() > 0.5
                     stats[ed]["mask_iou"].append(mask_iou(m, true_mask))
