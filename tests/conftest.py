@@ -87,3 +87,29 @@ def chromium_or_skip() -> str:
             pytest.fail("chromium is required (REQUIRE_BROWSER=1) but not installed")
         pytest.skip("Debian chromium not installed")
     return chromium
+
+
+def sdxl_shaped_unet():
+    """A tiny UNet with SDXL's shape: several transformer blocks per attention, no top-level attention."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 3), cross_attention_dim=32, attention_head_dim=(2, 4, 8),
+    ).eval()
+
+
+def record_edits(engine, monkeypatch, field: str) -> list:
+    """Wrap the app engine's `edit` so a test sees one field of every request that reaches it."""
+    seen, real = [], engine.edit
+
+    def recording(session, req, progress=None):
+        seen.append(getattr(req, field))
+        return real(session, req, progress)
+
+    monkeypatch.setattr(engine, "edit", recording)
+    return seen

@@ -274,3 +274,5 @@ def test_cache_bounds_are_exact_and_least_recently_used_goes_first():
     alone = InversionCache(max_bytes=10_000, max_sessions=10, max_total=100)
     alone.put("a", "k", entry(500))  # one session over the total keeps its entry
     assert alone.get("a", "k") is not None
+    alone.put("b", "k", entry(50))  # two sessions over the total: the older one (a) goes
+    assert "a" not in alone.sessions and alone.get("b", "k") is not None

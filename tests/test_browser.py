@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHROMIUM_FLAGS, ROOT, chromium_or_skip, serve_app
+from conftest import CHROMIUM_FLAGS, ROOT, chromium_or_skip, record_edits, serve_app
 from PIL import Image
 
 BROWSER_MODEL = os.environ.get("TEST_BROWSER_MODEL", "shapes-lcm")
@@ -153,15 +153,7 @@ def test_examples_show_the_running_model_s_result(browser, order):
 
 
 def test_live_mode_runs_only_the_latest_of_a_burst_of_keystrokes(served, browser, monkeypatch):
-    engine = served[0]
-    calls = []
-    real = engine.edit
-
-    def counting(session, req, progress=None):
-        calls.append(req.target_prompt)
-        return real(session, req, progress)
-
-    monkeypatch.setattr(engine, "edit", counting)
+    calls = record_edits(served[0], monkeypatch, "target_prompt")
     page = _page(browser, served[1])
     _upload(page, SCENE)
     page.locator("#source textarea").fill(SOURCE)
@@ -178,14 +170,7 @@ def test_live_mode_runs_only_the_latest_of_a_burst_of_keystrokes(served, browser
 
 def test_a_painted_region_is_the_edit_region(served, browser, monkeypatch):
     """Paint a stroke on the canvas; DiffEdit then edits there and shows the region it used."""
-    engine, seen = served[0], []
-    real = engine.edit
-
-    def recording(session, req, progress=None):
-        seen.append(req.region)
-        return real(session, req, progress)
-
-    monkeypatch.setattr(engine, "edit", recording)
+    seen = record_edits(served[0], monkeypatch, "region")
     page = _page(browser, served[1])
     _upload(page, SCENE)
     page.locator("#region-box").get_by_text("Paint the region").click()

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import sdxl_shaped_unet
 
 import editing.masactrl as masactrl_mod
 from editing import EDITORS, edit
@@ -152,17 +153,9 @@ def test_masactrl_and_p2p_route_q_k_v_on_an_sdxl_shaped_unet():
     """Several transformer blocks per attention and no top-level attention: the target row's
     controlled self-attention is SDPA(q_tgt, k_src, v_src) (MasaCtrl) and its cross-attention
     SDPA(q_src, k_src, M v_tgt) (P2P replace with the identity map: v_tgt itself)."""
-    from diffusers import UNet2DConditionModel
-
     import editing.p2p as p2p_mod
 
-    torch.manual_seed(0)
-    xl = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 3), cross_attention_dim=32, attention_head_dim=(2, 4, 8),
-    ).eval()
+    xl = sdxl_shaped_unet()
     layers = layer_registry(xl)
     rows = [("src", "c"), ("tgt", "c")]
     x, emb = torch.randn(1, 4, 16, 16).repeat(2, 1, 1, 1), torch.randn(2, 77, 32)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import sdxl_shaped_unet
 
 import editing.masactrl as masactrl_mod
 import editing.p2p as p2p_mod
@@ -287,8 +288,6 @@ def test_masactrl_target_attends_to_source_keys_and_values(tiny_sd, inversions, 
 
 
 def test_layer_registry_is_derived_from_names(tiny_sd):
-    from diffusers import UNet2DConditionModel
-
     from inversion.models.shapes_arch import base_unet
 
     layers = layer_registry(tiny_sd.unet)
@@ -297,12 +296,7 @@ def test_layer_registry_is_derived_from_names(tiny_sd):
     assert places == sorted(places, key=["down", "mid", "up"].index)
     shapes_layers = layer_registry(base_unet())
     assert max(i.block_order for i in shapes_layers) + 1 == 7 and {i.level for i in shapes_layers} == {1, 2}
-    xl = UNet2DConditionModel(  # SDXL-shaped: several transformer blocks per attention, no top-level attention
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 3), cross_attention_dim=32, attention_head_dim=(2, 4, 8),
-    )
+    xl = sdxl_shaped_unet()
     xl_layers = layer_registry(xl)
     assert len(xl_layers) == len(xl.attn_processors)
     assert {i.level for i in xl_layers} == {1, 2} and max(i.transformer for i in xl_layers) == 2
@@ -312,15 +306,7 @@ def test_layer_registry_is_derived_from_names(tiny_sd):
 
 def test_masactrl_and_p2p_run_on_an_sdxl_shaped_unet():
     """No hard-coded layer counts: the processor handles several transformer blocks and levels."""
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(0)
-    xl = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64, 64), layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 3), cross_attention_dim=32, attention_head_dim=(2, 4, 8),
-    ).eval()
+    xl = sdxl_shaped_unet()
     layers = layer_registry(xl)
     ctrl = masactrl_mod.MasaCtrlController(layers, 0, 0)
     x = torch.randn(2, 4, 16, 16)

@@ -56,6 +56,28 @@ def test_ssim_matches_scikit_image_on_small_and_dark_images(side):
     assert ssim(b, a) == pytest.approx(ref, abs=1e-6)
 
 
+@pytest.mark.parametrize("side, win", [(8, 7), (9, 7), (10, 9), (5, 3)])
+def test_ssim_below_the_window_uses_the_largest_odd_window_that_fits(side, win):
+    """Below 11 px the Gaussian window (sigma 1.5) shrinks to the largest odd size below the
+    side; checked against the formula written out position by position in numpy."""
+    g = torch.Generator().manual_seed(side)
+    a = torch.rand(1, 3, side, side + 3, generator=g) * 2 - 1
+    b = (a + 0.2 * torch.randn(a.shape, generator=g)).clamp(-1, 1)
+    r = np.arange(win) - win // 2
+    w1 = np.exp(-(r**2) / (2 * 1.5**2))
+    w = np.outer(w1, w1) / w1.sum() ** 2
+    x, y = ((a[0].double().numpy() + 1) / 2), ((b[0].double().numpy() + 1) / 2)
+    vals = []
+    for ch in range(3):
+        for i in range(side - win + 1):
+            for j in range(side + 3 - win + 1):
+                px, py = x[ch, i : i + win, j : j + win], y[ch, i : i + win, j : j + win]
+                mx, my = (w * px).sum(), (w * py).sum()
+                vx, vy, cxy = (w * px * px).sum() - mx**2, (w * py * py).sum() - my**2, (w * px * py).sum() - mx * my
+                vals.append((2 * mx * my + 1e-4) * (2 * cxy + 9e-4) / ((mx**2 + my**2 + 1e-4) * (vx + vy + 9e-4)))
+    assert ssim(b, a) == pytest.approx(float(np.mean(vals)), abs=1e-7)  # (inputs rounded to float32 first)
+
+
 def test_ssim_matches_scikit_image():
     a, b = _pair()
     ref = structural_similarity(
@@ -64,6 +86,18 @@ def test_ssim_matches_scikit_image():
     )
     assert ssim(b, a) == pytest.approx(ref, abs=1e-6)
     assert ssim(a, a) == pytest.approx(1.0)
+
+
+def test_image_metrics_pass_both_images_to_lpips(monkeypatch):
+    import inversion.lpips as L
+    from inversion.metrics import image_metrics
+
+    seen = []
+    monkeypatch.setattr(L, "lpips_distance", lambda a, b: seen.append((a, b)) or 0.25)
+    a, b = _pair()
+    out = image_metrics(b, a)
+    assert out["lpips"] == 0.25 and seen[0][0] is b and seen[0][1] is a
+    assert out["psnr"] == psnr(b, a) and out["ssim"] == ssim(b, a)
 
 
 def test_lpips_is_null_without_local_weights(monkeypatch, tmp_path):
