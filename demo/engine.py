@@ -17,11 +17,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from editing import EDITORS, edit, validate_edit
 from inversion.errors import ImageError, IncompatibleChoice, ModelError, ParameterError, UserError
-from inversion.images import load_image
+from inversion.images import load_image, mask_on_upload
 from inversion.inverters import INVERTERS
 from inversion.models import MODELS, as_cascade, base_stage, is_available, load_model, stages_of
 from inversion.pipeline import evaluate, invert
@@ -253,6 +254,12 @@ class Engine:
         return model.prepare_image(mask)[0, 0] > 0
 
     @staticmethod
+    def _mask_on_upload(model, mask: torch.Tensor, x: torch.Tensor, image) -> np.ndarray:
+        """The edit's mask on the uploaded image (its pixels, its crop), for the user to correct by painting."""
+        m = F.interpolate(mask.float().cpu(), size=x.shape[-2:], mode="nearest")[0, 0].numpy() > 0.5
+        return mask_on_upload(m, load_image(image, name="the uploaded file").size, stages_of(model)[-1].fixed_size)
+
+    @staticmethod
     def with_defaults(req: InversionRequest, model) -> InversionRequest:
         return req if req.inverter else replace(req, inverter=base_stage(model).default_inverter)
 
@@ -285,7 +292,9 @@ class Engine:
             out = edit(model, entry.inversion, req.target_prompt, req.editor, guidance, progress=progress.phase("editing", 0.6, 1.0) if progress else None, region=region, **params)
         metrics = report.edit_record(model, entry, cached, out)
         metrics["warnings"] = report.warnings_for(model, entry, [req.source.prompt, req.target_prompt], req, out) + out.warnings
-        return {"x": entry.x, "reconstruction": entry.reconstruction, "edit": out.image, "mask": out.mask, "inversion": entry.inversion, "metrics": metrics}
+        upload_mask = None if out.mask is None else self._mask_on_upload(model, out.mask, entry.x, req.source.image)
+        return {"x": entry.x, "reconstruction": entry.reconstruction, "edit": out.image, "mask": out.mask, "upload_mask": upload_mask,
+                "inversion": entry.inversion, "metrics": metrics}
 
     def compare(self, session: str, req: InversionRequest, progress=None) -> list[dict]:
         """Every inverter on one image (cached per inverter), in registry order."""

@@ -150,7 +150,7 @@ def _input_column(page: Page, model) -> None:
         c["invert_btn"] = gr.Button("Invert only", elem_id="invert-btn")
         c["edit_btn"] = gr.Button("Edit", variant="primary", elem_id="edit-btn")
     c["live"] = gr.Checkbox(label="Live: re-edit as you type the target prompt (the inversion is reused)", value=False, elem_id="live")
-    with gr.Accordion("Paint the region to edit (optional)", open=False, elem_id="region-box"):
+    with gr.Accordion("Paint the region to edit (optional)", open=False, elem_id="region-box") as c["region_box"]:
         gr.Markdown("Paint over what should change: it becomes DiffEdit's mask, P2P's LocalBlend and MasaCtrl's foreground. "
                     "Leave it empty for the editor's own mask (shown after an edit).")
         c["region"] = gr.ImageEditor(
@@ -178,6 +178,9 @@ def _output_column(page: Page) -> None:
                 c["edited"] = gr.Image(label="Edit", type="pil", format="png", interactive=False, elem_id="edited", height=230)
             c["summary"] = gr.Markdown(elem_id="summary")
             c["mask_view"] = gr.Image(label="Edit region (painted, or the editor's own mask)", type="pil", format="png", interactive=False, elem_id="mask-view", height=200, visible=False)
+            c["mask_to_canvas"] = gr.Button("Correct this region: put it on the painting canvas", size="sm", visible=False, elem_id="mask-to-canvas")
+            # the region on the uploaded image (a hidden image, not gr.State: State keeps a heartbeat stream open)
+            c["upload_mask"] = gr.Image(type="numpy", image_mode="L", format="png", visible=False, interactive=False)
             with gr.Accordion("All metrics (JSON)", open=False):
                 c["metrics"] = gr.JSON(label="Metrics and timings", elem_id="metrics")
             with gr.Row():
@@ -193,7 +196,7 @@ def _output_column(page: Page) -> None:
 
 
 def _edit_outputs(page: Page) -> list:
-    return [page.c[k] for k in ("slider", "shown_input", "recon", "edited", "summary", "metrics", "edit_file", "inv_file", "mask_view") if k in page.c]
+    return [page.c[k] for k in ("slider", "shown_input", "recon", "edited", "summary", "metrics", "edit_file", "inv_file", "mask_view", "mask_to_canvas", "upload_mask")]
 
 
 def _painted(value) -> np.ndarray | None:
@@ -261,7 +264,9 @@ def _work_handlers(page: Page):
         x, e = show(r["x"]), show(r["edit"])
         mask = gr.update(value=_mask_overlay(r["x"], r["mask"]), visible=True) if r["mask"] is not None else gr.update(value=None, visible=False)
         return {c["slider"]: (x, e), c["shown_input"]: x, c["recon"]: show(r["reconstruction"]), c["edited"]: e,
-                c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: png, c["inv_file"]: inv_path, c["mask_view"]: mask}
+                c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: png, c["inv_file"]: inv_path, c["mask_view"]: mask,
+                c["mask_to_canvas"]: gr.update(visible=r["upload_mask"] is not None),
+                c["upload_mask"]: None if r["upload_mask"] is None else r["upload_mask"].astype(np.uint8) * 255}
 
     @gpu
     @user_errors
@@ -349,6 +354,19 @@ def _canvas_of(path):
     return {"background": img, "layers": [], "composite": img}
 
 
+def _canvas_with(mask, path):
+    """The painting canvas holding an edit's region as a stroke layer, to be corrected and reused."""
+    canvas = _canvas_of(path)
+    if canvas is None or mask is None or mask.shape[:2] != canvas["background"].shape[:2]:
+        return gr.skip(), gr.skip()
+    mask = (mask if mask.ndim == 2 else mask[..., 0]) > 127
+    layer = np.zeros((*mask.shape, 4), dtype=np.uint8)
+    layer[mask] = (255, 0, 255, 255)  # the brush's colour
+    composite = canvas["background"].copy()
+    composite[mask] = (255, 0, 255)
+    return {"background": canvas["background"], "layers": [layer], "composite": composite}, gr.Accordion(open=True)
+
+
 def _wire(page: Page) -> None:
     c = page.c
     all_inputs = {c[k] for k in ("model", "image", "source", "target", "inverter", "editor", "steps", "seed", "guidance", "edit_guidance", "live", "region")}
@@ -370,6 +388,8 @@ def _wire(page: Page) -> None:
     c["target"].input(on_live, all_inputs, outputs, trigger_mode="always_last", api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
     # The painting canvas shows the uploaded image; a new image clears old strokes.
     c["image"].change(_canvas_of, c["image"], c["region"], queue=False, api_visibility="private")
+    c["image"].change(lambda _: (None, gr.update(visible=False)), c["image"], [c["upload_mask"], c["mask_to_canvas"]], queue=False, api_visibility="private")
+    c["mask_to_canvas"].click(_canvas_with, [c["upload_mask"], c["image"]], [c["region"], c["region_box"]], queue=False, api_visibility="private")
     for ex in page.examples:
         ex.load_input_event.then(on_edit, all_inputs, outputs, api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
     c["compare_btn"].click(on_compare, all_inputs, [c["gallery"], c["table"], c["plot"]], api_visibility="private", concurrency_id="model", show_progress_on=[c["table"]])

@@ -126,9 +126,7 @@ def to_model_tensor(img: Image.Image, long_side: int, multiple: int, square: boo
     """RGB PIL image -> (1, 3, H, W) float32 in [-1, 1], resized for the model."""
     img = load_image(img)
     if square:
-        side = min(img.size)
-        left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
-        img = img.crop((left, top, left + side, top + side))
+        img = img.crop(centre_square(img.size))
         w = h = min(long_side, max_side)
     else:
         w, h = fit_size(*img.size, long_side, multiple, max_side)
@@ -136,6 +134,23 @@ def to_model_tensor(img: Image.Image, long_side: int, multiple: int, square: boo
         img = img.resize((w, h), Image.Resampling.LANCZOS if max(img.size) > max(w, h) else Image.Resampling.BICUBIC)
     a = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()) / 127.5 - 1.0
     return a.permute(2, 0, 1).unsqueeze(0)
+
+
+def centre_square(size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box (left, top, right, bottom) a square model crops from an image of `size`."""
+    side = min(size)
+    left, top = (size[0] - side) // 2, (size[1] - side) // 2
+    return left, top, left + side, top + side
+
+
+def mask_on_upload(mask: np.ndarray, size: tuple[int, int], square: bool) -> np.ndarray:
+    """A mask at the model's resolution placed back on the uploaded image of `size` (W, H):
+    the inverse of `to_model_tensor`'s crop and resize (outside a square model's crop: False)."""
+    box = centre_square(size) if square else (0, 0, *size)
+    m = Image.fromarray(mask.astype(np.uint8) * 255).resize((box[2] - box[0], box[3] - box[1]), Image.Resampling.NEAREST)
+    out = np.zeros((size[1], size[0]), dtype=bool)
+    out[box[1] : box[3], box[0] : box[2]] = np.asarray(m) > 127
+    return out
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:

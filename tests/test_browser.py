@@ -197,6 +197,35 @@ def test_a_painted_region_is_the_edit_region(served, browser, monkeypatch):
     assert painted is not None and painted.shape == (64, 64) and 0 < painted.mean() < 0.5  # the stroke, at the image's size
 
 
+def test_the_editor_s_own_mask_can_be_corrected_on_the_canvas(served, browser, monkeypatch):
+    """After a DiffEdit edit its automatic mask goes onto the painting canvas at a click; the next
+    edit then uses that region (the user's to correct), placed exactly as the mask was."""
+    engine, seen = served[0], []
+    real = engine.edit
+
+    def recording(session, req, progress=None):
+        out = real(session, req, progress)
+        seen.append((req.region, out["upload_mask"]))
+        return out
+
+    monkeypatch.setattr(engine, "edit", recording)
+    page = _page(browser, served[1])
+    _upload(page, SCENE)
+    page.locator("#editor input").fill("diffedit")
+    page.keyboard.press("Enter")
+    page.locator("#source textarea").fill(SOURCE)
+    page.locator("#target textarea").fill(TARGET)
+    _run(page, "#edit-btn")
+    painted, auto = seen[-1]
+    assert painted is None and auto is not None and 0 < auto.mean() < 1  # nothing painted: DiffEdit's own mask
+    page.locator("#mask-to-canvas").click()
+    page.locator("#region canvas").first.wait_for(timeout=30000)
+    page.wait_for_timeout(1000)
+    _run(page, "#edit-btn")
+    region = seen[-1][0]
+    assert region is not None and region.shape == auto.shape and ((region > 0) == auto).all()
+
+
 def test_the_model_picker_switches_models_and_explains_a_missing_download(served, browser):
     page = _page(browser, served[1])
     page.locator("#model input").click()

@@ -257,3 +257,22 @@ def test_messages_name_the_image_as_told():
     buf = io.BytesIO()
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
     assert load_image(buf.getvalue(), notes=notes).getpixel((0, 0))[0] > 200 and "2 frames" in notes[0]  # the first frame
+
+
+@pytest.mark.parametrize("size, square", [((100, 80), True), ((80, 120), True), ((96, 64), False), ((64, 64), True)])
+def test_a_model_mask_placed_back_on_the_upload_comes_back_the_same(size, square):
+    """mask_on_upload inverts the crop and resize: preparing its output as the app prepares a
+    painted region gives the model-resolution mask again (up to edge pixels of a non-integer scale)."""
+    from inversion.images import centre_square, mask_on_upload, to_model_tensor
+
+    g = np.random.default_rng(sum(size))
+    w, h = (32, 32) if square else (48, 32)
+    mask = np.kron(g.random((h // 8, w // 8)) > 0.5, np.ones((8, 8), dtype=bool))
+    up = mask_on_upload(mask, size, square)
+    assert up.shape == (size[1], size[0])
+    if square:
+        left, top, right, bottom = centre_square(size)
+        assert not up[:, :left].any() and not up[:, right:].any() and not up[:top].any() and not up[bottom:].any()
+    img = Image.fromarray(up.astype(np.uint8) * 255).convert("RGB")
+    back = to_model_tensor(img, long_side=max(w, h), multiple=16, square=square, max_side=1024)[0, 0].numpy() > 0
+    assert back.shape == mask.shape and (back == mask).mean() >= 0.97
