@@ -1,5 +1,6 @@
 """DDIM inversion and reconstruction against diffusers' own schedulers and pipeline."""
 
+import pytest
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, LCMScheduler, StableDiffusionPipeline
 
@@ -62,17 +63,26 @@ def test_ddim_reconstruction_matches_diffusers_pipeline(tiny_sd, cat_image):
         _close(ours, ref)
 
 
-def test_lcm_step_matches_diffusers_with_the_same_noise(tiny_lcm):
-    """Our LCM step, fed the noise diffusers' generator would draw, equals LCMScheduler.step."""
-    sched = LCMScheduler.from_config(DDIMScheduler(**SD_SCHEDULER).config)
+@pytest.mark.parametrize("scaling", [10.0, 0.01])
+def test_lcm_step_matches_diffusers_with_the_same_noise(tiny_lcm, scaling):
+    """Our LCM step, fed the noise diffusers' generator would draw, equals LCMScheduler.step,
+    also with a scheduler whose boundary-condition timestep scaling is not LCM's usual 10 (0.01: small
+    enough that c_skip is visible at these timesteps; at 10 it is below 1e-6 for t >= 20)."""
+    from dataclasses import replace
+
+    from inversion.models.unet_model import schedule_fields
+
+    sched = LCMScheduler.from_config(DDIMScheduler(**SD_SCHEDULER).config, timestep_scaling=scaling)
     sched.set_timesteps(4)
-    sampler = tiny_lcm.sampler(4)
+    model = replace(tiny_lcm, **schedule_fields(sched))
+    assert model.timestep_scaling == scaling
+    sampler = model.sampler(4)
     assert list(sampler.timesteps) == [int(t) for t in sched.timesteps]
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     cond = tiny_lcm.encode_prompt("a cat")
     for j, t in enumerate(sched.timesteps):
         with torch.no_grad():
-            eps = tiny_lcm.predict_noise(x, int(t), cond)
+            eps = model.predict_noise(x, int(t), cond)
         ref = sched.step(eps, t, x, generator=torch.Generator().manual_seed(j)).prev_sample
         noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(j))
         ours = sampler.step(x, eps, j, noise if sampler.takes_noise(j) else None)

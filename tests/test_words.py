@@ -69,3 +69,35 @@ def test_equalizer_scales_only_the_chosen_words(tok):
     eq = equalizer(tok, "a cat and a cat sitting", {"cat": 2.5, "sitting": 0.5})
     assert eq[2] == eq[5] == 2.5 and eq[6] == 0.5
     assert float(eq.sum()) == pytest.approx(77 - 3 + 2.5 * 2 + 0.5)
+
+
+def _lcs(a, b) -> int:
+    """Length of the longest common subsequence, by the textbook recursion (memoised)."""
+    from functools import cache
+
+    @cache
+    def go(i, j):
+        if i == len(a) or j == len(b):
+            return 0
+        return 1 + go(i + 1, j + 1) if a[i] == b[j] else max(go(i + 1, j), go(i, j + 1))
+
+    return go(0, 0)
+
+
+def test_refine_s_alignment_pairs_equal_tokens_in_order_as_many_as_a_longest_common_subsequence():
+    """Needleman-Wunsch with gap 0 and mismatch -1 never pairs unequal tokens, so an optimal
+    alignment is a longest common subsequence: checked on random token lists against the textbook LCS."""
+    import random
+
+    from editing.words import _align
+
+    rng = random.Random(0)
+    for _ in range(300):
+        a = [rng.randrange(4) for _ in range(rng.randrange(0, 8))]
+        b = [rng.randrange(4) for _ in range(rng.randrange(0, 8))]
+        out = _align(a, b)
+        pairs = [(i, j) for j, i in enumerate(out) if i is not None]
+        assert len(out) == len(b)
+        assert all(a[i] == b[j] for i, j in pairs)  # only equal tokens
+        assert all(i1 < i2 for (i1, _), (i2, _) in zip(pairs, pairs[1:]))  # in order, each source token once
+        assert len(pairs) == _lcs(tuple(a), tuple(b)), (a, b, out)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..errors import ModelError, PromptError
 from ..images import to_model_tensor
-from ..schedule import Sampler, clamp_x0
+from ..schedule import LCM_TIMESTEP_SCALING, Sampler, clamp_x0
 
 log = logging.getLogger("inversion")
 
@@ -125,6 +125,7 @@ class DiffusionModel:
     alphas_cumprod: torch.Tensor  # float64 training schedule
     final_alpha: float
     timestep_fn: object = None  # callable n -> list[int] (descending)
+    timestep_scaling: float = LCM_TIMESTEP_SCALING  # LCM's boundary-condition scaling, from its scheduler's config
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     latent_channels: int = 4
@@ -167,7 +168,7 @@ class DiffusionModel:
             m.warnings.append(message)
 
     def sampler(self, num_steps: int) -> Sampler:
-        return Sampler(self.sampler_kind, tuple(self.timesteps(num_steps)), self.alphas_cumprod, self.final_alpha)
+        return Sampler(self.sampler_kind, tuple(self.timesteps(num_steps)), self.alphas_cumprod, self.final_alpha, timestep_scaling=self.timestep_scaling)
 
     # ---- prompts --------------------------------------------------------------------
     def encode_prompt(self, prompts: str | list[str], guidance: float | None = None, negative: str = "") -> Conditioning:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..schedule import LCM_TIMESTEP_SCALING
 from .base import Conditioning, DiffusionModel
 
 
@@ -31,8 +32,10 @@ def final_alpha(scheduler) -> float:
 
 
 def schedule_fields(scheduler) -> dict:
-    """The DiffusionModel fields a diffusers scheduler defines: training schedule, final level, timesteps."""
-    return {"alphas_cumprod": scheduler.alphas_cumprod.double(), "final_alpha": final_alpha(scheduler), "timestep_fn": scheduler_timestep_fn(scheduler)}
+    """The DiffusionModel fields a diffusers scheduler defines: training schedule, final level, timesteps,
+    and (LCMScheduler) the boundary condition's timestep scaling."""
+    return {"alphas_cumprod": scheduler.alphas_cumprod.double(), "final_alpha": final_alpha(scheduler), "timestep_fn": scheduler_timestep_fn(scheduler),
+            "timestep_scaling": float(scheduler.config.get("timestep_scaling", LCM_TIMESTEP_SCALING))}
 
 
 def guidance_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
