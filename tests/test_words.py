@@ -52,6 +52,8 @@ def test_replace_mapper_swaps_words_and_spreads_a_longer_word_evenly(tok):
     assert float(m.sum()) == pytest.approx(1 + 1 + 1 + 1 + (77 - 12))  # nothing else is mapped
     m = replace_mapper(tok, "a zebrafish sitting", "a cat sitting")
     assert torch.allclose(m[2:11, 2], torch.ones(9))  # every source token of the word feeds the one target token
+    m = replace_mapper(tok, "a cat", "a zebrafish")  # the spread word is the last: the tail starts right after it
+    assert torch.allclose(m[2, 2:11], torch.full((9,), 1 / 9)) and m[3, 11] == 1 and float(m[:, 11:].sum()) == 77 - 11
     with pytest.raises(WordError, match="same number of words: 3 in 'a cat sitting', 4 in"):
         replace_mapper(tok, "a cat sitting", "a big dog sitting")
 
