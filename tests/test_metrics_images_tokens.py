@@ -198,25 +198,6 @@ def test_t5_tokenizer_builds_offline():
     assert tok.convert_ids_to_tokens(ids) == ["\u2581a", "\u2581red", "\u2581cat", "</s>"]
 
 
-def test_ssim_below_the_window_size_uses_the_largest_odd_gaussian_window_that_fits():
-    g = torch.Generator().manual_seed(0)
-    a = torch.rand(1, 1, 8, 9, generator=g) * 2 - 1
-    b = (a + 0.2 * torch.randn(a.shape, generator=g)).clamp(-1, 1)
-    x, y = ((a + 1) / 2).double()[0, 0].numpy(), ((b + 1) / 2).double()[0, 0].numpy()
-    r = np.arange(7) - 3
-    w1 = np.exp(-(r**2) / (2 * 1.5**2))
-    w = np.outer(w1, w1) / np.outer(w1, w1).sum()  # 7 x 7: the largest odd side <= 8
-
-    def filt(z):
-        return np.array([[(z[i : i + 7, j : j + 7] * w).sum() for j in range(z.shape[1] - 6)] for i in range(z.shape[0] - 6)])
-
-    mx, my = filt(x), filt(y)
-    vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    ref = (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))).mean()
-    assert ssim(b, a) == pytest.approx(ref, abs=1e-9)
-
-
 def test_array_inputs_are_scaled_by_their_range():
     from inversion.images import load_image as li
 
@@ -276,3 +257,56 @@ def test_a_model_mask_placed_back_on_the_upload_comes_back_the_same(size, square
     img = Image.fromarray(up.astype(np.uint8) * 255).convert("RGB")
     back = to_model_tensor(img, long_side=max(w, h), multiple=16, square=square, max_side=1024)[0, 0].numpy() > 0
     assert back.shape == mask.shape and (back == mask).mean() >= 0.97
+
+
+def _grey_image(mode: str, a: np.ndarray) -> Image.Image:
+    if mode == "I":
+        return Image.fromarray(a.astype(np.int32), mode="I")
+    if mode == "F":
+        return Image.fromarray(a.astype(np.float32), mode="F")
+    dtype = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2"}[mode]
+    return Image.frombytes(mode, a.shape[::-1], a.astype(dtype).tobytes())
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16L", "I;16B", "I"])
+@pytest.mark.parametrize("values, top", [([0, 17, 255], 255), ([0, 256, 700], 65535), ([3, 40000, 65535], 65535)])
+def test_wide_greys_are_scaled_by_their_range_exactly_and_say_so(mode, values, top):
+    """Up to 255 the values are 8-bit already; from 256 up they are 16-bit and scaled (with a note)."""
+    a = np.resize(np.array(values), (8, 8))
+    notes = []
+    out = np.asarray(load_image(_grey_image(mode, a), notes=notes))
+    want = np.clip(np.round(a / top * 255), 0, 255)
+    assert out.shape == (8, 8, 3) and all((out[..., c] == want).all() for c in range(3))
+    assert notes == (["16-bit image: scaled to 8 bits"] if top == 65535 else [])
+
+
+@pytest.mark.parametrize("values, lo, scale", [([0.0, 0.25, 1.0], 0.0, 1.0), ([-1.0, 0.5, 3.0], -1.0, 4.0), ([2.0, 2.0, 2.0], 0.0, 1.0)])
+def test_float_images_are_taken_as_unit_range_or_stretched(values, lo, scale):
+    a = np.resize(np.array(values), (8, 8))
+    out = np.asarray(load_image(_grey_image("F", a)))[..., 0]
+    assert (out == np.clip(np.round((a - lo) / scale * 255), 0, 255)).all()
+
+
+def test_transparency_goes_on_white_with_a_note_and_opaque_images_keep_theirs():
+    def loaded(img):
+        notes = []
+        return np.asarray(load_image(img, notes=notes)).astype(int), notes
+
+    half = Image.new("RGBA", (8, 8), (200, 100, 0, 128))
+    out, notes = loaded(half)
+    want = np.array([200, 100, 0]) * 128 / 255 + 255 * (1 - 128 / 255)
+    assert np.abs(out - want).max() <= 1 and notes == ["transparent areas were filled with white"]
+    out, notes = loaded(Image.new("RGBA", (8, 8), (200, 100, 0, 255)))
+    assert (out == (200, 100, 0)).all() and notes == []
+    la = Image.new("LA", (8, 8), (50, 255))
+    la.putpixel((0, 0), (50, 0))
+    out, notes = loaded(la)
+    assert (out[0, 0] == 255).all() and (out[1:, 1:] == 50).all() and notes == ["transparent areas were filled with white"]
+    pal = Image.new("P", (8, 8), 1)
+    pal.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    pal.info["transparency"] = 0
+    pal.putpixel((0, 0), 0)
+    out, notes = loaded(pal)
+    assert (out[0, 0] == 255).all() and (out[1:, 1:] == (10, 20, 30)).all() and notes == ["transparent areas were filled with white"]
+    out, notes = loaded(Image.new("RGB", (8, 8), (1, 2, 3)))
+    assert (out == (1, 2, 3)).all() and notes == []
