@@ -91,11 +91,10 @@ def _normalise(img: Image.Image, notes: list[str]) -> Image.Image:
         if top > 255:
             notes.append("16-bit image: scaled to 8 bits")
         img = Image.fromarray(np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8))
-    elif img.mode == "F":
+    elif img.mode == "F":  # [0, 1] as it is; a wider range is stretched (to include [0, 1])
         a = np.asarray(img, dtype=np.float64)
-        lo, hi = float(a.min(initial=0)), float(a.max(initial=1))
-        scale = 1.0 if hi <= 1.0 and lo >= 0 else (hi - lo or 1.0)
-        img = Image.fromarray(np.clip(np.round((a - (0 if scale == 1.0 else lo)) / scale * 255), 0, 255).astype(np.uint8))
+        lo, hi = min(0.0, float(a.min())), max(1.0, float(a.max()))
+        img = Image.fromarray(np.round((a - lo) / (hi - lo) * 255).astype(np.uint8))
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):

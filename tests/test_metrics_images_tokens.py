@@ -269,7 +269,7 @@ def _grey_image(mode: str, a: np.ndarray) -> Image.Image:
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16L", "I;16B", "I"])
-@pytest.mark.parametrize("values, top", [([0, 17, 255], 255), ([0, 256, 700], 65535), ([3, 40000, 65535], 65535)])
+@pytest.mark.parametrize("values, top", [([0, 17, 255], 255), ([0, 100, 256], 65535), ([0, 256, 700], 65535), ([3, 40000, 65535], 65535)])
 def test_wide_greys_are_scaled_by_their_range_exactly_and_say_so(mode, values, top):
     """Up to 255 the values are 8-bit already; from 256 up they are 16-bit and scaled (with a note)."""
     a = np.resize(np.array(values), (8, 8))
@@ -280,11 +280,13 @@ def test_wide_greys_are_scaled_by_their_range_exactly_and_say_so(mode, values, t
     assert notes == (["16-bit image: scaled to 8 bits"] if top == 65535 else [])
 
 
-@pytest.mark.parametrize("values, lo, scale", [([0.0, 0.25, 1.0], 0.0, 1.0), ([-1.0, 0.5, 3.0], -1.0, 4.0), ([2.0, 2.0, 2.0], 0.0, 1.0)])
+@pytest.mark.parametrize("values, lo, scale", [([0.0, 0.3, 0.8], 0.0, 1.0), ([0.2, 0.3, 1.0], 0.0, 1.0), ([0.0, 0.3, 1.5], 0.0, 1.5),
+                                               ([-1.0, 0.3, 3.0], -1.0, 4.0), ([2.0, 2.0, 2.0], 0.0, 2.0), ([-0.5, 0.3, 0.5], -0.5, 1.5)])
 def test_float_images_are_taken_as_unit_range_or_stretched(values, lo, scale):
-    a = np.resize(np.array(values), (8, 8))
+    """[0, 1] is taken as it is; a wider range is stretched, widened first to include [0, 1]."""
+    a = np.resize(np.array(values), (8, 8)).astype(np.float32).astype(np.float64)  # as the image stores them
     out = np.asarray(load_image(_grey_image("F", a)))[..., 0]
-    assert (out == np.clip(np.round((a - lo) / scale * 255), 0, 255)).all()
+    assert (out == np.round((a - lo) / scale * 255)).all()
 
 
 def test_transparency_goes_on_white_with_a_note_and_opaque_images_keep_theirs():
