@@ -207,6 +207,9 @@ def test_array_inputs_are_scaled_by_their_range():
     assert li(np.full((8, 8, 1), 7, np.uint8)).getpixel((0, 0)) == (7, 7, 7)
     rgba = np.zeros((8, 8, 4), np.uint8)
     assert li(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent: white
+    for values, top in (([0.0, 0.3, 1.0], 1), ([0.0, 0.5, 2.0], 255), ([0.0, 17.0, 255.0], 255), ([0, 100, 256], 65535), ([-3.0, 0.3, 0.5], 1)):
+        a = np.resize(np.array(values, np.float64), (8, 8))  # by the largest value: unit, 8-bit or 16-bit range
+        assert (np.asarray(li(a))[..., 0] == np.clip(np.round(a / top * 255), 0, 255)).all(), values
     with pytest.raises(ImageError, match=r"HxW, HxWx1, HxWx3 or HxWx4, got shape \(8, 8, 2\)"):
         li(np.zeros((8, 8, 2), np.uint8))
     with pytest.raises(ImageError, match="cannot read an image from a list"):
