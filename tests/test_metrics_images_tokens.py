@@ -272,7 +272,7 @@ def _grey_image(mode: str, a: np.ndarray) -> Image.Image:
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I;16L", "I;16B", "I"])
-@pytest.mark.parametrize("values, top", [([0, 17, 255], 255), ([0, 100, 256], 65535), ([0, 256, 700], 65535), ([3, 40000, 65535], 65535)])
+@pytest.mark.parametrize("values, top", [([0, 17, 200, 255], 255), ([0, 100, 256], 65535), ([0, 256, 700], 65535), ([3, 33000, 40000, 65535], 65535)])
 def test_wide_greys_are_scaled_by_their_range_exactly_and_say_so(mode, values, top):
     """Up to 255 the values are 8-bit already; from 256 up they are 16-bit and scaled (with a note)."""
     a = np.resize(np.array(values), (8, 8))
