@@ -49,14 +49,6 @@ def _modules(lcm: bool, lcm_state: dict | None = None):
     return tok, text, base, sr
 
 
-def _placed(unet: torch.nn.Module, device: str) -> torch.nn.Module:
-    """Inference mode on `device`; on a CPU in channels-last, oneDNN's faster layout for these
-    convolution-heavy UNets (shapes-lcm's RNRI inversion + P2P edit, 44 UNet calls, was faster
-    in each of five paired runs on 2 cores, by 5-26%)."""
-    unet = unet.eval().requires_grad_(False).to(device)
-    return unet.to(memory_format=torch.channels_last) if torch.device(device).type == "cpu" else unet
-
-
 def shapes(device: str = "cpu", lcm: bool = False, lcm_state: dict | None = None) -> Cascade:
     """`shapes` (20-step DDIM on both stages) or `shapes-lcm` (the consistency-distilled base
     stage, LCM sampler, guidance as the w-embedding; the same SR stage sampled with LCMScheduler's
@@ -92,7 +84,7 @@ def shapes(device: str = "cpu", lcm: bool = False, lcm_state: dict | None = None
         image_size=arch.BASE_SIZE,
         description="our consistency-distilled small pixel model" if lcm else "our small trained pixel model",
         prediction_type=arch.LCM_PREDICTION if lcm else "epsilon",
-        unet_module=_placed(base, device),
+        unet_module=base.eval().requires_grad_(False).to(device),
         **common,
     )
     sr_stage = UNetModel(
@@ -105,7 +97,7 @@ def shapes(device: str = "cpu", lcm: bool = False, lcm_state: dict | None = None
         image_size=arch.SR_SIZE,
         description="super-resolution stage of shapes",
         prediction_type=arch.SR_PREDICTION,
-        unet_module=_placed(sr, device),
+        unet_module=sr.eval().requires_grad_(False).to(device),
         **common,
     )
     what = "4 + 4 steps: the consistency-distilled base stage, then the SR stage sampled the LCM way" if lcm else "20 DDIM steps per stage"
