@@ -28,6 +28,7 @@ class Entry:
     report: dict  # inversion.pipeline.evaluate's numbers
     notes: tuple[str, ...] = ()  # what happened to the input on its way in (resized, cropped)
     warnings: tuple[str, ...] = ()  # what the model raised while inverting (a float16 fallback)
+    size: tuple[int, int] | None = None  # the upload's (width, height): where a painted region lives
 
     @property
     def nbytes(self) -> int:

@@ -189,7 +189,8 @@ class Engine:
         return [n for n, inv in INVERTERS.items() if as_cascade(model).multistage or not inv.needs_cascade]
 
     # ---- inversion ------------------------------------------------------------------
-    def _intake(self, model, image) -> tuple[torch.Tensor, tuple[str, ...]]:
+    def _intake(self, model, image) -> tuple[torch.Tensor, tuple[str, ...], tuple[int, int]]:
+        """(the image as the model takes it, what was done to it, the upload's (width, height))."""
         if image is None:
             raise ImageError("upload an image first (or click one of the examples)")
         notes: list[str] = []
@@ -200,7 +201,7 @@ class Engine:
         if (w, h) != (side_w, side_h):
             how = "centre-cropped to a square and resized" if self.base(model).fixed_size and w != h else "resized"
             notes.append(f"your {w}x{h} image was {how} to {side_w}x{side_h}, the size {model.name} takes")
-        return x, tuple(notes)
+        return x, tuple(notes), (w, h)
 
     def _resolved(self, req: InversionRequest, model) -> tuple[int, int, float | None]:
         """(steps, seed, guidance) checked; the inverter and its parameters checked too."""
@@ -223,21 +224,21 @@ class Engine:
         model = self.model_for(req.model)
         req = self.with_defaults(req, model)
         steps, seed, guidance = self._resolved(req, model)
-        x, notes = self._intake(model, req.image)
+        x, notes, size = self._intake(model, req.image)
         digest = hashlib.sha1(x.detach().cpu().numpy().tobytes()).hexdigest()[:16]
         key = json.dumps([model.name, digest, req.prompt, req.inverter, steps, seed, guidance, req.params], sort_keys=True, default=str)
         hit = self.cache.get(session, key)
-        if hit is not None:
-            return hit, True
+        if hit is not None:  # the same pixels may come from another upload: its notes and size are this one's
+            return (hit if hit.size == size else replace(hit, notes=notes, size=size)), True
         with self.lock, oom_guard(x), as_cascade(model).measure() as meter:
             inv = invert(model, x, req.prompt, req.inverter, steps, guidance, "", seed, progress=progress, **req.params)
             result, recon = evaluate(model, x, inv, per_stage=False)
-        entry = Entry(inv, x, recon, result, notes, tuple(meter.warnings))
+        entry = Entry(inv, x, recon, result, notes, tuple(meter.warnings), size)
         self.cache.put(session, key, entry)
         return entry, False
 
     @staticmethod
-    def _region(model, region, image) -> torch.Tensor | None:
+    def _region(model, region, size: tuple[int, int]) -> torch.Tensor | None:
         """A painted mask of the uploaded image, cropped and resized as the image was; None if none."""
         if region is None:
             return None
@@ -247,17 +248,16 @@ class Engine:
             region = region[..., -1] if region.shape[-1] == 4 else region.max(-1)
         if not region.any():
             return None  # nothing painted: the editor's own mask
-        size = load_image(image, name="the uploaded file").size
         if region.shape[::-1] != size:
             raise ImageError(f"the painted region is {region.shape[1]}x{region.shape[0]} but the image is {size[0]}x{size[1]}; paint on the uploaded image")
         mask = Image.fromarray(((region > 0) * 255).astype(np.uint8)).convert("RGB")
         return model.prepare_image(mask)[0, 0] > 0
 
     @staticmethod
-    def _mask_on_upload(model, mask: torch.Tensor, x: torch.Tensor, image) -> np.ndarray:
+    def _mask_on_upload(model, mask: torch.Tensor, x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         """The edit's mask on the uploaded image (its pixels, its crop), for the user to correct by painting."""
         m = F.interpolate(mask.float().cpu(), size=x.shape[-2:], mode="nearest")[0, 0].numpy() > 0.5
-        return mask_on_upload(m, load_image(image, name="the uploaded file").size, stages_of(model)[-1].fixed_size)
+        return mask_on_upload(m, size, stages_of(model)[-1].fixed_size)
 
     @staticmethod
     def with_defaults(req: InversionRequest, model) -> InversionRequest:
@@ -287,12 +287,12 @@ class Engine:
         if steps < min_steps:
             raise IncompatibleChoice(f"{EDITORS[req.editor].title} needs at least {min_steps} steps (one free for the new layout)")
         entry, cached = self.invert(session, req.source, progress.phase(f"inverting ({req.source.inverter})", 0.0, 0.6, stages(model)) if progress else None)
-        region = self._region(model, req.region, req.source.image)
+        region = self._region(model, req.region, entry.size)
         with self.lock, oom_guard(entry.x):
             out = edit(model, entry.inversion, req.target_prompt, req.editor, guidance, progress=progress.phase("editing", 0.6, 1.0) if progress else None, region=region, **params)
         metrics = report.edit_record(model, entry, cached, out)
         metrics["warnings"] = report.warnings_for(model, entry, [req.source.prompt, req.target_prompt], req, out) + out.warnings
-        upload_mask = None if out.mask is None else self._mask_on_upload(model, out.mask, entry.x, req.source.image)
+        upload_mask = None if out.mask is None else self._mask_on_upload(model, out.mask, entry.x, entry.size)
         return {"x": entry.x, "reconstruction": entry.reconstruction, "edit": out.image, "mask": out.mask, "upload_mask": upload_mask,
                 "inversion": entry.inversion, "metrics": metrics}
 

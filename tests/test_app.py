@@ -276,3 +276,20 @@ def test_cache_bounds_are_exact_and_least_recently_used_goes_first():
     assert alone.get("a", "k") is not None
     alone.put("b", "k", entry(50))  # two sessions over the total: the older one (a) goes
     assert "a" not in alone.sessions and alone.get("b", "k") is not None
+
+
+def test_a_cached_inversion_answers_with_this_upload_s_size_and_notes():
+    """Two uploads can give the model the same pixels (a flat image at two sizes): the second is a
+    cache hit, but its painted region and its notes belong to its own size."""
+    from demo.engine import Engine, InversionRequest
+
+    engine = Engine("shapes-lcm")
+    small, large = (Image.new("RGB", (s, s), (200, 30, 30)) for s in (64, 128))
+    first, cached = engine.invert("s", InversionRequest(small, "a red square on a red background", "ddim"))
+    assert not cached and first.size == (64, 64) and not first.notes
+    second, cached = engine.invert("s", InversionRequest(large, "a red square on a red background", "ddim"))
+    assert cached and second.inversion is first.inversion and second.size == (128, 128)
+    assert any("your 128x128 image was resized to 64x64" in n for n in second.notes)
+    region = np.zeros((128, 128), bool)
+    region[:64] = True
+    assert engine._region(engine.model_for(None), region, second.size).float().mean() == pytest.approx(0.5)
