@@ -29,14 +29,14 @@ during training (a clamp has zero gradient outside the range, which would stop
 learning exactly where the student is wrong); at inference `shapes-lcm` keeps
 the model's `clip_x0`, a near no-op once the student matches its in-range targets.
 
-    python -m shapes.train --stage lcm --steps 2000          # resumable; runs/shapes/lcm.pt
+    python -m shapes.train --stage lcm --steps 2400          # resumable; runs/shapes/lcm.pt
     python -m shapes.train --export-lcm [--lcm-step N]       # -> assets/shapes/shapes_lcm.safetensors
 
 Every --save-every steps the slow EMA is judged on 32 training-split captions at 4 steps
 (validation: never the held-out captions the README's numbers use) and kept as a snapshot
 (runs/shapes/lcm_ema_<step>.pt); `--export-lcm` exports the best-judged snapshot unless told
-a step. Measured: judged 4-step generation peaks around 2,000 steps and then falls (the
-chain of bootstrapped targets drifts), so the schedule ends there.
+a step. Measured: judged 4-step generation peaks around 2,000-2,200 steps and then falls (the
+chain of bootstrapped targets drifts), so the schedule ends at 2,400 (the shipped weights: 2,200).
 """
 
 from __future__ import annotations
