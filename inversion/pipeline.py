@@ -143,11 +143,11 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
     input (what it inverted): one more pass per SR stage.
     """
     cascade, stages = _matching_stages(model, inv)
-    x = image if isinstance(image, torch.Tensor) else input_tensor(model, image, seed=seed)
     start = time.perf_counter()
     latents = stage_latents(cascade, stages)
     recon = cascade.top.decode(latents[-1])
     recon_s = time.perf_counter() - start
+    x = image if isinstance(image, torch.Tensor) else input_tensor(model, image, size=max(recon.shape[-2:]), seed=seed)  # at the size it was inverted
     m = image_metrics(recon, x)
     report = {
         "model": model.name,

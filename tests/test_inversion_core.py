@@ -146,3 +146,18 @@ def test_static_thresholding_clamps_the_clean_estimate_and_only_it(tiny_if):
     assert torch.allclose(to_x0(x, clipped, a), x0.clamp(-1, 1), atol=1e-5)
     inside = x0.abs() < 1
     assert inside.any() and torch.allclose(clipped[inside], eps[inside], atol=1e-5)
+
+
+def test_a_single_model_keeps_the_image_s_aspect_ratio_and_the_asked_size(tiny_sd, cat_image):
+    """A portrait photo on an SD-shaped model is inverted as a portrait (it was squashed to a
+    square), and `size` sets the long side (it was ignored)."""
+    from PIL import Image
+
+    portrait = Image.open(cat_image).transpose(Image.Transpose.ROTATE_90)  # 300 x 451
+    inv = invert(tiny_sd, portrait, "a cat", "ddim", steps=2)
+    assert inv.x0.shape[-2:] == (8, 6)  # 64 x 48 px at the model's 64 px long side, multiple of 16
+    report, recon = evaluate(tiny_sd, portrait, inv)
+    assert recon.shape[-2:] == (64, 48) and report["psnr"] > 0
+    bigger = invert(tiny_sd, cat_image, "a cat", "ddim", steps=2, size=128)
+    assert bigger.x0.shape[-2:] == (10, 16)  # 128 x 80 px
+    assert evaluate(tiny_sd, cat_image, bigger)[1].shape[-2:] == (80, 128)  # evaluated at the size it was inverted

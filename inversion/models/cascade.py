@@ -61,10 +61,15 @@ class Cascade:
         return measuring(self.stages)
 
     def prepare_image(self, image: Image.Image, size: int | None = None) -> torch.Tensor:
-        return self.stages[-1].prepare_image(image)
+        """The input at the top stage's size; `size` (a long side) applies to single models only:
+        a pixel cascade's stage sizes are fixed."""
+        return self.stages[-1].prepare_image(image, None if self.multistage else size)
 
     def pyramid(self, image: torch.Tensor) -> list[torch.Tensor]:
-        """The input at every stage's resolution, by area averaging from the top."""
+        """The input at every stage's resolution, by area averaging from the top. A single model
+        takes the image as prepared (any aspect ratio); a pixel cascade's stages are square."""
+        if not self.multistage:
+            return [image]
         return [image if s == image.shape[-1] else F.interpolate(image, size=(s, s), mode="area") for s in self.sizes]
 
     def sr_condition(self, stage: int, low: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
