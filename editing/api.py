@@ -89,7 +89,9 @@ def edit(
     p = validate_edit(model, stages[0].prompt, target_prompt, editor, **params)
     g = cascade.base.default_edit_guidance if guidance is None else float(guidance)
     with cascade.measure() as meter:
-        result = ed.edit(cascade.base, stages[0], target_prompt, g, p, progress=progress, region=latent_region(region, stages[0].x0))
+        painted = latent_region(region, stages[0].x0)
+        # the finiteness of the base stage's noise predictions is read once, after the edit (fp16 fallback: the edit again)
+        result = cascade.base.checked(lambda: ed.edit(cascade.base, stages[0], target_prompt, g, p, progress=progress, region=painted))
         image, source = result.latent, result.source_latent
         for s in range(1, len(cascade.stages)):
             low = cascade.stages[s - 1]

@@ -119,7 +119,7 @@ class WordMaps:
         for branch, toks in self.tokens.items():
             i = controller.row(branch, "c")
             if i is not None and toks:
-                m = probs[i][:, :, toks].sum(-1).mean(0)
+                m = probs[i].index_select(-1, controller.index_on(("tokens", branch), toks, probs.device)).sum(-1).mean(0)
                 self.total[branch] = self.total.get(branch, 0) + m
 
     def mask(self, branch: str, size: tuple[int, int], threshold: float) -> torch.Tensor | None:
@@ -137,14 +137,23 @@ class WordMaps:
 
     def minmax_mask(self, branch: str, threshold: float) -> torch.Tensor | None:
         """(1, 1, h, w) binary mask at the maps' own resolution, min-max normalised and thresholded
-        (MasaCtrl's MaskAuto); None when the map is flat (no mask can be built)."""
+        (MasaCtrl's MaskAuto); None when the map is flat (no mask can be built). One host read;
+        the editing loop uses `minmax_mask_flat`, which reads nothing."""
+        built = self.minmax_mask_flat(branch, threshold)
+        if built is None or bool(built[1]):
+            return None
+        return built[0]
+
+    def minmax_mask_flat(self, branch: str, threshold: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(mask, flat) on the device: `minmax_mask`'s mask and whether the map is flat (a 0-dim bool;
+        the mask is then all foreground, which attends as plain MasaCtrl); None without a map."""
         if branch not in self.total or self.hw is None:
             return None
         m = self.total[branch].view(1, 1, *self.hw)
         lo, hi = m.min(), m.max()
-        if float(hi - lo) <= 1e-12:
-            return None
-        return ((m - lo) / (hi - lo) > threshold).float()
+        flat = (hi - lo).double() <= 1e-12  # as float(hi - lo) <= 1e-12 compared on the host
+        mask = ((m - lo) / (hi - lo) > threshold).float()
+        return torch.where(flat, torch.ones_like(mask), mask), flat
 
 
 class Controller:
@@ -159,6 +168,26 @@ class Controller:
         self.latent_hw = (1, 1)
         self.enabled = True
         self.capture = capture
+        self._device_consts: dict = {}  # see `on_device`
+
+    def on_device(self, key, make, like: torch.Tensor) -> torch.Tensor:
+        """`make()` (a host tensor: routing indices, token maps, weights) on `like`'s device and in its
+        dtype, copied once per edit, not per attention call: on CUDA a host-to-device copy waits for
+        every queued kernel, and the processors run once per layer per step."""
+        key = (key, str(like.device), like.dtype)
+        if key not in self._device_consts:
+            self._device_consts[key] = make().to(like)
+        return self._device_consts[key]
+
+    def index_on(self, key, index, device) -> torch.Tensor:
+        """A list (or tensor) of indices as a long tensor on `device`, copied once per edit."""
+        key = ("index", key, str(device))
+        if key not in self._device_consts:
+            self._device_consts[key] = torch.as_tensor(index, dtype=torch.long).to(device)
+        return self._device_consts[key]
+
+    def finish(self) -> None:
+        """Called once after the editing loop: checks deferred there to keep host reads out of it."""
 
     def begin_step(self, step: int, num_steps: int, rows: list[tuple[str, str]], latent_hw: tuple[int, int]) -> None:
         self.step, self.num_steps, self.rows, self.latent_hw = step, num_steps, list(rows), latent_hw
@@ -184,15 +213,16 @@ class Controller:
                     out.append((s, i, role))
         return out
 
-    def routing(self, role: str | None = None) -> torch.Tensor | None:
-        """Row index where each target row (of `role`, or any) reads the source row instead; None if no pair."""
+    def routing(self, role: str | None = None, device=None) -> torch.Tensor | None:
+        """Row index where each target row (of `role`, or any) reads the source row instead; None if no pair.
+        With `device`: on it, copied there once per edit (the layout is the same every step)."""
         pairs = [(s, t) for s, t, r in self.pairs() if role is None or r == role]
         if not pairs:
             return None
         idx = list(range(len(self.rows)))
         for s, t in pairs:
             idx[t] = s
-        return torch.tensor(idx)
+        return torch.tensor(idx) if device is None else self.index_on(("routing", tuple(idx)), idx, device)
 
     def attend(self, info: LayerInfo, q, k, v) -> torch.Tensor:
         if not self.enabled:

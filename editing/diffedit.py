@@ -45,9 +45,8 @@ def diffedit_mask(model, x0, source_cond: Conditioning, target_cond: Conditionin
     eps = model.predict_noise(torch.cat([xt, xt]), timestep, cond)
     diff = (eps[n:] - eps[:n]).abs().mean(dim=(0, 1), keepdim=True)
     clamp = diff.mean() * clamp_ratio
-    if float(clamp) == 0:  # identical predictions: nothing to edit
-        return torch.zeros_like(diff)
-    return (diff.clamp(0, clamp) / clamp > 0.5).float()
+    # identical predictions: nothing to edit (decided on the device: no host read)
+    return torch.where(clamp == 0, torch.zeros_like(diff), (diff.clamp(0, clamp) / clamp > 0.5).float())
 
 
 class DiffEdit(Editor):
@@ -69,6 +68,7 @@ class DiffEdit(Editor):
         n = inv.num_steps
         sampler = model.sampler(n)
         inv.check_compatible(sampler, model.name)
+        inv = inv.to(model.device)  # the background is pasted from the trajectory every step: one copy
         src = source_condition(model, inv)
         tgt = target_condition(model, target_prompt, guidance, inv)
         mg = guidance if p["mask_guidance"] < 0 else p["mask_guidance"]

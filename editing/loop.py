@@ -8,6 +8,10 @@ changes nothing equals the reconstruction exactly. `pin_source=True` resets the
 source row to the inverted trajectory after every step instead (Direct
 Inversion, Ju et al., ICLR 2024): injected features then come from the input's
 own trajectory even when the inverter is inexact (DDIM, EasyInv).
+
+No host reads per step: the trajectory and the recorded noise reach the device in one copy
+per edit (`Inversion.to`), controllers keep their index and weight tensors there, and checks
+a controller makes on the device are read once, after the loop (`Controller.finish`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def edit_both(model: DiffusionModel, inv: Inversion, target_prompt: str, guidanc
     cond = Conditioning.cat([source_condition(model, inv), target_condition(model, target_prompt, guidance, inv)])
     with controlled(model.unet, controller):
         x = run_branches(model, inv, cond, inv.z_T.repeat(2, 1, 1, 1), controller=controller, pin_source=pin_source, after_step=after_step, progress=progress)
+    controller.finish()
     return x[1:2], x[0:1]
 
 
@@ -62,6 +67,7 @@ def run_branches(
         raise ValueError("one or two branches")
     layout = [(names[i], role) for i, role in model.batch_layout(cond)]
     x = x.float().to(model.device)
+    inv = inv.to(model.device)  # the trajectory and noise in one copy, not one per step
     for j in range(start, sampler.num_steps):
         if controller is not None:
             controller.begin_step(j, sampler.num_steps, layout, tuple(x.shape[-2:]))

@@ -17,7 +17,8 @@ cross-attention maps of the previous step at the 16x16-resolution level (SD's;
 the second-deepest cross-attention level of any UNet) are min-max normalised and
 thresholded into fore- and background masks for both branches; target foreground
 queries attend to source foreground keys, background to background. A word
-missing from its prompt, or a flat map, is refused with a message.
+missing from its prompt, or a flat map, is refused with a message (a flat map is
+noted on the device and refused when the loop ends: no host read per step).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class MasaCtrlController(Controller):
         self.start_step, self.start_block = start_step, start_block
         self.mask_threshold = mask_threshold
         self.masks: dict[str, torch.Tensor] = {}  # branch -> (h*w) foreground of the previous step
+        self.flat: dict[str, torch.Tensor] = {}  # branch -> first step whose map was flat (-1: none), on the device
+        self._resized: dict = {}  # (branch, h, w) -> (the mask it came from, that mask at this resolution)
 
     def controls(self, info) -> bool:
         return info.is_self and info.block_order >= self.start_block
@@ -50,35 +53,54 @@ class MasaCtrlController(Controller):
     def begin_step(self, step, num_steps, rows, latent_hw):
         if self.capture is not None and self.capture.total:
             for branch in ("src", "tgt"):
-                m = self.capture.minmax_mask(branch, self.mask_threshold)
-                if m is None:
+                built = self.capture.minmax_mask_flat(branch, self.mask_threshold)
+                if built is None:  # no map at all (known on the host)
                     raise WordError(f"MasaCtrl could not build the {'source' if branch == 'src' else 'target'} mask at step {step}: the word's attention map is flat")
+                m, flat = built
+                first = self.flat.get(branch)
+                first = torch.full((), -1, dtype=torch.long, device=m.device) if first is None else first
+                self.flat[branch] = torch.where((first < 0) & flat, step, first)  # refused in `finish`
                 self.masks[branch] = m
             self.capture.total = {}
         super().begin_step(step, num_steps, rows, latent_hw)
 
+    def finish(self) -> None:
+        """The one host read of the mask checks: a flat word map at any step is refused, naming the
+        first such step (the source branch first), as if it had been refused when it was built."""
+        if not self.flat:
+            return
+        branches = list(self.flat)
+        steps = torch.stack([self.flat[b] for b in branches]).tolist()
+        found = [(s, ("src", "tgt").index(b), b) for s, b in zip(steps, branches) if s >= 0]
+        if found:
+            step, _, branch = min(found)
+            raise WordError(f"MasaCtrl could not build the {'source' if branch == 'src' else 'target'} mask at step {step}: the word's attention map is flat")
+
     def self_attention(self, info, q, k, v):
-        idx = self.routing() if self.step >= self.start_step and self.controls(info) else None
+        idx = self.routing(None, q.device) if self.step >= self.start_step and self.controls(info) else None
         if idx is None:
             return F.scaled_dot_product_attention(q, k, v)
-        idx = idx.to(q.device)
-        fg = self._masks(q.shape[-2]) if len(self.masks) == 2 else None
-        if fg is None or fg[0].all():  # before the first maps exist, or all foreground: plain MasaCtrl
-            return F.scaled_dot_product_attention(q, k[idx], v[idx])
-        m_s, m_t = fg
+        plain = F.scaled_dot_product_attention(q, k[idx], v[idx])
+        if len(self.masks) != 2:  # before the first maps exist: plain MasaCtrl
+            return plain
+        m_s, m_t = self._masks(q.shape[-2])
         out = F.scaled_dot_product_attention(q, k, v)
         for s, t, _role in self.pairs():
             o_fg = F.scaled_dot_product_attention(q[t], k[s], v[s], attn_mask=m_s[None, None, :])
             o_bg = F.scaled_dot_product_attention(q[t], k[s], v[s], attn_mask=~m_s[None, None, :])
             out[t] = torch.where(m_t[None, :, None], o_fg, o_bg)
-        return out
+        # all foreground: plain MasaCtrl (the background attention would have no key); picked on
+        # the device, not read on the host once per layer -- the price is the plain attention's compute
+        return torch.where(m_s.all(), plain, out)
 
     def _masks(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         hw = spatial_shape(tokens, self.latent_hw)
         out = []
         for b in ("src", "tgt"):
-            m = F.interpolate(self.masks[b], size=hw, mode="nearest")
-            out.append(m.flatten() > 0.5)
+            made = self._resized.get((b, *hw))
+            if made is None or made[0] is not self.masks[b]:  # once per mask and resolution, not per layer
+                made = self._resized[(b, *hw)] = (self.masks[b], F.interpolate(self.masks[b], size=hw, mode="nearest").flatten() > 0.5)
+            out.append(made[1])
         return out[0], out[1]
 
 
@@ -135,7 +157,8 @@ class MasaCtrl(Editor):
         capture = WordMaps(tokens, mask_level(layers)) if tokens else None
         ctrl = MasaCtrlController(layers, start_step, start_block, capture, p["mask_threshold"])
         if region is not None:  # a painted foreground, the same for both branches, from the first controlled step
-            ctrl.masks = {"src": region.float(), "tgt": region.float()}
+            region = region.to(model.device).float()  # once, not per step
+            ctrl.masks = {"src": region, "tgt": region}
         target, source = edit_both(model, inv, target_prompt, guidance, ctrl, p["pin_source"], progress=progress)
         info = {"start_step": start_step, "start_block": start_block, "blocks": n_blocks}
         return EditLatents(target, source, p, ctrl.masks.get("tgt"), info)

@@ -56,39 +56,38 @@ class P2PController(Controller):
         return (not info.is_self) or info.level in self.self_levels
 
     def self_attention(self, info, q, k, v):
-        idx = self.routing("c") if self.step < self.self_steps and info.level in self.self_levels else None
+        idx = self.routing("c", q.device) if self.step < self.self_steps and info.level in self.self_levels else None
         if idx is None:
             return F.scaled_dot_product_attention(q, k, v)
         # the target's self-attention map becomes the source's: q, k from the source, v its own
-        idx = idx.to(q.device)
         return F.scaled_dot_product_attention(q[idx], k[idx], v)
 
     def target_values(self, v_t: torch.Tensor) -> torch.Tensor:
-        """M (eq * v): the values that turn the source's map into the edited target map."""
-        v_eq = v_t * self.eq.to(v_t)[:, None] if self.eq is not None else v_t
+        """M (eq * v): the values that turn the source's map into the edited target map.
+        The token maps reach the device once per edit (`on_device`), not once per layer."""
+        v_eq = v_t * self.on_device("eq", lambda: self.eq, v_t)[:, None] if self.eq is not None else v_t
         if self.mode == "replace":
-            return (self.mapper.to(v_t) @ v_eq).to(v_t.dtype)
+            return (self.on_device("mapper", lambda: self.mapper, v_t) @ v_eq).to(v_t.dtype)
         if self.mode == "refine":
-            a = self.alpha.to(v_t)[:, None]
-            return torch.zeros_like(v_eq).index_add_(-2, self.index.to(v_t.device), v_eq * a)
+            a = self.on_device("alpha", lambda: self.alpha, v_t)[:, None]
+            return torch.zeros_like(v_eq).index_add_(-2, self.index_on("refine", self.index, v_t.device), v_eq * a)
         return v_eq  # reweight alone: the source map, reweighted
 
     def cross_attention(self, info, q, k, v):
-        idx = self.routing("c") if self.step < self.cross_steps else None
+        idx = self.routing("c", q.device) if self.step < self.cross_steps else None
         if idx is None:
             return self.plain_cross(info, q, k, v)
         pairs = [(s, t) for s, t, r in self.pairs() if r == "c"]
         if self.capture is not None and self.capture.wants(info):
             self.plain_cross(info, q, k, v)  # LocalBlend reads the unedited maps
-        idx = idx.to(q.device)
         v_new = v.clone()
         for _, t in pairs:
             v_new[t] = self.target_values(v[t])
         out = F.scaled_dot_product_attention(q[idx], k[idx], v_new)
         if self.mode == "refine":  # tokens only the target has keep their own attention, reweighted too
-            own = (1 - self.alpha.to(v))[:, None]
+            own = (1 - self.on_device("alpha", lambda: self.alpha, v))[:, None]
             if self.eq is not None:
-                own = own * self.eq.to(v)[:, None]
+                own = own * self.on_device("eq", lambda: self.eq, v)[:, None]
             for _, t in pairs:
                 out[t] = out[t] + F.scaled_dot_product_attention(q[t], k[t], v[t] * own)
         return out
@@ -137,6 +136,7 @@ class P2P(Editor):
 
     def edit(self, model, inv, target_prompt, guidance, p, progress=None, region=None) -> EditLatents:
         mode, mapper, index, alpha, eq, blend_tokens = self.plan(model, inv.prompt, target_prompt, p)
+        region = None if region is None else region.to(model.device)  # once, not per step
         layers = layer_registry(model.unet)
         n = inv.num_steps
         capture = WordMaps(blend_tokens, _blend_level(layers)) if blend_tokens and region is None else None
@@ -149,7 +149,7 @@ class P2P(Editor):
             def after(j, x):
                 if j < blend_from:
                     return x
-                if region is not None:  # a painted region is LocalBlend's mask as it is
+                if region is not None:  # a painted region is LocalBlend's mask as it is (on the device since the start)
                     mask = region.to(x)
                 else:
                     size = tuple(x.shape[-2:])

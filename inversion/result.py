@@ -10,7 +10,7 @@ and it saves to / loads from one safetensors file for reuse.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -61,6 +61,13 @@ class Inversion:
 
     def noise(self, j: int) -> torch.Tensor | None:
         return None if self.noises is None else self.noises[j]
+
+    def to(self, device) -> Inversion:
+        """This inversion with its tensors on `device`, one copy each (the same object where they are
+        there already). Editors replay the trajectory and the recorded noise from it, so their
+        steps read device tensors instead of copying host tensors over (a host sync on CUDA)."""
+        moved = {k: getattr(self, k).to(device) for k in ("latents", "noises", "condition_noise") if getattr(self, k) is not None}
+        return self if all(v is getattr(self, k) for k, v in moved.items()) else replace(self, **moved)
 
     def check_compatible(self, sampler: Sampler, model_name: str | None = None) -> None:
         if model_name is not None and model_name != self.model:

@@ -24,16 +24,24 @@ def sample(
     progress=None,
     stop: int | None = None,
 ) -> torch.Tensor:
-    """Run sampling steps 0..stop-1 (default: all) from x at timesteps[0]."""
+    """Run sampling steps 0..stop-1 (default: all) from x at timesteps[0].
+
+    No host reads per step: the recorded noise goes to the device in one copy, and the noise
+    predictions' finiteness is read once, at the end (`DiffusionModel.checked`)."""
     x = x.float().to(model.device)
     stop = sampler.num_steps if stop is None else stop
-    for j, t in enumerate(sampler.timesteps[:stop]):
-        eps = model.predict_noise(x, t, cond)
-        noise = None if noises is None or not sampler.stochastic else noises[j].to(x)
-        x = sampler.step(x, eps, j, noise)
-        if progress:
-            progress(j + 1, stop, "sampling")
-    return x
+    noises = None if noises is None or not sampler.stochastic else noises[:stop].to(x)
+
+    def run() -> torch.Tensor:
+        y = x
+        for j, t in enumerate(sampler.timesteps[:stop]):
+            eps = model.predict_noise(y, t, cond)
+            y = sampler.step(y, eps, j, None if noises is None else noises[j])
+            if progress:
+                progress(j + 1, stop, "sampling")
+        return y
+
+    return model.checked(run)
 
 
 def inversion_condition(model: DiffusionModel, inv: Inversion, batch: int = 1) -> Conditioning:

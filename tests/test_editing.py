@@ -423,8 +423,9 @@ def test_masactrl_refuses_a_flat_word_map():
     assert wm.minmax_mask("src", 0.1) is None
     assert wm.minmax_mask("tgt", 0.5).flatten().tolist() == [0.0, 0.0, 1.0, 1.0]
     ctrl = masactrl_mod.MasaCtrlController([], 1, 0, wm)
-    with pytest.raises(WordError, match="flat"):
-        ctrl.begin_step(1, 4, [], (2, 2))
+    ctrl.begin_step(1, 4, [], (2, 2))  # noted on the device (no host read per step), refused after the loop
+    with pytest.raises(WordError, match="source mask at step 1: the word's attention map is flat"):
+        ctrl.finish()
 
 
 def test_a_painted_region_drives_every_editor(tiny_sd, inversions):

@@ -6,6 +6,16 @@ given x_prev at the less noisy level, find x_t with step(x_t, eps(x_t)) = x_prev
 `solve_step` returns x_t and the residual of each candidate it evaluated,
 r = rms(inverse_step(x_prev, eps(z)) - z) for the candidate z the UNet saw, so
 convergence can be compared across inverters call for call.
+
+No host reads in the step loop: on CUDA reading a device value (`float(t)`, `.item()`,
+`.cpu()`, `if t:`) or copying host data to the device makes the host wait for every
+queued kernel, so a read per UNet call would leave the GPU idle between calls. Residuals
+stay 0-dim device tensors until the loop ends and are read to the host in one transfer
+(with the latents and the recorded noise); the per-step noise is drawn up front and
+copied to the device once; finiteness of the noise predictions is checked once per
+inversion (`DiffusionModel.checked`). The only reads left inside the loop are convergence
+tests that decide whether to call the UNet again (fixed-point's tolerance, RNRI's tolerance
+beyond two iterations, ReNoise's divergence guard): each inverter documents its own.
 """
 
 from __future__ import annotations
@@ -48,27 +58,13 @@ class Inverter:
         p = self.resolve_params(model.defaults, **overrides)
         sampler = model.sampler(num_steps)
         n = sampler.num_steps
-        gen = torch.Generator().manual_seed(seed)
         x0 = x0.float()
-        latents = [x0]
-        noises = torch.zeros((n, *x0.shape)) if sampler.stochastic else None
-        residuals: list[list[float]] = []
+        # The per-step noise, drawn in the loop's order from one generator, on the device in one copy.
+        gen = torch.Generator().manual_seed(seed)
+        drawn = {j: torch.randn(x0.shape, generator=gen) for j in reversed(range(n)) if sampler.takes_noise(j)}
+        drawn = dict(zip(drawn, torch.stack(list(drawn.values())).to(x0).unbind())) if drawn else {}
         with model.measure() as meter:
-            state = self.begin(model, x0, cond, sampler, p)
-            for k in range(n):
-                j = n - 1 - k  # the sampling step this inversion step undoes
-                noise = torch.randn(x0.shape, generator=gen).to(x0) if sampler.takes_noise(j) else None
-                with torch.no_grad():
-                    x_t, res = self.solve_step(model, latents[-1], j, cond, sampler, noise, p, state)
-                    if sampler.stochastic and p["noise_correction"]:
-                        eps = model.predict_noise(x_t, sampler.timesteps[j], cond)
-                        noise = sampler.corrected_noise(x_t, eps, j, latents[-1])
-                if noise is not None:
-                    noises[j] = noise.cpu()
-                latents.append(x_t)
-                residuals.append(res)
-                if progress:
-                    progress(k + 1, n, f"{self.name} inversion")
+            latents, noises, residuals = model.checked(lambda: self._run(model, x0, cond, sampler, drawn, p, progress))
         return Inversion(
             model=model.name,
             inverter=self.name,
@@ -76,7 +72,7 @@ class Inverter:
             guidance=float(cond.guidance[0]),
             sampler=sampler.kind,
             timesteps=sampler.timesteps,
-            latents=torch.stack([x.cpu() for x in latents]),
+            latents=latents,
             noises=noises,
             params=p,
             nfe=meter.nfe,
@@ -84,6 +80,31 @@ class Inverter:
             residuals=residuals,
             seed=seed,
         )
+
+    def _run(self, model, x0, cond, sampler: Sampler, drawn: dict, p: dict, progress: Progress | None):
+        """The step loop: (latents, noises, residuals) on the host, read once at the end."""
+        n = sampler.num_steps
+        latents = [x0]
+        noises: list[torch.Tensor | None] = [None] * n
+        residuals: list[list] = []
+        state = self.begin(model, x0, cond, sampler, p)
+        for k in range(n):
+            j = n - 1 - k  # the sampling step this inversion step undoes
+            noise = drawn.get(j)
+            with torch.no_grad():
+                x_t, res = self.solve_step(model, latents[-1], j, cond, sampler, noise, p, state)
+                if sampler.stochastic and p["noise_correction"]:
+                    eps = model.predict_noise(x_t, sampler.timesteps[j], cond)
+                    noise = sampler.corrected_noise(x_t, eps, j, latents[-1])
+            noises[j] = noise
+            latents.append(x_t)
+            residuals.append(res)
+            if progress:
+                progress(k + 1, n, f"{self.name} inversion")
+        recorded = None
+        if sampler.stochastic:
+            recorded = torch.stack([torch.zeros_like(x0) if z is None else z for z in noises]).to("cpu", torch.float32)
+        return torch.stack(latents).detach().cpu(), recorded, host_floats(residuals)
 
     def for_stage(self, stage: int, params: dict) -> tuple[Inverter, dict]:
         """Which inverter (and parameters) handles cascade stage `stage`; IterInv overrides."""
@@ -93,17 +114,40 @@ class Inverter:
         """Per-inversion state (e.g. EasyInv's previous latent); override when needed."""
         return {}
 
-    def solve_step(self, model, x_prev, j, cond, sampler: Sampler, noise, p, state) -> tuple[torch.Tensor, list[float]]:
+    def solve_step(self, model, x_prev, j, cond, sampler: Sampler, noise, p, state) -> tuple[torch.Tensor, list[torch.Tensor | float]]:
+        """(x_t, the residual of each UNet call): 0-dim device tensors (`residual`), read once per inversion."""
         raise NotImplementedError
 
     # ---- helpers --------------------------------------------------------------------
     @staticmethod
-    def residual(sampler: Sampler, x_prev, z, eps, j, noise) -> tuple[torch.Tensor, float]:
-        """F(z) = inverse_step(x_prev, eps(z)) and its residual rms(F(z) - z)."""
+    def residual(sampler: Sampler, x_prev, z, eps, j, noise) -> tuple[torch.Tensor, torch.Tensor]:
+        """F(z) = inverse_step(x_prev, eps(z)) and its residual rms(F(z) - z), a 0-dim tensor left on
+        the device (the step loop reads all residuals to the host once, at its end)."""
         fz = sampler.inverse_step(x_prev, eps, j, noise)
-        return fz, float((fz - z).pow(2).mean().sqrt())
+        return fz, (fz - z).pow(2).mean().sqrt()
 
     @staticmethod
-    def scale(x: torch.Tensor) -> float:
-        """The latent's rms: what relative tolerances are measured against."""
-        return float(x.pow(2).mean().sqrt()) or 1.0
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        """The latent's rms (1 where it is 0): what relative tolerances are measured against; on the device."""
+        s = x.pow(2).mean().sqrt()
+        return torch.where(s == 0, torch.ones_like(s), s)
+
+    @staticmethod
+    def within(r: torch.Tensor, bound: float, scale: torch.Tensor) -> torch.Tensor:
+        """r <= bound x scale, on the device and in float64: the comparison the host made with Python
+        floats (float32 values widened, the product in double), so every decision is the same."""
+        return r.double() <= bound * scale.double()
+
+
+def host_floats(residuals: list[list]) -> list[list[float]]:
+    """Per-step lists of residuals (0-dim tensors or floats) as Python floats, in one device-to-host
+    transfer: float32 values widened to float64 exactly, as float(tensor) gave them one by one."""
+    flat = [r for step in residuals for r in step]
+    tensors = [r for r in flat if isinstance(r, torch.Tensor)]
+    values = iter(torch.stack([r.detach().double().reshape(()) for r in tensors]).cpu().tolist() if tensors else [])
+    flat = [next(values) if isinstance(r, torch.Tensor) else float(r) for r in flat]
+    out, i = [], 0
+    for step in residuals:
+        out.append(flat[i : i + len(step)])
+        i += len(step)
+    return out

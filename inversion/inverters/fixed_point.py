@@ -10,6 +10,12 @@ z^0 = x_prev (so the first iterate is plain DDIM). Accelerations:
 - "none": plain iteration z^{k+1} = F(z^k).
 Stops early once rms(F(z) - z) <= `tolerance` x rms(x_prev).
 NFE per step: `iterations` at most (+1 for LCM noise correction).
+
+Host reads: the tolerance test decides whether the UNet is called again, so it is read on
+the host once per iteration from the second to the last but one (on CUDA each read waits for
+that iteration's UNet call); at the last iteration it only picks F(z) or the accelerated
+iterate, which is done on the device. Everything else (residuals, rms(x_prev), Anderson's
+solve) stays on the device.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ def anderson_mix(zs: list[torch.Tensor], fs: list[torch.Tensor], ridge: float = 
     f = torch.stack([f.reshape(b, -1) for f in fs], dim=-1).double()
     dg, df = g[..., 1:] - g[..., :-1], f[..., 1:] - f[..., :-1]
     gram = dg.transpose(1, 2) @ dg
-    gram = gram + ridge * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)[:, None, None] * torch.eye(gram.shape[-1], dtype=gram.dtype)
-    gamma = torch.linalg.solve(gram, dg.transpose(1, 2) @ g[..., -1:])
+    gram = gram + ridge * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)[:, None, None] * torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    # solve_ex: linalg.solve's result without its error check, a host read on CUDA (the ridge keeps gram regular)
+    gamma = torch.linalg.solve_ex(gram, dg.transpose(1, 2) @ g[..., -1:], check_errors=False).result
     out = f[..., -1:] - df @ gamma
     return out.reshape(zs[-1].shape).to(zs[-1].dtype)
 
@@ -48,12 +55,14 @@ class FixedPointInverter(Inverter):
         t = sampler.timesteps[j]
         z, zs, fs, res = x_prev, [], [], []
         scale = self.scale(x_prev)
+        last = p["iterations"] - 1
         for k in range(p["iterations"]):
             eps = model.predict_noise(z, t, cond)
             f, r = self.residual(sampler, x_prev, z, eps, j, noise)
             res.append(r)
             zs, fs = (zs + [z])[-(p["window"] + 1) :], (fs + [f])[-(p["window"] + 1) :]
-            if k > 0 and r <= p["tolerance"] * scale:
+            converged = self.within(r, p["tolerance"], scale) if k > 0 else None
+            if converged is not None and k < last and bool(converged):  # the one host read per iteration
                 return f, res
             if p["acceleration"] == "anderson" and len(zs) > 1:
                 z = anderson_mix(zs, fs)
@@ -61,4 +70,6 @@ class FixedPointInverter(Inverter):
                 z = 0.5 * (fs[-1] + fs[-2])
             else:
                 z = f
+            if converged is not None and k == last:  # no further call depends on it: decided on the device
+                z = torch.where(converged, f, z)
         return z, res

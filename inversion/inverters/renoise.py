@@ -27,6 +27,12 @@ K = 9, averaging (8, 10), lambda_ac 20, lambda_kl 0.065, 4 regularisation steps,
 5 rolls; we keep those for LCM samplers and use K = 4, no regularisation for
 50-step DDIM models (the paper's SD examples use K = 1).
 NFE per step: K + 1 (+1 for eps_opt when regularising, +1 for LCM noise correction).
+
+Host reads: the divergence guard decides whether the UNet is called again, so it is read on the
+host once per re-noising iteration but the last (on CUDA each read waits for that iteration's
+UNet call); at the last iteration, and for the average's finiteness, the guard only picks the
+returned latent, which is done on the device, as is the best candidate. The auto-correlation
+shifts are drawn from a CPU generator (host values, no device read).
 """
 
 from __future__ import annotations
@@ -126,19 +132,26 @@ class ReNoiseInverter(Inverter):
         gen = torch.Generator().manual_seed(SEED + j)
         regularise = p["noise_reg_steps"] > 0
         z, averaged, res, ref = x_prev, [], [], None
-        best = (float("inf"), x_prev)  # (residual, candidate): the fallback if the iteration diverges
+        best_r, best_z = torch.full((), float("inf"), device=x_prev.device), x_prev  # the fallback if the iteration diverges
+        kept = None  # at the last iteration: whether the guard passed, and the best candidate before it
         for k in range(stop):
             if k == 0 and regularise:  # eps at z^(0) and eps_opt in one UNet batch
                 a = sampler.alpha(j)
                 fwd = a**0.5 * state["x0"] + (1 - a) ** 0.5 * state["noise"]
-                eps, ref = model.predict_noise(torch.cat([z, fwd]), t, Conditioning.cat([cond, cond])).chunk(2)
+                pair = cond.memo("renoise pair", lambda: Conditioning.cat([cond, cond]))  # one per inversion: its device copies too
+                eps, ref = model.predict_noise(torch.cat([z, fwd]), t, pair).chunk(2)
             else:
                 eps = model.predict_noise(z, t, cond)
             _, r = self.residual(sampler, x_prev, z, eps, j, noise)
             res.append(r)
-            if not r <= DIVERGED * res[0]:  # (also NaN) ours: stop and keep the best candidate
-                return best[1], res
-            best = min(best, (r, z), key=lambda b: b[0])
+            passed = self.within(r, DIVERGED, res[0])  # False also for NaN
+            if k < stop - 1:
+                if not bool(passed):  # ours: stop and keep the best candidate (the one host read per iteration)
+                    return best_z, res
+            else:  # no further call depends on it: decided on the device, below
+                kept = (passed, best_z)
+            better = r < best_r  # strictly: the first of equal residuals stays, as min() kept it
+            best_r, best_z = torch.where(better, r, best_r), torch.where(better, z, best_z)
             if k >= first:
                 averaged.append(eps)
                 if regularise:
@@ -148,5 +161,6 @@ class ReNoiseInverter(Inverter):
             avg = torch.stack(averaged).mean(0)
             if regularise:
                 avg = regularise_noise(avg, ref, p, gen)
-            z = sampler.inverse_step(x_prev, avg, j, noise) if torch.isfinite(avg).all() else best[1]
-        return z, res
+            z = torch.where(torch.isfinite(avg).all(), sampler.inverse_step(x_prev, avg, j, noise), best_z)
+        passed, before = kept
+        return torch.where(passed, z, before), res

@@ -24,6 +24,12 @@ Jacobian dropped (z <- z + L sign(F(z) - z)), keeping the candidate F(z) with th
 lowest L. The paper's "prompt-aware adjustment of the encoding" is not in the
 public code and not specified precisely enough to reimplement; it is omitted.
 NFE per step: `iterations` at most (+1 for LCM noise correction).
+
+Host reads: the tolerance test decides whether the UNet is called again, so it is read on the
+host once per iteration from the second to the last but one -- none at the default 2 iterations
+(shapes' 4: two per step); at the last iteration it only picks F(z) or the Newton iterate, on the
+device. The `l1` variant keeps its best candidate on the device. `begin` reads the data variance
+once per inversion (the Gaussian Jacobian's constant, computed in double precision on the host).
 """
 
 from __future__ import annotations
@@ -64,10 +70,11 @@ class RNRIInverter(Inverter):
         if p["newton"] == "l1":
             return self._l1(model, x_prev, j, cond, sampler, noise, p, t, mu, var)
         c = sampler.eps_gain(j)
-        kappa = torch.full((x_prev.shape[0],) + (1,) * (x_prev.dim() - 1), (1 - a) ** 0.5 / (a * state["data_var"] + 1 - a))
+        kappa = torch.full((x_prev.shape[0],) + (1,) * (x_prev.dim() - 1), (1 - a) ** 0.5 / (a * state["data_var"] + 1 - a), device=x_prev.device)
         lam = p["prior_weight"] / var
         z, res, last = x_prev, [], None
         scale = self.scale(x_prev)
+        final = p["iterations"] - 1
         for k in range(p["iterations"]):
             eps = model.predict_noise(z, t, cond)
             f, r = self.residual(sampler, x_prev, z, eps, j, noise)
@@ -75,12 +82,15 @@ class RNRIInverter(Inverter):
             if last is not None:
                 dz, de = z - last[0], eps - last[1]
                 kappa = torch.where(_dot(dz, dz) > 0, _dot(de, dz) / _dot(dz, dz).clamp_min(1e-30), kappa)
-            if k > 0 and r <= p["tolerance"] * scale:
+            converged = self.within(r, p["tolerance"], scale) if k > 0 else None
+            if converged is not None and k < final and bool(converged):  # the one host read per iteration
                 return f, res
             jac = 1 - c * kappa
             resid = z - f
             last = (z, eps)
             z = z - (jac * resid + lam * (z - mu)) / (jac * jac + lam)
+            if converged is not None and k == final:  # no further call depends on it: decided on the device
+                z = torch.where(converged, f, z)
         return z, res
 
     def _l1(self, model, x_prev, j, cond, sampler, noise, p, t, mu, var):
@@ -90,7 +100,10 @@ class RNRIInverter(Inverter):
             f, r = self.residual(sampler, x_prev, z, eps, j, noise)
             res.append(r)
             objective = (f - z).abs().mean() + p["l1_alpha"] / 2 * ((f - mu).pow(2) / var).mean()
-            if best_obj is None or objective < best_obj:
+            if best_obj is None:
                 best, best_obj = f, objective
+            else:  # the lowest objective so far (the first on ties, none on NaN), kept on the device
+                better = objective < best_obj
+                best, best_obj = torch.where(better, f, best), torch.where(better, objective, best_obj)
             z = z + objective * torch.sign(f - z)
         return best, res

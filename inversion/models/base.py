@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import torch
 from PIL import Image
@@ -23,6 +26,7 @@ from ..images import to_model_tensor
 from ..schedule import LCM_TIMESTEP_SCALING, Sampler, clamp_x0
 
 log = logging.getLogger("inversion")
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,6 +56,23 @@ def measuring(stages):
         meter.seconds = time.perf_counter() - meter.started
 
 
+class FiniteCheck:
+    """A device-side AND of `isfinite` over every noise prediction of one operation: noting a
+    prediction launches two small kernels and reads nothing; `ok()` is the one host read."""
+
+    def __init__(self) -> None:
+        self.flag: torch.Tensor | None = None
+        self.calls = 0
+
+    def note(self, eps: torch.Tensor) -> None:
+        self.calls += 1
+        finite = torch.isfinite(eps.detach()).all()
+        self.flag = finite if self.flag is None else self.flag & finite
+
+    def ok(self) -> bool:
+        return self.flag is None or bool(self.flag)
+
+
 @dataclass
 class Conditioning:
     """Per-row conditioning for one batched UNet call.
@@ -69,9 +90,23 @@ class Conditioning:
     guidance: torch.Tensor  # (B,)
     image: torch.Tensor | None = None  # (B, C, H, W)
     noise_level: torch.Tensor | None = None  # (B,)
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see `memo`
 
     def __len__(self) -> int:
         return self.text.shape[0]
+
+    def memo(self, key, make: Callable[[], T]) -> T:
+        """`make()` once per conditioning: what every UNet call derives from it (guidance on the
+        device, the guidance embedding, the doubled batch of a guidance pass). A host-to-device copy
+        is a host synchronisation on CUDA; made per call, every UNet call would wait for the last.
+        A conditioning is not changed in place after it is built (`replace` makes a new one)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def on_device(self, name: str, device, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Field `name` (e.g. the host-side `guidance`) on `device`, copied once per conditioning."""
+        return self.memo(("on", name, str(device), dtype), lambda: getattr(self, name).to(device=device, dtype=dtype))
 
     def rows(self, index: list[int]) -> Conditioning:
         idx = torch.as_tensor(index, device=self.text.device)
@@ -144,6 +179,7 @@ class DiffusionModel:
     default_inverter: str = "rnri"  # what the app offers first (README: why shapes-lcm's is ddim)
     description: str = ""
     meters: list[Meter] = field(default_factory=list, repr=False)  # the operations measuring this stage now
+    checks: dict[int, FiniteCheck] = field(default_factory=dict, init=False, repr=False)  # thread -> its running `checked` operation's
 
     @property
     def defaults(self) -> tuple[str, ...]:
@@ -216,7 +252,10 @@ class DiffusionModel:
         for m in self.meters:
             m.nfe += 1
         eps = self._guided(x, t, cond)
-        if not torch.isfinite(eps).all():
+        check = self.checks.get(threading.get_ident())
+        if check is not None:  # inside `checked`: noted on the device, read once at its end
+            check.note(eps)
+        elif not torch.isfinite(eps).all():  # a lone call: one host read, the call redone in fp32 if needed
             eps = self._recover_non_finite(lambda: self._guided(x, t, cond), "noise prediction")
         if self.clip_x0 is not None:
             eps = clamp_x0(x.float(), eps, float(self.alphas_cumprod[t]), self.clip_x0)
@@ -225,21 +264,65 @@ class DiffusionModel:
     def _guided(self, x: torch.Tensor, t: int, cond: Conditioning) -> torch.Tensor:
         if not self.uses_guidance_pass(cond):
             return self._eps(x, t, cond)
-        g = cond.guidance.to(x.device, torch.float32).view(-1, 1, 1, 1)
-        both = Conditioning.cat([replace(cond, text=cond.uncond), cond])
+        g = cond.on_device("guidance", x.device, torch.float32).view(-1, 1, 1, 1)
+        both = cond.memo("guidance pass", lambda: Conditioning.cat([replace(cond, text=cond.uncond), cond]))
         eps_u, eps_c = self._eps(torch.cat([x, x]), t, both).chunk(2)
         return torch.where(g == 1, eps_c, eps_u + g * (eps_c - eps_u))
 
     def _recover_non_finite(self, compute, what: str) -> torch.Tensor:
         """fp16 overflow (NaN/inf, the "black image" failure): redo the call in fp32, once."""
-        if self.dtype == torch.float32:
-            raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32; the input may be corrupt")
-        self.to_float32()
-        self.warn(f"{what} overflowed in float16 (NaN/inf); {self.name} now runs in float32")
+        self._fall_back_to_float32(what)
         out = compute()
         if not torch.isfinite(out).all():
             raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32")
         return out
+
+    def _fall_back_to_float32(self, what: str) -> None:
+        if self.dtype == torch.float32:
+            raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32; the input may be corrupt")
+        self.to_float32()
+        self.warn(f"{what} overflowed in float16 (NaN/inf); {self.name} now runs in float32")
+
+    def checked(self, operation: Callable[[], T]) -> T:
+        """Run `operation` (a whole inversion, sampling run or edit on this stage) with the finiteness
+        of its noise predictions kept on the device and read once, at its end, instead of after every
+        UNet call (on CUDA a read is a host synchronisation: the host would wait for each call).
+
+        The fp16 fallback stays: if any prediction was NaN/inf, the model moves to float32 (with
+        the warning a lone call gives) and the operation runs again from its start, once; in float32
+        that is a ModelError. An exception raised by the operation after a non-finite prediction
+        (NaN making a step fail) counts as that prediction's failure. The NFE the discarded attempt
+        added to the open meters is taken back (NFE counts the calls of the run that made the result,
+        as the per-call fallback never counted its redone call); seconds keep it. Nested: an inner
+        `checked` on the same stage runs inside the outer one's check. One check per thread: calls
+        from another thread are not folded into this operation's."""
+        thread = threading.get_ident()
+        if thread in self.checks:
+            return operation()
+        what = "noise prediction"
+        for attempt in range(2):
+            check = FiniteCheck()
+            open_meters = list(self.meters)
+            self.checks[thread] = check
+            try:
+                out = operation()
+            except Exception as e:
+                if check.ok():  # a real failure, not a consequence of a non-finite prediction
+                    raise
+                if attempt == 1:
+                    raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32") from e
+                self._fall_back_to_float32(what)
+            else:
+                if check.ok():
+                    return out
+                if attempt == 1:
+                    raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32")
+                self._fall_back_to_float32(what)
+            finally:
+                del self.checks[thread]
+            for m in open_meters:
+                m.nfe -= check.calls
+        raise AssertionError("unreachable")
 
     def to_float32(self) -> None:
         """Move the model's modules to float32 (the NaN fallback)."""

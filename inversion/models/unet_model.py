@@ -81,13 +81,16 @@ class UNetModel(DiffusionModel):
         unet = self.unet_module
         sample = x
         kwargs = {}
+        # what is derived from the (host-side) conditioning is copied to the device once per
+        # conditioning, not per call: a host-to-device copy waits for the device on CUDA
         if cond.image is not None:
             sample = torch.cat([x, cond.image.to(x.dtype)], dim=1)
-            kwargs["class_labels"] = cond.noise_level.to(self.device)
+            kwargs["class_labels"] = cond.on_device("noise_level", self.device)
         proj = getattr(unet.config, "time_cond_proj_dim", None)
         if proj:
-            w = (cond.guidance - 1).to(self.device)
-            kwargs["timestep_cond"] = guidance_embedding(w, proj).to(self.dtype)
+            kwargs["timestep_cond"] = cond.memo(
+                ("w-embedding", proj, str(self.device), self.dtype), lambda: guidance_embedding((cond.guidance - 1).to(self.device), proj).to(self.dtype)
+            )
         t_in = torch.full((x.shape[0],), t, device=self.device, dtype=torch.long)
         out = unet(sample.to(self.dtype), t_in, encoder_hidden_states=cond.text.to(self.dtype), return_dict=False, **kwargs)[0]
         out = out[:, : x.shape[1]].float()  # drop learned-variance channels (IF)
