@@ -44,6 +44,14 @@ def oracle():
 
 
 @pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory):
+    """A Hugging Face cache holding every hub model as a tiny repository (tests/hub_fixtures.py)."""
+    from hub_fixtures import build_hub_cache
+
+    return build_hub_cache(tmp_path_factory.mktemp("hub"))
+
+
+@pytest.fixture(scope="session")
 def cat_image():
     return ASSETS / "chelsea.jpg"
 

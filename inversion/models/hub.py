@@ -2,10 +2,14 @@
 
 fp16 on CUDA, fp32 on CPU. Where weights cannot be fetched (no network, not in
 the Hugging Face cache, gated licence not accepted), a `ModelError` says which
-repository is missing and what to do. Nothing here runs in CI: CI has no network.
+repository is missing and what to do. CI runs all of it offline on hub-layout fixtures
+(tests/hub_fixtures.py): the real repositories' files and configs, tiny widths.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 
@@ -21,6 +25,7 @@ REPOS = {
     "deepfloyd-if": "DeepFloyd/IF-I-M-v1.0",
 }
 LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"
+LCM_LORA_FILE = "pytorch_lora_weights.safetensors"  # named: offline, diffusers cannot guess it
 LCM_DISTILLED_GUIDANCE = 8.5  # LatentConsistencyModelPipeline's default guidance_scale (a w-embedding, no CFG pass)
 LCM_LORA_GUIDANCE = 1.5  # the LCM-LoRA card's advice: guidance 1 to 2 (real CFG on a LoRA'd UNet)
 SD_GUIDANCE = 7.5  # Stable Diffusion's usual text-to-image guidance, for the edit branch
@@ -48,28 +53,50 @@ def _from_pretrained(cls, repo: str, name: str, **kwargs):
         raise ModelError(f"cannot load {name!r} ({repo}): {hint}. Offline, use 'shapes', 'tiny-sd', 'tiny-lcm', 'tiny-if' or 'oracle'. [{type(e).__name__}: {text[:300]}]") from e
 
 
+LOADED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what the loaders read; safety checker, feature extractor, watermarker are skipped
+FP16_VARIANTS = {"sd-1.5", "sd-1.4", "sd-1.5-lcm-lora", "deepfloyd-if"}  # repos with *.fp16.* weights: half the download on a GPU
+
+
 def needed_files(name: str) -> list[tuple[str, str]]:
-    """(repository, file) pairs whose presence in the cache means `name` loads offline."""
-    files = [(REPOS[name], "model_index.json")]
-    if name == "sd-1.5-lcm-lora":
-        files.append((LCM_LORA, "pytorch_lora_weights.safetensors"))
+    """(repository, file or component folder) pairs that must be in the cache for `name` to load
+    offline: each repository's model_index.json and, of the components it lists, those the loader reads."""
+    repos = [(REPOS[name], LOADED)]
     if name == "deepfloyd-if":
-        files.append((IF_STAGE_2, "model_index.json"))
+        repos = [(REPOS[name], ("unet", "text_encoder", "tokenizer", "scheduler")), (IF_STAGE_2, ("unet", "scheduler", "image_noising_scheduler"))]
+    files = [(repo, part) for repo, parts in repos for part in ("model_index.json", *parts)]
+    if name == "sd-1.5-lcm-lora":
+        files.append((LCM_LORA, LCM_LORA_FILE))
     return files
 
 
 def is_cached(name: str) -> bool:
-    """Whether a real model's files are already in the local cache (no network)."""
+    """Whether a real model's files are in the local cache (no network): the files it needs, and in
+    each component folder its config and (for networks) weights, so a half-finished download is not
+    offered as available."""
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        return all(isinstance(try_to_load_from_cache(repo, f), str) for repo, f in needed_files(name))
+        for repo, part in needed_files(name):
+            if "." in part:  # a file
+                if not isinstance(try_to_load_from_cache(repo, part), str):
+                    return False
+                continue
+            index = try_to_load_from_cache(repo, "model_index.json")
+            if not isinstance(index, str) or part not in json.loads(Path(index).read_text()):
+                return False
+            folder = Path(index).parent / part
+            if not any(folder.glob("*config.json")) and not (folder / "tokenizer_config.json").is_file():
+                return False
+            if part in ("unet", "vae", "text_encoder") and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+                return False
     except (OSError, ValueError):  # an unreadable cache or a malformed id: not available
         return False
+    return True
 
 
 def _sd_bundle(name, pipe, sched, *, lcm: bool, device, dtype, description) -> UNetModel:
     distilled = bool(getattr(pipe.unet.config, "time_cond_proj_dim", None))
+    native = pipe.unet.config.sample_size * pipe.vae_scale_factor  # what it was trained at: SD 1.x 512 px, LCM Dreamshaper 768 px
     return UNetModel(
         name=name,
         family="lcm" if lcm else "sd",
@@ -83,9 +110,9 @@ def _sd_bundle(name, pipe, sched, *, lcm: bool, device, dtype, description) -> U
         default_guidance=LCM_DISTILLED_GUIDANCE if distilled else 1.0,
         default_edit_guidance=LCM_DISTILLED_GUIDANCE if distilled else (LCM_LORA_GUIDANCE if lcm else SD_GUIDANCE),
         uses_cfg=not distilled,
-        image_size=512,
+        image_size=native,
         size_multiple=64,
-        max_image_side=768,
+        max_image_side=max(768, native),
         description=description,
         unet_module=pipe.unet.eval().requires_grad_(False),
         text_encoder=pipe.text_encoder.eval().requires_grad_(False),
@@ -103,16 +130,17 @@ def load_sd(name: str, device=None, dtype=None) -> UNetModel:
     device, dtype = device or dev, dtype or dt
     repo = REPOS[name]
     if name == "lcm-dreamshaper-v7":
-        pipe = _from_pretrained(LatentConsistencyModelPipeline, repo, name, dtype=dtype, safety_checker=None, requires_safety_checker=False)
+        pipe = _from_pretrained(LatentConsistencyModelPipeline, repo, name, dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         sched = LCMScheduler.from_config(pipe.scheduler.config)
         desc = "LCM-distilled Dreamshaper v7 (SD-1.5 architecture), 4-8 steps, guidance as a w-embedding"
         lcm = True
     else:
-        pipe = _from_pretrained(StableDiffusionPipeline, repo, name, dtype=dtype, safety_checker=None, requires_safety_checker=False)
+        variant = "fp16" if dtype == torch.float16 and name in FP16_VARIANTS else None
+        pipe = _from_pretrained(StableDiffusionPipeline, repo, name, dtype=dtype, variant=variant, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         lcm = name.endswith("lcm-lora")
         if lcm:
             try:
-                pipe.load_lora_weights(LCM_LORA)
+                pipe.load_lora_weights(LCM_LORA, weight_name=LCM_LORA_FILE)
             except Exception as e:
                 raise ModelError(f"cannot load the LCM-LoRA {LCM_LORA} (needs `peft` and the hub or its cache): {e}") from e
             pipe.fuse_lora()
@@ -132,8 +160,8 @@ def load_deepfloyd_if(device=None, dtype=None) -> Cascade:
     dev, dt = default_device()
     device, dtype = device or dev, dtype or dt
     variant = "fp16" if dtype == torch.float16 else None
-    one = _from_pretrained(IFPipeline, REPOS["deepfloyd-if"], "deepfloyd-if", dtype=dtype, variant=variant, safety_checker=None, watermarker=None, requires_safety_checker=False)
-    two = _from_pretrained(IFSuperResolutionPipeline, IF_STAGE_2, "deepfloyd-if", dtype=dtype, variant=variant, text_encoder=None, safety_checker=None, watermarker=None, requires_safety_checker=False)
+    one = _from_pretrained(IFPipeline, REPOS["deepfloyd-if"], "deepfloyd-if", dtype=dtype, variant=variant, safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)
+    two = _from_pretrained(IFSuperResolutionPipeline, IF_STAGE_2, "deepfloyd-if", dtype=dtype, variant=variant, text_encoder=None, tokenizer=None, safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)
     stages = []
     for pipe, size in ((one, 64), (two, 256)):
         pipe.to(device)

@@ -1,0 +1,198 @@
+"""Every hub model of the registry as a tiny repository in a Hugging Face cache, built in code.
+
+The real-model path (`inversion/models/hub.py`) cannot download anything here, so
+these fixtures give it files with the real repositories' layout: the cache's
+`models--ORG--NAME/snapshots/<rev>/` + `refs/main`, the real `model_index.json`
+class names (safety checker, feature extractor and watermarker entries
+included), every config file with the real repository's keys and values, and
+only the widths and depths (channels, layers, vocabularies) made tiny. Weights
+are random. `load_model(name)` then runs unchanged against the cache.
+
+`REAL` holds the configs as published; `TINY` the only keys changed, and why.
+Where each real file was read is in `docs/hub_fixtures.md`.
+
+    python tests/hub_fixtures.py DIR     # build the whole cache in DIR (HF_HUB_CACHE=DIR to use it)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PUBLISHED = Path(__file__).parent / "fixtures" / "hub"  # the real repositories' config files, as published
+
+# Widths and depths made tiny; every other key stays as published. Depths that name
+# attention layers (layers_per_block, the block types) stay real, so the editors see
+# SD's layer names: down_blocks.{0,1,2}.attentions.{0,1}, up_blocks.{1,2,3}.attentions.{0,1,2}.
+TINY = {
+    "unet/config.json": {"block_out_channels": [32, 32, 64, 64], "cross_attention_dim": 32, "sample_size": 16},  # native 128 px
+    "vae/config.json": {"block_out_channels": [32, 32, 64, 64], "layers_per_block": 1, "sample_size": 128},
+    "text_encoder/config.json": {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2, "projection_dim": 32},
+    "safety_checker/config.json": {
+        "projection_dim": 32,
+        "text_config": {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 1},
+        "text_config_dict": {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 1},
+        "vision_config": {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 1, "patch_size": 8, "image_size": 32},
+        "vision_config_dict": {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 1, "patch_size": 8, "image_size": 32},
+    },
+}
+
+
+def revision(repo: str) -> str:
+    """A stable 40-hex-digit commit id per repository (the cache needs one)."""
+    return hashlib.sha1(repo.encode()).hexdigest()
+
+
+def snapshot(cache: Path, repo: str) -> Path:
+    """The repository's snapshot folder in `cache`, with `refs/main` pointing at it."""
+    folder = Path(cache) / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(revision(repo))
+    snap = folder / "snapshots" / revision(repo)
+    snap.mkdir(parents=True, exist_ok=True)
+    return snap
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def merged(published: dict, tiny: dict) -> dict:
+    """The published config with the tiny widths put in (nested dicts merged key by key)."""
+    out = dict(published)
+    for k, v in tiny.items():
+        if k in published or not k.endswith("_dict"):
+            out[k] = merged(published[k], v) if isinstance(v, dict) and isinstance(published.get(k), dict) else v
+    return out
+
+
+def published(repo: str) -> dict[str, dict]:
+    """Every published config file of `repo`, by its path in the repository."""
+    root = PUBLISHED / repo.replace("/", "--")
+    return {str(f.relative_to(root)): json.loads(f.read_text()) for f in sorted(root.rglob("*.json"))}
+
+
+def save_weights(module, folder: Path, variants: tuple[str, ...]) -> None:
+    """Weights under the real file names, fp32 and the fp16 variant where the real repo has one."""
+    for variant in variants:
+        module.to(torch.float16 if variant == "fp16" else torch.float32).save_pretrained(folder, variant=variant or None)
+    module.to(torch.float32)
+
+
+def clip_tokenizer(folder: Path, files: dict[str, dict]) -> None:
+    """vocab.json and merges.txt (CLIP's BPE files) of our in-code vocabulary, beside the published
+    tokenizer_config.json and special_tokens_map.json (special-token ids moved to our vocabulary)."""
+    from inversion.models.tokenizers import WORDS, clip_vocab
+
+    vocab, merges = clip_vocab(tuple(WORDS))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        data = dict(files[f"tokenizer/{name}"])
+        if "added_tokens_decoder" in data:
+            data["added_tokens_decoder"] = {str(vocab[t["content"]]): t for t in data["added_tokens_decoder"].values()}
+        write_json(folder / name, data)
+
+
+def component(kind: str, config: dict, vocab_size: int):
+    """A randomly initialised model of the class `kind` names, built from `config`."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPTextConfig, CLIPTextModel
+
+    if kind == "UNet2DConditionModel":
+        unet = UNet2DConditionModel.from_config(config)
+        with torch.no_grad():  # random UNets predict noise of std ~0.3 unrelated to the input; a small
+            unet.conv_out.weight.mul_(0.1)  # last layer keeps sampling in range (not a claim about quality)
+        return unet
+    if kind == "AutoencoderKL":
+        return AutoencoderKL.from_config(config)
+    fields = {k: v for k, v in config.items() if not k.startswith("_")}
+    if kind == "CLIPTextModel":
+        return CLIPTextModel(CLIPTextConfig(**{**fields, "vocab_size": vocab_size}))
+    if kind == "StableDiffusionSafetyChecker":
+        return StableDiffusionSafetyChecker(CLIPConfig(**{k: v for k, v in fields.items() if not k.endswith("_dict")}))
+    raise ValueError(f"no fixture for {kind}")
+
+
+def sd_repo(cache: Path, repo: str, *, fp16: bool) -> Path:
+    """A Stable-Diffusion-layout repository (SD 1.x, LCM Dreamshaper): the published config files,
+    tiny random weights for every model component model_index.json lists."""
+    from inversion.models.tokenizers import WORDS, clip_vocab
+
+    torch.manual_seed(int(revision(repo)[:8], 16))
+    snap = snapshot(cache, repo)
+    files = published(repo)
+    vocab_size = len(clip_vocab(tuple(WORDS))[0])
+    variants = ("", "fp16") if fp16 else ("",)
+    for path, data in files.items():
+        if path.startswith("tokenizer/"):
+            continue
+        config = merged(data, TINY.get(path, {}))
+        if path.endswith("/config.json"):
+            kind = files["model_index.json"][path.split("/")[0]][1]
+            if kind == "CLIPTextModel":
+                config["vocab_size"] = vocab_size
+            save_weights(component(kind, config, vocab_size), snap / path.split("/")[0], variants)
+        write_json(snap / path, config)  # after save_pretrained: the published key set, not this version's
+    clip_tokenizer(snap / "tokenizer", files)
+    return snap
+
+
+def lcm_lora_repo(cache: Path, sd_snapshot: Path) -> Path:
+    """latent-consistency/lcm-lora-sdv1-5: a LoRA for the tiny SD UNet in the published file's
+    format (kohya key names over diffusers module names, an fp16 alpha per module; attention, resnet
+    and resampler layers), under the published file name."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_kohya
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    repo = "latent-consistency/lcm-lora-sdv1-5"
+    torch.manual_seed(int(revision(repo)[:8], 16))
+    snap = snapshot(cache, repo)
+    unet = UNet2DConditionModel.from_pretrained(sd_snapshot / "unet")
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights="gaussian"))
+    layers = convert_state_dict_to_kohya(get_peft_model_state_dict(unet))
+    save_file({"lora_unet_" + k: v.to(torch.float16).contiguous() for k, v in layers.items()}, snap / LORA_FILE)  # fp16, as published
+    return snap
+
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+SD_REPOS = {  # repository -> has fp16 variant files (SD: unet, vae, text_encoder, safety_checker; LCM: none seen)
+    "SimianLuo/LCM_Dreamshaper_v7": False,
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": True,
+    "CompVis/stable-diffusion-v1-4": True,
+}
+LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"
+ALL = (*SD_REPOS, LCM_LORA)
+
+
+def build_hub_cache(cache: Path, repos: tuple[str, ...] = ALL) -> Path:
+    """Write the fixture repositories (all, or those named) into `cache`; returns it."""
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
+    cache = Path(cache)
+    for repo, fp16 in SD_REPOS.items():
+        if repo in repos:
+            sd_repo(cache, repo, fp16=fp16)
+    if LCM_LORA in repos:
+        base = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+        lcm_lora_repo(cache, snapshot(cache, base) if base in repos else sd_repo(cache / ".base", base, fp16=False))
+    return cache
+
+
+if __name__ == "__main__":
+    out = build_hub_cache(Path(sys.argv[1]))
+    print(f"built; use it with HF_HUB_CACHE={out} HF_HUB_OFFLINE=1")

@@ -1,0 +1,114 @@
+"""The real-model path on hub-layout fixtures: `load_model` runs unchanged on repositories with the
+published files and configs (tests/hub_fixtures.py), then inverts, reconstructs and edits."""
+
+import shutil
+
+import pytest
+import torch
+from hub_fixtures import ALL, LCM_LORA, LORA_FILE, build_hub_cache, published, snapshot
+
+from editing import edit, get_editor
+from inversion.models import MODELS, is_available, load_model
+from inversion.pipeline import evaluate, invert, reconstruct
+from inversion.sampling import reconstruct_latent
+
+SD_FAMILY = ("lcm-dreamshaper-v7", "sd-1.5", "sd-1.4", "sd-1.5-lcm-lora")
+HUB = tuple(n for n, s in MODELS.items() if not s.offline)
+
+
+@pytest.fixture
+def hub(hub_cache, monkeypatch):
+    """The fixture cache as this process's Hugging Face cache (diffusers and transformers read the
+    constant at call time)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache))
+    return hub_cache
+
+
+@pytest.mark.parametrize("name", SD_FAMILY)
+def test_each_hub_model_loads_unchanged_and_inverts_reconstructs_and_edits(hub, name, cat_image):
+    model = load_model(name)
+    lcm = name in ("lcm-dreamshaper-v7", "sd-1.5-lcm-lora")
+    assert model.sampler_kind == ("lcm" if lcm else "ddim") and model.device.type == "cpu" and model.dtype == torch.float32
+    assert model.uses_cfg == (name != "lcm-dreamshaper-v7")  # the distilled model takes guidance as its w-embedding
+    inv = invert(model, cat_image, "a cat sitting", "rnri", steps=4, size=128)
+    report, recon = evaluate(model, cat_image, inv)
+    assert recon.shape[-2:] == (64, 128) and report["nfe"] > 4 and torch.isfinite(recon).all()
+    if lcm:  # the last step's recorded residual makes an LCM replay exact, whatever the weights
+        assert report["latent_psnr"] > 40
+    # (DDIM's replay is only as exact as the inverter on these random weights: accuracy is tested on the oracle and shapes)
+    assert torch.allclose(reconstruct(model, inv), recon)
+    p2p = get_editor("p2p")
+    same = p2p.edit(model, inv, "a cat sitting", inv.guidance, p2p.resolve_params(model.defaults))
+    assert torch.allclose(same.latent, reconstruct_latent(model, inv), atol=1e-4 * float(inv.latents.abs().max()))  # a no-op edit is the reconstruction
+    changed = edit(model, inv, "a dog sitting", editor="p2p")
+    assert changed.image.shape == recon.shape and not torch.allclose(changed.image, recon, atol=1e-3)
+
+
+def test_the_schedules_are_the_published_ones(hub):
+    """Our timesteps are diffusers' own for the published scheduler configs (LCM: leading spacing
+    over 50 original steps, offset 0; SD: DDIM built from the PNDM config, offset 1)."""
+    from diffusers import DDIMScheduler, LCMScheduler
+
+    lcm_config = published("SimianLuo/LCM_Dreamshaper_v7")["scheduler/scheduler_config.json"]
+    reference = LCMScheduler.from_config(lcm_config)
+    reference.set_timesteps(4)
+    lcm = load_model("lcm-dreamshaper-v7")
+    assert lcm.timesteps(4) == [int(t) for t in reference.timesteps] and lcm.timestep_scaling == 10.0
+    sd_config = published("stable-diffusion-v1-5/stable-diffusion-v1-5")["scheduler/scheduler_config.json"]
+    ddim = DDIMScheduler.from_config(sd_config, clip_sample=False, set_alpha_to_one=False)
+    ddim.set_timesteps(10)
+    sd = load_model("sd-1.5")
+    assert sd.timesteps(10) == [int(t) for t in ddim.timesteps] and sd.final_alpha == pytest.approx(float(ddim.alphas_cumprod[0]))
+
+
+def test_the_lcm_lora_is_fused_into_the_unet_with_its_alpha(hub):
+    """The LoRA file (kohya names, fp16, an alpha per module) changes each target weight by
+    alpha / rank * up @ down, computed here from the file itself."""
+    from safetensors.torch import load_file
+
+    lora = load_file(snapshot(hub, LCM_LORA) / LORA_FILE)
+    base = load_model("sd-1.5").unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight
+    fused = load_model("sd-1.5-lcm-lora").unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight
+    key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    down, up, alpha = (lora[f"{key}.{k}"].float() for k in ("lora_down.weight", "lora_up.weight", "alpha"))
+    assert torch.allclose(fused, base + alpha / down.shape[0] * up @ down, atol=1e-3)
+
+
+def test_hub_models_are_available_exactly_when_their_files_are_cached(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert not any(is_available(n) for n in HUB)
+    build_hub_cache(tmp_path, ("SimianLuo/LCM_Dreamshaper_v7",))
+    assert [n for n in HUB if is_available(n)] == ["lcm-dreamshaper-v7"]
+    build_hub_cache(tmp_path, ("stable-diffusion-v1-5/stable-diffusion-v1-5",))
+    assert not is_available("sd-1.5-lcm-lora")  # the LoRA's own repository is still missing
+    build_hub_cache(tmp_path, (LCM_LORA,))
+    assert is_available("sd-1.5") and is_available("sd-1.5-lcm-lora") and not is_available("sd-1.4")
+    shutil.rmtree(snapshot(tmp_path, "SimianLuo/LCM_Dreamshaper_v7") / "unet")  # a download cut short
+    assert not is_available("lcm-dreamshaper-v7")
+    assert set(ALL) >= {"SimianLuo/LCM_Dreamshaper_v7", LCM_LORA}
+
+
+def test_fp16_weights_load_as_the_variant_and_an_overflowing_vae_falls_back_to_float32(tmp_path, monkeypatch, cat_image):
+    """On a GPU SD loads the *.fp16.* files (here the only UNet weights left); SD 1.x's VAE
+    overflowing in fp16 (the classic black image) is redone in float32 with a warning."""
+    import huggingface_hub.constants
+    from PIL import Image
+
+    from inversion.models.hub import load_sd
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    build_hub_cache(tmp_path, ("stable-diffusion-v1-5/stable-diffusion-v1-5",))
+    (snapshot(tmp_path, "stable-diffusion-v1-5/stable-diffusion-v1-5") / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    model = load_sd("sd-1.5", device="cpu", dtype=torch.float16)
+    assert model.unet.dtype == torch.float16 and model.vae.dtype == torch.float16
+    z = model.encode_image(model.prepare_image(Image.open(cat_image), 128))
+    with torch.no_grad():
+        model.vae.post_quant_conv.bias.fill_(6.5e4)  # near fp16's largest value (65504): the next layer overflows
+    with model.measure() as meter:
+        image = model.decode(z)
+    assert torch.isfinite(image).all() and model.vae.dtype == torch.float32
+    assert any("float16" in w for w in meter.warnings)
