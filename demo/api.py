@@ -65,14 +65,14 @@ def add_endpoints(engine: Engine) -> None:
     def inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model) -> InversionRequest:
         return InversionRequest(image, source_prompt or "", inverter or None, steps, seed, inversion_guidance, _json_params(inverter_params), model or None)
 
-    @gpu
+    @gpu("invert")
     @user_errors
     def invert(image, source_prompt="", inverter="", steps=None, seed=0, inversion_guidance=None, inverter_params="{}", model="", request: gr.Request = None):
         """Invert an image; returns its reconstruction and the metrics."""
         entry, record = engine.inversion_record(session_of(request), inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model))
         return to_pil(entry.reconstruction), record
 
-    @gpu
+    @gpu("edit")
     @user_errors
     def edit(image, source_prompt="", target_prompt="", inverter="", editor="p2p", steps=None, seed=0, inversion_guidance=None, edit_guidance=None,
              inverter_params="{}", editor_params="{}", model="", edit_region=None, request: gr.Request = None):
@@ -82,7 +82,7 @@ def add_endpoints(engine: Engine) -> None:
         r = engine.edit(session_of(request), req)
         return to_pil(r["edit"]), to_pil(r["reconstruction"]), r["metrics"]
 
-    @gpu
+    @gpu("compare")
     @user_errors
     def compare(image, source_prompt="", steps=None, seed=0, inversion_guidance=None, model="", request: gr.Request = None):
         """Every inverter on one image; returns their reconstructions and one row of metrics each."""

@@ -3,9 +3,11 @@ over the file untouched, sessions, progress, and errors turned into messages."""
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import tempfile
+import time
 import traceback
 import uuid
 from pathlib import Path
@@ -21,12 +23,51 @@ from .progress import Progress
 
 try:  # Hugging Face ZeroGPU: model work runs on a borrowed GPU when the package is present
     import spaces
-
-    gpu = spaces.GPU
 except ImportError:
+    spaces = None
 
-    def gpu(fn=None, **_kw):
-        return fn if fn is not None else (lambda f: f)
+GPU_SECONDS = (20, 60, 240)  # ZeroGPU's duration: at least, before anything is measured (its default), at most
+
+
+class GpuBudget:
+    """How long to borrow the GPU for each kind of request (ZeroGPU's `duration`): twice the longest
+    of the last runs of that kind, so a compare of six inverters asks for more than an edit, and a
+    short request does not queue behind a long reservation (ZeroGPU favours shorter durations)."""
+
+    def __init__(self):
+        self.seconds: dict[str, collections.deque] = {}
+
+    def duration(self, kind: str):
+        def seconds(*_args, **_kwargs) -> int:
+            seen = self.seconds.get(kind)
+            low, first, high = GPU_SECONDS
+            return first if not seen else int(min(high, max(low, 2 * max(seen) + 5)))
+
+        return seconds
+
+    def record(self, kind: str, seconds: float) -> None:
+        self.seconds.setdefault(kind, collections.deque(maxlen=8)).append(seconds)
+
+
+BUDGET = GpuBudget()
+
+
+def gpu(kind: str):
+    """Route a handler's model work through ZeroGPU's `spaces.GPU` (a no-op without the package),
+    with a duration that fits `kind` of request, and record how long it took."""
+
+    def wrap(fn):
+        @functools.wraps(fn)  # keeps the signature: gradio injects gr.Request / gr.Progress from it
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                BUDGET.record(kind, time.perf_counter() - start)
+
+        return timed if spaces is None else spaces.GPU(duration=BUDGET.duration(kind))(timed)
+
+    return wrap
 
 
 log = logging.getLogger("demo")

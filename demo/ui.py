@@ -268,25 +268,25 @@ def _work_handlers(page: Page):
                 c["mask_to_canvas"]: gr.update(visible=r["upload_mask"] is not None),
                 c["upload_mask"]: None if r["upload_mask"] is None else r["upload_mask"].astype(np.uint8) * 255}
 
-    @gpu
+    @gpu("edit")
     @user_errors
     def on_edit(data: dict, request: gr.Request, progress=gr.Progress()):
         return edit_result(engine.edit(session_of(request), _edit_request(page, data), progress_of(progress)))
 
-    @gpu
+    @gpu("edit")
     @user_errors
     def on_live(data: dict, request: gr.Request, progress=gr.Progress()):
         if not data[c["live"]] or not (data[c["target"]] or "").strip() or data[c["image"]] is None:
             return {k: gr.skip() for k in outputs}
         return edit_result(engine.edit(session_of(request), _edit_request(page, data), progress_of(progress)))
 
-    @gpu
+    @gpu("invert")
     @user_errors
     def on_invert(data: dict, request: gr.Request, progress=gr.Progress()):
         entry, record = engine.inversion_record(session_of(request), _inversion_request(page, data), progress_of(progress))
         return {c["shown_input"]: show(entry.x), c["recon"]: show(entry.reconstruction), c["summary"]: report.summary_markdown(record), c["metrics"]: record}
 
-    @gpu
+    @gpu("compare")
     @user_errors
     def on_compare(data: dict, request: gr.Request, progress=gr.Progress()):
         import pandas as pd
