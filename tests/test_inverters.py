@@ -205,3 +205,18 @@ def test_renoise_survives_large_estimates_and_divergence(oracle, monkeypatch):
     monkeypatch.setattr(oracle, "predict_noise", exploding)
     inv = invert(oracle, oracle.sample_data(0), "", "renoise", steps=3, renoise_steps=9)
     assert torch.isfinite(inv.latents).all() and len(calls) < 3 * 10  # stopped early, never NaN
+
+
+def test_renoise_keeps_an_estimate_its_regularisation_would_blow_up():
+    """eps_opt with almost no patch variance (random weights) drives the clipped KL step and then
+    the auto-correlation step to NaN; the estimate stays as it was. A sane case is regularised."""
+    from inversion.inverters.renoise import ReNoiseInverter, regularise_noise
+
+    p = ReNoiseInverter().resolve_params("lcm")
+    g = torch.Generator().manual_seed(0)
+    eps = 0.1 * torch.randn(1, 4, 8, 16, generator=g)
+    flat = 1e-4 * torch.randn(1, 4, 8, 16, generator=g)
+    assert torch.equal(regularise_noise(eps, flat, p, torch.Generator().manual_seed(1)), eps)
+    noise = torch.randn(1, 4, 8, 16, generator=g)
+    out = regularise_noise(noise, torch.randn(1, 4, 8, 16, generator=g), p, torch.Generator().manual_seed(1))
+    assert torch.isfinite(out).all() and not torch.equal(out, noise)

@@ -16,7 +16,11 @@ variances, no factor 1/2) against eps_opt, the prediction at the forward-noised
 input add_noise(z0, n, t) with one noise n per inversion, and an auto-correlation
 term summed per channel over that channel's own random shifts at every scale.
 Ours, not the official code's: a guard against divergence (a residual ten times the first
-stops the step at its best candidate; not triggered on our models so far), and patch
+stops the step at its best candidate; not triggered on our models so far), a guard on the
+regularisation (an estimate it drives to NaN or to ten times the larger of its own and eps_opt's
+RMS, at least 1, is kept unregularised: the KL step, clipped at 100 per element, overshoots where
+eps_opt's patches have almost no variance, as on random weights, and the auto-correlation step
+then grows geometrically), and patch
 variances computed in two passes -- the one-pass E[x^2] - m^2 went negative on shapes-lcm's
 large noise estimates (|eps| ~ 50 at t = 759) and the KL turned NaN. Noise correction, which
 makes stochastic samplers (LCM) reconstruct exactly, is
@@ -83,7 +87,15 @@ def patch_kl_loss(n: torch.Tensor, ref: torch.Tensor, patch: int = KL_PATCH) -> 
 
 
 def regularise_noise(eps: torch.Tensor, ref: torch.Tensor, p: dict, gen: torch.Generator) -> torch.Tensor:
-    eps = eps.detach().clone()
+    """The regularised estimate; the estimate itself where the regularisation diverged (ours)."""
+    start = eps.detach()
+    eps = regularised(start.clone(), ref, p, gen)
+    scale = torch.maximum(start.pow(2).mean(), ref.pow(2).mean()).clamp_min(1.0).sqrt()
+    diverged = ~torch.isfinite(eps).all() | (eps.pow(2).mean().sqrt() > DIVERGED * scale)
+    return torch.where(diverged, start, eps)  # decided on the device
+
+
+def regularised(eps: torch.Tensor, ref: torch.Tensor, p: dict, gen: torch.Generator) -> torch.Tensor:
     with torch.enable_grad():
         for _ in range(p["noise_reg_steps"]):
             if p["lambda_kl"] > 0:

@@ -1,0 +1,75 @@
+"""The app started on a hub model (`--model lcm-dreamshaper-v7`) against the hub-layout fixture
+cache, with a stand-in for ZeroGPU's `spaces` package (tests/zerogpu/spaces.py) on its path."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import ROOT, free_port
+
+MODEL = "lcm-dreamshaper-v7"
+
+
+@pytest.fixture(scope="module")
+def app_on_hub_model(hub_cache, tmp_path_factory):
+    log = tmp_path_factory.mktemp("zerogpu") / "calls.jsonl"
+    log.touch()
+    port = free_port()
+    env = {**os.environ, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "zerogpu"), str(ROOT)]), "SPACES_STANDIN_LOG": str(log), "OMP_NUM_THREADS": "1"}
+    out = tmp_path_factory.mktemp("app") / "stdout.txt"
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen([sys.executable, "app.py", "--model", MODEL, "--port", str(port)], cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert proc.poll() is None, out.read_text()[-3000:]
+        yield url, log, out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _calls(log) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_the_app_runs_a_hub_model_from_the_cache_through_zerogpu(app_on_hub_model, cat_image):
+    from gradio_client import Client, handle_file
+
+    url, log, stdout = app_on_hub_model
+    assert "Could not load" not in stdout.read_text()  # no fallback to an offline model
+    config = json.loads(urllib.request.urlopen(f"{url}/config", timeout=10).read())
+    picker = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "model")["props"]
+    labels = dict((value, label) for label, value in picker["choices"])
+    assert picker["value"] == MODEL
+    assert labels[MODEL].endswith("— available") and labels["sd-1.5"].endswith("available (downloaded)")  # loaded; in the cache
+    assert labels["deepfloyd-if"].endswith("needs download")  # not in the fixture cache
+
+    client = Client(url, verbose=False)
+    args = dict(image=handle_file(str(cat_image)), source_prompt="a cat sitting", target_prompt="a dog sitting", editor="p2p", steps=4)
+    edited, recon, metrics = client.predict(**args, api_name="/edit")
+    assert metrics["model"] == MODEL and metrics["inverter"] == "rnri" and metrics["inversion"]["nfe"] == 12
+    again = client.predict(**{**args, "target_prompt": "a cat standing"}, api_name="/edit")[2]
+    assert again["inversion"]["cached"] is True
+    rows = client.predict(image=handle_file(str(cat_image)), source_prompt="a cat sitting", steps=4, api_name="/compare")[1]
+    assert {r["inverter"] for r in rows} >= {"ddim", "rnri", "renoise", "fixed-point", "easyinv"}
+
+    calls = _calls(log)
+    assert not [c for c in calls if "outside" in c]  # every UNet, VAE and text-encoder call ran inside spaces.GPU
+    assert {c["model_call"] for c in calls if "model_call" in c} >= {"UNet2DConditionModel", "AutoencoderKL", "CLIPTextModel"}
+    gpu = [c for c in calls if "call" in c]
+    assert [c["call"] for c in gpu] == ["edit", "edit", "compare"]
+    assert gpu[0]["duration"] == 60  # ZeroGPU's default before anything is measured
+    assert 20 <= gpu[1]["duration"] < 60  # then twice what an edit took (at least 20 s): short requests queue first
+    assert all(c["seconds"] <= c["duration"] for c in gpu)  # each call fitted in the time it asked for
