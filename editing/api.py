@@ -14,6 +14,7 @@ edited low-res image, so detail the SR inversion recovered carries over.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -36,7 +37,7 @@ EDITORS: dict[str, Editor] = {e.name: e for e in (P2P(), MasaCtrl(), DiffEdit())
 @dataclass
 class EditOutput:
     image: torch.Tensor  # the edit, (1, 3, H, W) in [-1, 1]
-    source_image: torch.Tensor | None  # the source branch = the reconstruction, when the editor ran it
+    source_latent: torch.Tensor | None  # the source branch (= the reconstruction) at the top stage, when the editor ran it
     editor: str
     params: dict
     nfe: int
@@ -44,6 +45,16 @@ class EditOutput:
     mask: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # raised during this edit (e.g. a float16 fallback)
+    decode: Callable | None = field(default=None, repr=False)  # the top stage's decoder, for `source_image`
+    _source_image: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    @property
+    def source_image(self) -> torch.Tensor | None:
+        """The source branch as an image, decoded on first use: it equals the reconstruction, which a
+        caller often holds already, and on a latent model the VAE decode is a large share of an edit."""
+        if self._source_image is None and self.source_latent is not None:
+            self._source_image = self.decode(self.source_latent)
+        return self._source_image
 
 
 def get_editor(name: str) -> Editor:
@@ -96,9 +107,8 @@ def edit(
         for s in range(1, len(cascade.stages)):
             low = cascade.stages[s - 1]
             image, source = _super_resolve(cascade, stages[s], s, target_prompt, low.decode(image), None if source is None else low.decode(source))
-        top = cascade.top
-        image, source = top.decode(image), None if source is None else top.decode(source)
-    return EditOutput(image, source, ed.name, result.params, meter.nfe, meter.seconds, result.mask, result.info, meter.warnings)
+        image = cascade.top.decode(image)
+    return EditOutput(image, source, ed.name, result.params, meter.nfe, meter.seconds, result.mask, result.info, meter.warnings, cascade.top.decode)
 
 
 @torch.no_grad()

@@ -450,3 +450,16 @@ def test_a_painted_region_drives_every_editor(tiny_sd, inversions):
             assert not torch.allclose(out.latent[~outside], out.source_latent[~outside], atol=1e-3), name
     with pytest.raises(ValueError, match="empty"):
         edit(tiny_sd, inv, target, "diffedit", region=torch.zeros_like(region))
+
+
+def test_an_edit_decodes_only_the_edit_and_the_source_branch_when_asked(tiny_sd, inversions, monkeypatch):
+    """The source branch equals the reconstruction, which callers usually hold: its VAE decode
+    (half an edit's decoding) waits until `source_image` is read, then happens once."""
+    decoded = []
+    real = tiny_sd.decode
+    monkeypatch.setattr(tiny_sd, "decode", lambda z: decoded.append(z.shape) or real(z))
+    out = edit(tiny_sd, inversions["ddim"], "a dog sitting on the grass", "p2p")
+    assert len(decoded) == 1
+    first = out.source_image
+    assert len(decoded) == 2 and out.source_image is first
+    assert torch.allclose(first, real(out.source_latent))
