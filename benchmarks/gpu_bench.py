@@ -2,12 +2,14 @@
 
 Random weights are enough for timing: the UNet has SD-1.5's shape with LCM's
 w-embedding (time_cond_proj_dim 256), the VAE and a 12-layer CLIP text encoder
-have SD's sizes. Reports per configuration: one UNet call (batch 1 and 2),
-inversion and edit wall time, NFE, and the overhead ratio against the UNet
-calls alone. Targets (issue): inversion <= 0.3 s and inversion + edit <= 1 s
-on an H100 in fp16.
+have SD's sizes. Reports one UNet call (batch 1 and 2), then for the inversion and
+each edit configuration the median wall time, NFE, and where the time went (text
+encoder, VAE encode, UNet, VAE decode, the rest: one more, instrumented run), the
+overhead against the UNet calls alone and peak memory. Runs on CPU too: the
+full-size proxy of the README. Targets (issue): inversion <= 0.3 s and inversion +
+edit <= 1 s on an H100 in fp16.
 
-    python benchmarks/gpu_bench.py --inverter rnri --editor p2p --steps 4 [--compile] [--json out.json]
+    python benchmarks/gpu_bench.py --inverter rnri --edits p2p,p2p-localblend,masactrl-mask --steps 4 [--compile] [--json out.json]
     python benchmarks/gpu_bench.py --tiny --device cpu   # smoke test of the script itself
 """
 
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffusers import AutoencoderKL, DDIMScheduler, LCMScheduler, UNet2DConditionModel  # noqa: E402
 
 from editing import edit  # noqa: E402
-from inversion.benchmark import calls_recorded, speed_fields  # noqa: E402
+from inversion.benchmark import profiled  # noqa: E402
 from inversion.models.tiny import SD_SCHEDULER, tiny_sd  # noqa: E402
 from inversion.models.tokenizers import build_clip_tokenizer, clip_text_encoder  # noqa: E402
 from inversion.models.unet_model import UNetModel, schedule_fields  # noqa: E402
@@ -68,12 +70,25 @@ def timed(fn, device: str, repeats: int):
     return statistics.median(times), out
 
 
+CONFIGS = {  # name -> (editor, parameters): the attention-map capture of LocalBlend and MasaCtrl's mask cost memory
+    "p2p": ("p2p", {}),
+    "p2p-localblend": ("p2p", {"blend_words": "cat,dog"}),
+    "masactrl": ("masactrl", {}),
+    "masactrl-mask": ("masactrl", {"mask_word": "cat", "mask_target_word": "dog"}),
+    "diffedit": ("diffedit", {}),
+}
+
+
+def breakdown_row(what: str, seconds: float, nfe: int, prof) -> dict:
+    return {"what": what, "seconds": seconds, "nfe": nfe, **prof.fields(seconds, nfe)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default=None, help="float16 (default on CUDA) or float32")
     ap.add_argument("--inverter", default="rnri")
-    ap.add_argument("--editor", default="p2p")
+    ap.add_argument("--edits", default="p2p", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=5)
@@ -89,23 +104,31 @@ def main() -> None:
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(a.device) * 2 - 1
     prompt, target = "a photo of a cat sitting on a sofa", "a photo of a dog sitting on a sofa"
     report = {"device": torch.cuda.get_device_name() if a.device.startswith("cuda") else a.device, "dtype": str(dtype), "compile": a.compile,
-              "size": size, "steps": a.steps, "inverter": a.inverter, "editor": a.editor}
+              "size": size, "steps": a.steps, "inverter": a.inverter, "threads": torch.get_num_threads()}
     for batch in (1, 2):
         cond = model.encode_prompt([prompt] * batch)
         z = torch.randn(batch, 4, size // 8, size // 8, device=a.device)
         report[f"unet_call_b{batch}_s"], _ = timed(lambda z=z, cond=cond: model.predict_noise(z, 500, cond), a.device, a.repeats)
     inv_s, inv = timed(lambda: invert(model, x, prompt, a.inverter, a.steps), a.device, a.repeats)
-    edit_s, out = timed(lambda: edit(model, inv, target, a.editor), a.device, a.repeats)
-    with calls_recorded(model) as calls:
+    with profiled(model) as prof:  # one more run, instrumented: where the time goes
         inv = invert(model, x, prompt, a.inverter, a.steps)
-    report.update(inversion_s=inv_s, inversion_nfe=inv.nfe, inversion_overhead=speed_fields(inv_s, inv.nfe, calls)["overhead"])
-    with calls_recorded(model) as calls:
-        out = edit(model, inv, target, a.editor)
-    report.update(edit_s=edit_s, edit_nfe=out.nfe, edit_overhead=speed_fields(edit_s, out.nfe, calls)["overhead"], total_s=inv_s + edit_s)
+    rows = [breakdown_row(f"{a.inverter} inversion", inv_s, inv.nfe, prof)]
+    for name in a.edits.split(","):
+        editor, params = CONFIGS[name]
+        edit_s, out = timed(lambda editor=editor, params=params: edit(model, inv, target, editor, **params), a.device, a.repeats)
+        with profiled(model) as prof:
+            out = edit(model, inv, target, editor, **params)
+        rows.append(breakdown_row(f"{name} edit", edit_s, out.nfe, prof))
     if a.device.startswith("cuda"):
         report["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    report["rows"] = rows
     for k, v in report.items():
-        print(f"{k:22s} {v:.4f}" if isinstance(v, float) else f"{k:22s} {v}")
+        if k != "rows":
+            print(f"{k:18s} {v:.4f}" if isinstance(v, float) else f"{k:18s} {v}")
+    cols = ["what", "seconds", "nfe", "text_s", "vae_encode_s", "unet_s", "vae_decode_s", "rest_s", "rest_fraction", "overhead", "peak_rss_gb"]
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
     if a.json:
         a.json.write_text(json.dumps(report, indent=1))
 

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 from editing import edit  # noqa: E402
 from inversion import invert, load_model  # noqa: E402
-from inversion.benchmark import calls_recorded, speed_fields, warm_up  # noqa: E402
+from inversion.benchmark import profiled, warm_up  # noqa: E402
 from inversion.images import load_image  # noqa: E402
 
 SCENE = ROOT / "assets" / "shapes" / "examples" / "scene0.png"
@@ -58,13 +58,13 @@ def library(model, x, steps: int, repeats: int, inverter: str) -> list[dict]:
         return inv, edit(model, inv, TARGET, "p2p")
 
     med, lo, hi, (inv, out) = median_of(repeats, both)
-    with calls_recorded(model) as calls:
+    with profiled(model) as prof:
         both()
-    rows = [{"path": "library", "what": f"{inverter} inversion + P2P edit", "median_s": med, "min_s": lo, "max_s": hi, "nfe": inv.nfe + out.nfe, **speed_fields(med, inv.nfe + out.nfe, calls)}]
+    rows = [{"path": "library", "what": f"{inverter} inversion + P2P edit", "median_s": med, "min_s": lo, "max_s": hi, "nfe": inv.nfe + out.nfe, **prof.fields(med, inv.nfe + out.nfe)}]
     med, lo, hi, out = median_of(repeats, lambda: edit(model, inv, TARGET2, "p2p"))
-    with calls_recorded(model) as calls:
+    with profiled(model) as prof:
         edit(model, inv, TARGET2, "p2p")
-    rows.append({"path": "library", "what": f"second edit ({inverter}, cached inversion)", "median_s": med, "min_s": lo, "max_s": hi, "nfe": out.nfe, **speed_fields(med, out.nfe, calls)})
+    rows.append({"path": "library", "what": f"second edit ({inverter}, cached inversion)", "median_s": med, "min_s": lo, "max_s": hi, "nfe": out.nfe, **prof.fields(med, out.nfe)})
     return rows
 
 

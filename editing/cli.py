@@ -2,28 +2,37 @@
 
     python -m editing edit --model M --inverter I --editor E --image PATH
                            --source-prompt S --target-prompt T [--out edit.png] [--json]
+    python -m editing interpolate --model M --inverter I --image A --image B --prompt P [--prompt2 P2]
+                                  [--steps S] [--frames 8] [--out strip.png] [--gif anim.gif] [--json]
     python -m editing editors
 
 With --json the last line is one JSON object: model, inverter, editor, steps,
 NFE and seconds split into inversion and edit, and the reconstruction's
 PSNR/SSIM against the input. An inversion saved with --save-inversion (or by
 `python -m inversion invert --save-inversion`) can be reused with --inversion.
+`interpolate` inverts two images (or reads two saved inversions) and writes the frames
+between them side by side (PNG) and optionally as a looping GIF.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from inversion.benchmark import calls_recorded, speed_fields, warm_up
+from PIL import Image, ImageOps
+
+from inversion.benchmark import profiled, warm_up
 from inversion.cli_tools import StderrProgress, emit, parse_params, print_table, run
-from inversion.images import ImageError
+from inversion.errors import ParameterError
+from inversion.images import ImageError, load_image
 from inversion.metrics import psnr, ssim
-from inversion.models import MODELS, load_model
+from inversion.models import MODELS, base_stage, load_model
 from inversion.pipeline import evaluate, input_tensor, invert, save_image
 from inversion.result import load_inversion, stage_inversions
 
 from .api import EDITORS, edit, validate_edit
+from .interpolate import frame_alphas, interpolate
 
 
 def cmd_edit(a) -> None:
@@ -74,6 +83,76 @@ def cmd_edit(a) -> None:
     emit(result, a.json)
 
 
+def _second_input(model, image, like, size, seed):
+    """The second image as the model takes it, at the first's shape: a single model keeps each
+    image's aspect ratio, so a second of another shape is centre-cropped to the first's and resized
+    (the two noises must have one shape). The oracle draws another sample (seed + 1)."""
+    x = input_tensor(model, image, size, seed + 1)
+    if x.shape == like.shape:
+        return x, []
+    h, w = like.shape[-2:]
+    fitted = ImageOps.fit(load_image(image), (w, h), Image.Resampling.LANCZOS)
+    return input_tensor(model, fitted, max(h, w), seed + 1), [f"the second image was centre-cropped to the first's aspect ratio ({w}x{h})"]
+
+
+def cmd_interpolate(a) -> None:
+    images, saved = a.image or [], a.inversion or []
+    if saved and len(saved) != 2:
+        raise ParameterError(f"--inversion takes two saved inversions (give it twice), got {len(saved)}")
+    if not saved and len(images) != 2 and not (a.model == "oracle" and not images):
+        raise ImageError(f"interpolate takes two images (--image A --image B), got {len(images)}")
+    if saved and len(images) not in (0, 2):
+        raise ImageError("with --inversion give both images (to measure the ends) or none")
+    frame_alphas(a.frames)  # a bad count fails before any model work
+    model = load_model(a.model, device=a.device)
+    progress = StderrProgress(not a.quiet)
+    prompt_b = a.prompt if a.prompt2 is None else a.prompt2
+    notes, xs = [], [None, None]
+    if images or not saved:
+        xs[0] = input_tensor(model, images[0] if images else None, a.size, a.seed)
+        xs[1], notes = _second_input(model, images[1] if images else None, xs[0], a.size, a.seed)
+    if saved:
+        invs = [load_inversion(path) for path in saved]
+    else:
+        for p in (a.prompt, prompt_b):
+            base_stage(model).check_prompt(p)
+        params = parse_params(a.inverter_param)
+        invs = [invert(model, x, p, a.inverter, a.steps, a.guidance, a.negative_prompt, a.seed, progress=progress, **params)
+                for x, p in zip(xs, (a.prompt, prompt_b))]
+    out = interpolate(model, *invs, frames=a.frames, progress=progress)
+    inverters = [inv.inverter for inv in invs]
+    result = {
+        "model": a.model,
+        "inverter": inverters[0] if inverters[0] == inverters[1] else "+".join(inverters),
+        "steps": invs[0].num_steps,
+        "frames": len(out.alphas),
+        "alphas": out.alphas,
+        "prompts": [stage_inversions(inv)[0].prompt for inv in invs],
+        "nfe": (0 if saved else sum(inv.nfe for inv in invs)) + out.nfe,
+        "inversion_nfe": 0 if saved else sum(inv.nfe for inv in invs),
+        "interpolation_nfe": out.nfe,
+        "seconds": round((0 if saved else sum(inv.seconds for inv in invs)) + out.seconds, 4),
+        "inversion_seconds": 0.0 if saved else round(sum(inv.seconds for inv in invs), 4),
+        "interpolation_seconds": round(out.seconds, 4),
+        "size": [out.frames.shape[-1], out.frames.shape[-2]],
+        "endpoint_psnr": None if xs[0] is None else [psnr(out.frames[0:1], xs[0]), psnr(out.frames[-1:], xs[1])],
+        "warnings": notes + out.warnings,
+    }
+    if a.out:
+        out.strip().save(a.out, format="PNG")
+        result["out"] = str(a.out)
+    if a.gif:
+        out.save_gif(a.gif, a.frame_ms, a.pingpong)
+        result["gif"] = str(a.gif)
+    if not a.json:
+        for k in ("model", "inverter", "steps", "frames", "nfe", "inversion_nfe", "interpolation_nfe", "seconds", "endpoint_psnr", "out", "gif"):
+            if k in result:
+                print(f"{k:18s} {result[k]}")
+        for w in result["warnings"]:
+            print(f"note: {w}", file=sys.stderr)
+    emit(result, a.json)
+
+
 def _at_least_one(v: str) -> int:
     if not v.isdigit() or int(v) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {v!r}")
@@ -81,11 +160,11 @@ def _at_least_one(v: str) -> int:
 
 
 def _median_run(repeats: int, run, model):
-    """(the run of median seconds, its recorded UNet calls): sub-second runs on a shared CPU are noisy."""
+    """(the run of median seconds, its profile): sub-second runs on a shared CPU are noisy."""
     results = []
     for _ in range(repeats):
-        with calls_recorded(model) as calls:
-            results.append((run(), calls))
+        with profiled(model) as prof:
+            results.append((run(), prof))
     results.sort(key=lambda r: r[0].seconds)
     return results[len(results) // 2]
 
@@ -98,19 +177,20 @@ def cmd_bench(a) -> None:
     for n in names:
         validate_edit(model, a.source_prompt, a.target_prompt, n)
     warm_up(model, x, a.source_prompt)
-    inv, calls = _median_run(a.repeats, lambda: invert(model, x, a.source_prompt, a.inverter, a.steps, None, "", a.seed, **parse_params(a.inverter_param)), model)
-    inv_speed = speed_fields(inv.seconds, inv.nfe, calls)
+    inv, prof = _median_run(a.repeats, lambda: invert(model, x, a.source_prompt, a.inverter, a.steps, None, "", a.seed, **parse_params(a.inverter_param)), model)
+    inv_speed = {f"inversion_{k}": v for k, v in prof.fields(inv.seconds, inv.nfe).items() if k != "peak_rss_gb"}
     rows = []
     for n in names:
-        out, calls = _median_run(a.repeats, lambda n=n: edit(model, inv, a.target_prompt, n), model)
+        out, prof = _median_run(a.repeats, lambda n=n: edit(model, inv, a.target_prompt, n), model)
         rows.append({
             "model": a.model, "inverter": inv.inverter, "editor": n, "steps": inv.num_steps,
-            "inversion_nfe": inv.nfe, "inversion_seconds": inv.seconds, "inversion_overhead": inv_speed["overhead"],
-            "nfe": out.nfe, "seconds": out.seconds, **speed_fields(out.seconds, out.nfe, calls),
+            "inversion_nfe": inv.nfe, "inversion_seconds": inv.seconds, **inv_speed,
+            "nfe": out.nfe, "seconds": out.seconds, **prof.fields(out.seconds, out.nfe),
             "total_seconds": inv.seconds + out.seconds,
         })
     if not a.json:
-        print_table(rows, ["model", "inverter", "editor", "steps", "inversion_nfe", "inversion_seconds", "inversion_overhead", "nfe", "seconds", "time_per_nfe", "overhead", "total_seconds"])
+        print_table(rows, ["model", "inverter", "editor", "steps", "inversion_nfe", "inversion_seconds", "inversion_overhead", "nfe", "seconds", "time_per_nfe", "overhead",
+                           "text_s", "unet_s", "vae_decode_s", "rest_s", "total_seconds", "peak_rss_gb"])
     emit(rows, a.json)
 
 
@@ -152,6 +232,27 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default=None)
     b.add_argument("--json", action="store_true")
     b.add_argument("--repeats", type=_at_least_one, default=3, help="runs of each operation; the median is reported")
+    i = sub.add_parser("interpolate", help="frames between two inverted images (strip PNG, optional GIF)")
+    i.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
+    i.add_argument("--inverter", default="ddim")
+    i.add_argument("--image", action="append", metavar="PATH", help="give it twice: the first and the last frame")
+    i.add_argument("--prompt", default="", help="describes the first image")
+    i.add_argument("--prompt2", default=None, help="describes the second image (default: --prompt)")
+    i.add_argument("--negative-prompt", default="")
+    i.add_argument("--steps", type=int, default=None)
+    i.add_argument("--guidance", type=float, default=None, help="guidance of the inversions (default: the model's)")
+    i.add_argument("--frames", type=int, default=8, help="frames, both ends included (2-256)")
+    i.add_argument("--size", type=int, default=None)
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--inverter-param", action="append", metavar="NAME=VALUE", help="inverter parameter, repeatable")
+    i.add_argument("--inversion", type=Path, action="append", help="a saved inversion instead of inverting; give it twice")
+    i.add_argument("--out", type=Path, default=None, help="write the frames side by side here (PNG)")
+    i.add_argument("--gif", type=Path, default=None, help="write an animated GIF here (loops forever)")
+    i.add_argument("--frame-ms", type=_at_least_one, default=120, help="GIF: milliseconds per frame")
+    i.add_argument("--pingpong", action="store_true", help="GIF: play forth and back")
+    i.add_argument("--device", default=None)
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--quiet", action="store_true")
     sub.add_parser("editors", help="list the editors and their parameters")
     return p
 
@@ -166,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_edit(a)
         elif a.cmd == "bench":
             cmd_bench(a)
+        elif a.cmd == "interpolate":
+            cmd_interpolate(a)
         else:
             for ed in EDITORS.values():
                 print(f"{ed.name:10s} {ed.paper}")

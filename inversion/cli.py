@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from .benchmark import calls_recorded, speed_fields, warm_up
+from .benchmark import profiled, warm_up
 from .cli_tools import StderrProgress, emit, parse_params, print_table, run
 from .images import ImageError
 from .inverters import INVERTERS, get_inverter
@@ -78,10 +78,10 @@ def cmd_bench(a) -> None:
         per_image = []
         for i, img in enumerate(images):
             x = input_tensor(model, img, a.size, seed=i)
-            with calls_recorded(model) as calls:
+            with profiled(model) as prof:
                 inv = invert(model, x, a.prompt, name, a.steps, a.guidance, "", seed=i, **parse_params(a.param))
             report, _ = evaluate(model, x, inv)
-            report.update(speed_fields(inv.seconds, inv.nfe, calls))
+            report.update(prof.fields(inv.seconds, inv.nfe))
             per_image.append(report)
         progress(len(rows) + 1, len(names), "bench")
         rows.append(average(per_image, len(images)))

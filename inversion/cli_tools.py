@@ -54,7 +54,7 @@ def emit(obj, as_json: bool) -> None:
 
 
 def print_table(rows: list[dict], cols: list[str] | None = None) -> None:
-    cols = cols or ["model", "inverter", "steps", "nfe", "seconds", "time_per_nfe", "overhead", "psnr", "ssim", "latent_psnr", "vae_psnr", "lpips"]
+    cols = cols or ["model", "inverter", "steps", "nfe", "seconds", "time_per_nfe", "overhead", "unet_s", "rest_s", "psnr", "ssim", "latent_psnr", "vae_psnr", "lpips"]
 
     def fmt(v):
         if v is None:

@@ -41,4 +41,23 @@ def test_gpu_benchmark_script_smoke_runs_on_cpu(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr
     r = json.loads(out.read_text())
-    assert r["inversion_nfe"] == 12 and r["edit_nfe"] == 4 and r["inversion_overhead"] > 0
+    inversion, p2p = r["rows"]
+    assert inversion["nfe"] == 12 and p2p["nfe"] == 4 and inversion["overhead"] > 0
+    assert inversion["vae_decode_s"] == 0 < inversion["vae_encode_s"] and p2p["vae_encode_s"] == 0 < p2p["vae_decode_s"]
+
+
+def test_profiled_splits_an_operation_into_its_components_and_restores_the_model(tiny_sd, cat_image):
+    from editing import edit
+    from inversion.benchmark import PARTS, profiled
+    from inversion.pipeline import invert
+
+    with profiled(tiny_sd) as prof:
+        inv = invert(tiny_sd, cat_image, "a cat", "rnri", steps=3)
+    b = prof.breakdown()
+    assert b["text_s"] > 0 and b["vae_encode_s"] > 0 and b["unet_s"] > 0 and b["vae_decode_s"] == 0
+    assert 0 <= b["rest_s"] < prof.wall and len(prof.calls) == inv.nfe and b["peak_rss_gb"] > 0
+    assert not set(PARTS.values()) & set(vars(tiny_sd))  # the stage's own methods are back
+    with profiled(tiny_sd) as prof:
+        out = edit(tiny_sd, inv, "a dog", "p2p")
+    b = prof.fields(out.seconds, out.nfe)
+    assert b["vae_encode_s"] == 0 < b["vae_decode_s"] and b["unet_s"] > 0 and b["overhead"] > 0
