@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from diffusers import AutoencoderKL, DDIMScheduler, LCMScheduler, UNet2DConditionModel  # noqa: E402
+from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, LCMScheduler, UNet2DConditionModel  # noqa: E402
 
 from editing import edit  # noqa: E402
 from inversion.benchmark import profiled  # noqa: E402
@@ -45,12 +45,17 @@ def lcm_sized(device: str, dtype: torch.dtype) -> UNetModel:
                         up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4)
     for m in (text, unet, vae):
         m.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    taesd = AutoencoderTiny(**TAESD_CONFIG).to(device=device, dtype=dtype).eval().requires_grad_(False)  # madebyollin/taesd's published config
     sched = LCMScheduler.from_config(DDIMScheduler(**SD_SCHEDULER).config)
     return UNetModel(
         name="lcm-sized", family="lcm", sampler_kind="lcm", **schedule_fields(sched), device=torch.device(device), dtype=dtype, latent_channels=4, default_steps=4,
         default_guidance=8.5, default_edit_guidance=8.5, uses_cfg=False, image_size=512, size_multiple=64, latent_scale=8,
-        unet_module=unet, text_encoder=text, tokenizer=tok, vae=vae, scaling_factor=0.18215,
+        unet_module=unet, text_encoder=text, tokenizer=tok, vae=vae, scaling_factor=0.18215, preview_vae=taesd,
     )
+
+
+TAESD_CONFIG = dict(act_fn="relu", encoder_block_out_channels=(64,) * 4, decoder_block_out_channels=(64,) * 4, num_encoder_blocks=(1, 3, 3, 3),
+                    num_decoder_blocks=(3, 3, 3, 1), latent_magnitude=3, latent_shift=0.5, scaling_factor=1.0, upsampling_scaling_factor=2)
 
 
 def sync(device: str) -> None:
@@ -109,6 +114,9 @@ def main() -> None:
         cond = model.encode_prompt([prompt] * batch)
         z = torch.randn(batch, 4, size // 8, size // 8, device=a.device)
         report[f"unet_call_b{batch}_s"], _ = timed(lambda z=z, cond=cond: model.predict_noise(z, 500, cond), a.device, a.repeats)
+    z = torch.randn(1, 4, size // 8, size // 8, device=a.device)
+    report["decode_full_s"], _ = timed(lambda: model.decode(z), a.device, a.repeats)  # one image: the final edit and the metrics
+    report["decode_preview_s"], _ = timed(lambda: model.preview(z), a.device, a.repeats)  # TAESD: live mode's preview
     inv_s, inv = timed(lambda: invert(model, x, prompt, a.inverter, a.steps), a.device, a.repeats)
     with profiled(model) as prof:  # one more run, instrumented: where the time goes
         inv = invert(model, x, prompt, a.inverter, a.steps)

@@ -64,6 +64,7 @@ class EditRequest:
     guidance: float | None = None  # None: the model's default edit guidance
     params: dict = field(default_factory=dict)
     region: object = None  # an optional painted mask (H x W array or image file, nonzero = edit here) of the input
+    preview: bool = False  # live mode: decode with the model's fast preview decoder where it has one
 
 
 def check_whole(value, name: str, low: int, high: int) -> int:
@@ -289,7 +290,7 @@ class Engine:
         entry, cached = self.invert(session, req.source, progress.phase(f"inverting ({req.source.inverter})", 0.0, 0.6, stages(model)) if progress else None)
         region = self._region(model, req.region, entry.size)
         with self.lock, oom_guard(entry.x):
-            out = edit(model, entry.inversion, req.target_prompt, req.editor, guidance, progress=progress.phase("editing", 0.6, 1.0) if progress else None, region=region, **params)
+            out = edit(model, entry.inversion, req.target_prompt, req.editor, guidance, progress=progress.phase("editing", 0.6, 1.0) if progress else None, region=region, preview=req.preview, **params)
         metrics = report.edit_record(model, entry, cached, out)
         metrics["warnings"] = report.warnings_for(model, entry, [req.source.prompt, req.target_prompt], req, out) + out.warnings
         upload_mask = None if out.mask is None else self._mask_on_upload(model, out.mask, entry.x, entry.size)

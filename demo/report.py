@@ -58,6 +58,7 @@ def edit_record(model, entry, cached: bool, out) -> dict:
         "change_psnr": _round(min(psnr(out.image, entry.x), PSNR_CAP), 2),
         "change_ssim": _round(ssim(out.image, entry.x)),
         "mask_fraction": None if out.mask is None else round(float(out.mask.mean()), 3),
+        "decoder": "preview" if out.previewed else "full",  # change_* of a preview compare the preview decoder's image
     }
     return record
 

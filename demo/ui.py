@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import gradio as gr
@@ -278,7 +278,7 @@ def _work_handlers(page: Page):
     def on_live(data: dict, request: gr.Request, progress=gr.Progress()):
         if not data[c["live"]] or not (data[c["target"]] or "").strip() or data[c["image"]] is None:
             return {k: gr.skip() for k in outputs}
-        return edit_result(engine.edit(session_of(request), _edit_request(page, data), progress_of(progress)))
+        return edit_result(engine.edit(session_of(request), replace(_edit_request(page, data), preview=True), progress_of(progress)))
 
     @gpu("invert")
     @user_errors

@@ -45,6 +45,7 @@ class EditOutput:
     mask: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # raised during this edit (e.g. a float16 fallback)
+    previewed: bool = False  # the image came from the fast preview decoder, not the full one
     decode: Callable | None = field(default=None, repr=False)  # the top stage's decoder, for `source_image`
     _source_image: torch.Tensor | None = field(default=None, init=False, repr=False)
 
@@ -84,6 +85,7 @@ def edit(
     guidance: float | None = None,
     progress=None,
     region=None,
+    preview: bool = False,
     **params,
 ) -> EditOutput:
     """Edit the base stage with the editor; a cascade's SR stages then sample the edit (and the
@@ -92,7 +94,8 @@ def edit(
     `region`: an optional mask of the input image (H x W, nonzero = edit here; tensor or array),
     painted by the user: it replaces DiffEdit's automatic mask, serves as P2P's LocalBlend and as
     MasaCtrl's foreground. It is brought to the base stage's latent grid, a cell counting as
-    painted when any of its pixels is."""
+    painted when any of its pixels is. `preview`: decode the edit with the model's fast preview
+    decoder where it has one (TAESD on SD-family models; live mode), else as usual."""
     ed = get_editor(editor)
     cascade, stages = as_cascade(model), stage_inversions(inv)
     if len(stages) != len(cascade.stages):
@@ -107,8 +110,8 @@ def edit(
         for s in range(1, len(cascade.stages)):
             low = cascade.stages[s - 1]
             image, source = _super_resolve(cascade, stages[s], s, target_prompt, low.decode(image), None if source is None else low.decode(source))
-        image = cascade.top.decode(image)
-    return EditOutput(image, source, ed.name, result.params, meter.nfe, meter.seconds, result.mask, result.info, meter.warnings, cascade.top.decode)
+        image = (cascade.top.preview if preview else cascade.top.decode)(image)
+    return EditOutput(image, source, ed.name, result.params, meter.nfe, meter.seconds, result.mask, result.info, meter.warnings, preview and cascade.top.has_preview, cascade.top.decode)
 
 
 @torch.no_grad()

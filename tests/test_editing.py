@@ -8,7 +8,7 @@ from conftest import sdxl_shaped_unet
 import editing.masactrl as masactrl_mod
 import editing.p2p as p2p_mod
 from editing import EDITORS as EDITORS_BY_NAME
-from editing import edit
+from editing import edit, get_editor
 from editing.attention import Controller, WordMaps, controlled, fraction_to_steps, layer_registry
 from editing.diffedit import strength_step
 from editing.words import WordError, find_word, replace_mapper
@@ -463,3 +463,21 @@ def test_an_edit_decodes_only_the_edit_and_the_source_branch_when_asked(tiny_sd,
     first = out.source_image
     assert len(decoded) == 2 and out.source_image is first
     assert torch.allclose(first, real(out.source_latent))
+
+
+def test_a_preview_edit_decodes_with_the_preview_decoder_and_says_so(tiny_sd, inversions, monkeypatch):
+    """Live mode's preview: the edit is decoded by TAESD (AutoencoderTiny, madebyollin/taesd's
+    architecture) from the same latent; without a preview decoder the full VAE decodes it."""
+    from diffusers import AutoencoderTiny
+
+    taesd = AutoencoderTiny(act_fn="relu", encoder_block_out_channels=(64,) * 4, decoder_block_out_channels=(64,) * 4,
+                            num_encoder_blocks=(1, 3, 3, 3), num_decoder_blocks=(3, 3, 3, 1), latent_magnitude=3, latent_shift=0.5).eval()
+    inv = inversions["ddim"]
+    full = edit(tiny_sd, inv, "a dog sitting on the grass", "p2p")
+    assert not full.previewed and torch.equal(edit(tiny_sd, inv, "a dog sitting on the grass", "p2p", preview=True).image, full.image)  # none set
+    monkeypatch.setattr(tiny_sd, "preview_vae", taesd)
+    quick = edit(tiny_sd, inv, "a dog sitting on the grass", "p2p", preview=True)
+    assert quick.previewed and quick.image.shape == full.image.shape and quick.image.abs().max() <= 1
+    latent = get_editor("p2p").edit(tiny_sd, inv, "a dog sitting on the grass", tiny_sd.default_edit_guidance, get_editor("p2p").resolve_params(tiny_sd.defaults)).latent
+    assert torch.allclose(quick.image, taesd.decode(latent).sample.clamp(-1, 1), atol=1e-5)  # TAESD takes the sampler's latent as it is
+    assert torch.allclose(quick.source_image, tiny_sd.decode(quick.source_latent))  # the source branch: the full decoder

@@ -350,6 +350,14 @@ class DiffusionModel:
         """The sampler's tensor -> image in [-1, 1] (float32)."""
         raise NotImplementedError
 
+    def preview(self, latent: torch.Tensor) -> torch.Tensor:
+        """A fast approximate decode for live previews; the full decode where there is none."""
+        return self.decode(latent)
+
+    @property
+    def has_preview(self) -> bool:
+        return False
+
     @property
     def unet(self):
         """The UNet whose attention editors control, or None (oracle)."""

@@ -9,6 +9,7 @@ repository is missing and what to do. CI runs all of it offline on hub-layout fi
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -16,6 +17,8 @@ import torch
 from .base import ModelError
 from .cascade import Cascade
 from .unet_model import UNetModel, schedule_fields
+
+log = logging.getLogger("inversion")
 
 REPOS = {
     "lcm-dreamshaper-v7": "SimianLuo/LCM_Dreamshaper_v7",
@@ -30,6 +33,7 @@ LCM_DISTILLED_GUIDANCE = 8.5  # LatentConsistencyModelPipeline's default guidanc
 LCM_LORA_GUIDANCE = 1.5  # the LCM-LoRA card's advice: guidance 1 to 2 (real CFG on a LoRA'd UNet)
 SD_GUIDANCE = 7.5  # Stable Diffusion's usual text-to-image guidance, for the edit branch
 IF_STAGE_2 = "DeepFloyd/IF-II-M-v1.0"
+TAESD = "madebyollin/taesd"  # AutoencoderTiny for SD 1.x latents: the live preview decoder
 
 
 def default_device() -> tuple[torch.device, torch.dtype]:
@@ -94,6 +98,18 @@ def is_cached(name: str) -> bool:
     return True
 
 
+def preview_decoder(device, dtype):
+    """TAESD where it loads (cache or network): live mode previews an edit with it at a fraction of
+    the full VAE's cost; without it previews use the full VAE."""
+    from diffusers import AutoencoderTiny
+
+    try:
+        return AutoencoderTiny.from_pretrained(TAESD, torch_dtype=dtype).to(device).eval().requires_grad_(False)
+    except Exception as e:  # not cached offline, no network: not an error, previews are optional
+        log.info("no preview decoder (%s): live previews use the full VAE [%s]", TAESD, type(e).__name__)
+        return None
+
+
 def _sd_bundle(name, pipe, sched, *, lcm: bool, device, dtype, description) -> UNetModel:
     distilled = bool(getattr(pipe.unet.config, "time_cond_proj_dim", None))
     native = pipe.unet.config.sample_size * pipe.vae_scale_factor  # what it was trained at: SD 1.x 512 px, LCM Dreamshaper 768 px
@@ -120,6 +136,7 @@ def _sd_bundle(name, pipe, sched, *, lcm: bool, device, dtype, description) -> U
         vae=pipe.vae.eval().requires_grad_(False),
         scaling_factor=pipe.vae.config.scaling_factor,
         prediction_type=sched.config.prediction_type,
+        preview_vae=preview_decoder(device, dtype),
     )
 
 

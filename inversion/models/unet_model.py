@@ -56,6 +56,7 @@ class UNetModel(DiffusionModel):
     vae: torch.nn.Module | None = None
     scaling_factor: float = 1.0
     prediction_type: str = "epsilon"
+    preview_vae: torch.nn.Module | None = None  # diffusers' AutoencoderTiny (TAESD): decodes the sampler's latents directly
 
     @property
     def unet(self):
@@ -123,6 +124,18 @@ class UNetModel(DiffusionModel):
             return latent.float()
         with torch.no_grad():
             return self._vae(lambda v, z: v.decode(z).sample, latent.to(self.device) / self.scaling_factor, "VAE decoding")
+
+    @property
+    def has_preview(self) -> bool:
+        return self.preview_vae is not None
+
+    def preview(self, latent: torch.Tensor) -> torch.Tensor:
+        """TAESD's decode of the sampler's latent (it takes SD's scaled latents as they are; its
+        output is already in [-1, 1]): a fraction of the full VAE's cost, for live previews."""
+        if self.preview_vae is None:
+            return self.decode(latent)
+        with torch.no_grad():
+            return self.preview_vae.decode(latent.to(self.device, self.preview_vae.dtype)).sample.float().clamp(-1, 1)
 
     def _vae(self, fn, x: torch.Tensor, what: str) -> torch.Tensor:
         out = fn(self.vae, x.to(self.vae.dtype)).float()
