@@ -28,7 +28,7 @@ from inversion.errors import ParameterError
 from inversion.images import ImageError, load_image
 from inversion.metrics import psnr, ssim
 from inversion.models import MODELS, base_stage, load_model
-from inversion.pipeline import evaluate, input_tensor, invert, save_image
+from inversion.pipeline import PSNR_CAP, evaluate, input_tensor, invert, save_image
 from inversion.result import load_inversion, stage_inversions
 
 from .api import EDITORS, edit, validate_edit
@@ -135,7 +135,7 @@ def cmd_interpolate(a) -> None:
         "inversion_seconds": 0.0 if saved else round(sum(inv.seconds for inv in invs), 4),
         "interpolation_seconds": round(out.seconds, 4),
         "size": [out.frames.shape[-1], out.frames.shape[-2]],
-        "endpoint_psnr": None if xs[0] is None else [psnr(out.frames[0:1], xs[0]), psnr(out.frames[-1:], xs[1])],
+        "endpoint_psnr": None if xs[0] is None else [min(psnr(f, x), PSNR_CAP) for f, x in ((out.frames[:1], xs[0]), (out.frames[-1:], xs[1]))],
         "warnings": notes + out.warnings,
     }
     if a.out:
