@@ -8,8 +8,9 @@ included), every config file with the real repository's keys and values, and
 only the widths and depths (channels, layers, vocabularies) made tiny. Weights
 are random. `load_model(name)` then runs unchanged against the cache.
 
-`REAL` holds the configs as published; `TINY` the only keys changed, and why.
-Where each real file was read is in `docs/hub_fixtures.md`.
+`REAL` holds the configs as published; `TINY` the only keys changed, and why (`TINY_IF` for
+DeepFloyd IF, whose config files are reconstructions). Where each real file was read is in
+`docs/hub_fixtures.md`.
 
     python tests/hub_fixtures.py DIR     # build the whole cache in DIR (HF_HUB_CACHE=DIR to use it)
 """
@@ -168,6 +169,86 @@ def lcm_lora_repo(cache: Path, sd_snapshot: Path) -> Path:
     return snap
 
 
+# DeepFloyd IF: widths made tiny; every block type, depth and both stage sizes (64 px, 256 px) kept.
+# A key `ORG/NAME/path` applies to that repository only (the two UNets differ); `path` to both.
+TINY_IF = {
+    "DeepFloyd/IF-I-M-v1.0/unet/config.json": {
+        "block_out_channels": [32, 32, 64, 64], "cross_attention_dim": 64, "encoder_hid_dim": 32, "attention_head_dim": 8, "addition_embed_type_num_heads": 2,
+    },
+    "DeepFloyd/IF-II-M-v1.0/unet/config.json": {  # 256 px: the narrowest top levels keep a 4-step inversion at a few seconds on one thread
+        "block_out_channels": [8, 16, 32, 32, 64], "norm_num_groups": 8, "cross_attention_dim": 64, "encoder_hid_dim": 32, "attention_head_dim": 8,
+        "addition_embed_type_num_heads": 2, "time_embedding_dim": 64,
+    },
+    "text_encoder/config.json": {"d_model": 32, "d_kv": 8, "d_ff": 37, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2},  # vocab_size: the tokenizer's
+    "safety_checker/config.json": {
+        "projection_dim": 32,
+        "text_config": {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 1, "projection_dim": 32},
+        "vision_config": {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 1, "patch_size": 8, "image_size": 32, "projection_dim": 32},
+    },
+}
+IF_STAGE_1, IF_STAGE_2 = "DeepFloyd/IF-I-M-v1.0", "DeepFloyd/IF-II-M-v1.0"
+
+
+def t5_tokenizer(folder: Path, files: dict[str, dict]):
+    """Our in-code T5 vocabulary as tokenizer.json (a unigram model readable without sentencepiece) in
+    place of the published spiece.model, beside the published tokenizer_config.json and
+    special_tokens_map.json (their 100 sentinel tokens are appended to our vocabulary on loading)."""
+    from transformers import T5Tokenizer
+
+    from inversion.models.tokenizers import build_t5_tokenizer
+
+    build_t5_tokenizer().save_pretrained(folder)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        write_json(folder / name, files[f"tokenizer/{name}"])
+    return T5Tokenizer.from_pretrained(folder)
+
+
+def if_component(kind: str, config: dict):
+    """A randomly initialised IF component of the class `kind` names."""
+    from diffusers.pipelines.deepfloyd_if.safety_checker import IFSafetyChecker
+    from diffusers.pipelines.deepfloyd_if.watermark import IFWatermarker
+    from transformers import CLIPConfig, T5Config, T5EncoderModel
+
+    fields = {k: v for k, v in config.items() if not k.startswith("_")}
+    if kind == "T5EncoderModel":
+        return T5EncoderModel(T5Config(**fields))
+    if kind == "IFSafetyChecker":
+        return IFSafetyChecker(CLIPConfig(**fields))
+    if kind == "IFWatermarker":
+        marker = IFWatermarker()
+        marker.watermark_image.copy_(torch.randint(0, 256, marker.watermark_image.shape))  # an RGBA image
+        return marker
+    return component(kind, config, 0)
+
+
+def if_repo(cache: Path, repo: str) -> Path:
+    """A DeepFloyd IF repository (IFPipeline or IFSuperResolutionPipeline): the config files in
+    tests/fixtures/hub (reconstructed, see docs/hub_fixtures.md), tiny random weights for every
+    model component model_index.json lists: fp32 and fp16 variants as published (text encoder in
+    shards, watermarker fp32 only)."""
+    torch.manual_seed(int(revision(repo)[:8], 16))
+    snap = snapshot(cache, repo)
+    files = published(repo)
+    vocab_size = len(t5_tokenizer(snap / "tokenizer", files))
+    for path, data in files.items():
+        if path.startswith("tokenizer/"):
+            continue
+        config = merged(data, TINY_IF.get(f"{repo}/{path}", TINY_IF.get(path, {})))
+        folder = path.split("/")[0]
+        if path.endswith("/config.json"):
+            kind = files["model_index.json"][folder][1]
+            if kind == "T5EncoderModel":
+                config["vocab_size"] = vocab_size
+            module = if_component(kind, config)
+            for variant in ("", "fp16") if kind != "IFWatermarker" else ("",):
+                dtype = torch.float16 if variant else torch.float32
+                size = sum(p.numel() * p.element_size() for p in module.to(dtype).parameters())
+                shard = {"max_shard_size": int(size * 0.6)} if kind == "T5EncoderModel" else {}  # two shards, as published
+                module.to(dtype).save_pretrained(snap / folder, variant=variant or None, **shard)
+        write_json(snap / path, config)  # after save_pretrained: the published key set, not this version's
+    return snap
+
+
 LORA_FILE = "pytorch_lora_weights.safetensors"
 SD_REPOS = {  # repository -> has fp16 variant files (SD: unet, vae, text_encoder, safety_checker; LCM: none seen)
     "SimianLuo/LCM_Dreamshaper_v7": False,
@@ -175,7 +256,7 @@ SD_REPOS = {  # repository -> has fp16 variant files (SD: unet, vae, text_encode
     "CompVis/stable-diffusion-v1-4": True,
 }
 LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"
-ALL = (*SD_REPOS, LCM_LORA)
+ALL = (*SD_REPOS, LCM_LORA, IF_STAGE_1, IF_STAGE_2)
 
 
 def build_hub_cache(cache: Path, repos: tuple[str, ...] = ALL) -> Path:
@@ -190,6 +271,9 @@ def build_hub_cache(cache: Path, repos: tuple[str, ...] = ALL) -> Path:
     if LCM_LORA in repos:
         base = "stable-diffusion-v1-5/stable-diffusion-v1-5"
         lcm_lora_repo(cache, snapshot(cache, base) if base in repos else sd_repo(cache / ".base", base, fp16=False))
+    for repo in (IF_STAGE_1, IF_STAGE_2):
+        if repo in repos:
+            if_repo(cache, repo)
     return cache
 
 

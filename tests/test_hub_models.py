@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from hub_fixtures import ALL, LCM_LORA, LORA_FILE, build_hub_cache, published, snapshot
+from hub_fixtures import ALL, IF_STAGE_1, IF_STAGE_2, LCM_LORA, LORA_FILE, build_hub_cache, published, snapshot
 
 from editing import edit, get_editor
 from inversion.models import MODELS, is_available, load_model
@@ -89,7 +89,11 @@ def test_hub_models_are_available_exactly_when_their_files_are_cached(tmp_path, 
     assert is_available("sd-1.5") and is_available("sd-1.5-lcm-lora") and not is_available("sd-1.4")
     shutil.rmtree(snapshot(tmp_path, "SimianLuo/LCM_Dreamshaper_v7") / "unet")  # a download cut short
     assert not is_available("lcm-dreamshaper-v7")
-    assert set(ALL) >= {"SimianLuo/LCM_Dreamshaper_v7", LCM_LORA}
+    build_hub_cache(tmp_path, (IF_STAGE_1,))
+    assert not is_available("deepfloyd-if")  # the super-resolution stage's repository is still missing
+    build_hub_cache(tmp_path, (IF_STAGE_2,))
+    assert is_available("deepfloyd-if")
+    assert set(ALL) >= {"SimianLuo/LCM_Dreamshaper_v7", LCM_LORA, IF_STAGE_1, IF_STAGE_2}
 
 
 def test_fp16_weights_load_as_the_variant_and_an_overflowing_vae_falls_back_to_float32(tmp_path, monkeypatch, cat_image):
@@ -112,3 +116,92 @@ def test_fp16_weights_load_as_the_variant_and_an_overflowing_vae_falls_back_to_f
         image = model.decode(z)
     assert torch.isfinite(image).all() and model.vae.dtype == torch.float32
     assert any("float16" in w for w in meter.warnings)
+
+
+def test_deepfloyd_if_loads_unchanged_and_inverts_reconstructs_and_edits(hub, cat_image):
+    """IF-I-M + IF-II-M from the cache (reconstructed configs, tokenizer.json, fp32 weights on a CPU):
+    a 64 px base stage and a 256 px super-resolution stage; DDIM and IterInv invert, evaluate and
+    reconstruct; DiffEdit edits; P2P and MasaCtrl refuse IF's joint added-KV attention."""
+    model = load_model("deepfloyd-if")
+    assert [s.image_size for s in model.stages] == [64, 256] and model.noise_levels == [250]
+    assert all(s.family == "if" and s.dtype == torch.float32 and s.unet.config.out_channels == 6 for s in model.stages)
+    assert model.stages[1].text_encoder is model.stages[0].text_encoder  # one T5 for both stages (IF-II is loaded without its own)
+    inv = invert(model, cat_image, "a cat", "ddim", steps=4)
+    assert [i.x0.shape[-1] for i in inv.stages] == [64, 256]
+    report, recon = evaluate(model, cat_image, inv)
+    assert recon.shape == (1, 3, 256, 256) and torch.isfinite(recon).all() and report["nfe"] == 8
+    assert torch.allclose(reconstruct(model, inv), recon)
+    iterinv = invert(model, cat_image, "a cat", "iterinv", steps=4, iterations=2)
+    report, recon = evaluate(model, cat_image, iterinv)
+    assert recon.shape == (1, 3, 256, 256) and torch.isfinite(recon).all() and report["nfe"] > 8
+    for editor in ("p2p", "masactrl"):
+        with pytest.raises(ValueError, match="added-KV"):
+            edit(model, inv, "a dog", editor=editor)
+    edited = edit(model, inv, "a dog", editor="diffedit")
+    assert edited.image.shape == (1, 3, 256, 256) and torch.isfinite(edited.image).all()
+
+
+def test_deepfloyd_if_schedules_are_its_pipelines_own(hub):
+    """For the (reconstructed) scheduler configs: each stage steps through the timesteps IF's own
+    pipelines take (DDPMScheduler, leading spacing) with its squared-cosine alphas, and the SR
+    condition is noised as IFSuperResolutionPipeline noises it (image_noising_scheduler, level 250,
+    bilinear upsampling with aligned corners)."""
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    model = load_model("deepfloyd-if")
+    for stage, repo in zip(model.stages, (IF_STAGE_1, IF_STAGE_2)):
+        reference = DDPMScheduler.from_config(published(repo)["scheduler/scheduler_config.json"])
+        for n in (4, 10, 50):
+            reference.set_timesteps(n)
+            assert stage.timesteps(n) == [int(t) for t in reference.timesteps]
+        assert torch.allclose(stage.alphas_cumprod.float(), reference.alphas_cumprod) and stage.final_alpha == 1.0
+    noising = DDPMScheduler.from_config(published(IF_STAGE_2)["image_noising_scheduler/scheduler_config.json"])
+    low, noise = torch.rand(1, 3, 64, 64) * 2 - 1, torch.randn(1, 3, 256, 256)
+    cond, level = model.sr_condition(1, low, noise)
+    up = F.interpolate(low, size=(256, 256), mode="bilinear", align_corners=True)
+    assert level.tolist() == [250] and torch.allclose(cond, noising.add_noise(up, noise, level), atol=1e-5)
+
+
+def _if_cache_copy(hub, tmp_path, monkeypatch):
+    """The two IF repositories copied out of the session cache, to be changed by one test."""
+    import huggingface_hub.constants
+
+    for repo in (IF_STAGE_1, IF_STAGE_2):
+        folder = f"models--{repo.replace('/', '--')}"
+        shutil.copytree(hub / folder, tmp_path / folder, symlinks=True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_deepfloyd_if_loads_its_fp16_variant_files(hub, tmp_path, monkeypatch):
+    """On a GPU the loader asks for IF's *.fp16.* files: here the only UNet and text-encoder weights
+    left (the text encoder in two shards with its fp16 index), loaded as float16."""
+    from inversion.models.hub import load_deepfloyd_if
+
+    cache = _if_cache_copy(hub, tmp_path, monkeypatch)
+    for repo in (IF_STAGE_1, IF_STAGE_2):
+        snap = snapshot(cache, repo)
+        for fp32 in [snap / "unet" / "diffusion_pytorch_model.safetensors", *(snap / "text_encoder").glob("model-*"), snap / "text_encoder" / "model.safetensors.index.json"]:
+            fp32.unlink()
+    model = load_deepfloyd_if(device="cpu", dtype=torch.float16)
+    assert all(s.unet.dtype == torch.float16 and s.text_encoder.dtype == torch.float16 and s.dtype == torch.float16 for s in model.stages)
+    stage = model.stages[0]
+    eps = stage.predict_noise(torch.randn(1, 3, 64, 64), 500, stage.encode_prompt(["a cat"]))
+    assert eps.shape == (1, 3, 64, 64) and torch.isfinite(eps).all()
+
+
+def test_deepfloyd_if_says_when_its_sentencepiece_tokenizer_needs_a_package(hub, tmp_path, monkeypatch):
+    """The published IF tokenizer is tokenizer/spiece.model (no tokenizer.json): transformers reads it
+    only with `sentencepiece` and `protobuf`. Without them the loader said the weights were not in the
+    cache (transformers fails with a message about tiktoken); it now names the packages."""
+    from inversion.models import ModelError
+    from inversion.models.hub import _missing_sentencepiece
+
+    if not _missing_sentencepiece():
+        pytest.skip("sentencepiece and protobuf are installed: the published tokenizer can be read")
+    snap = snapshot(_if_cache_copy(hub, tmp_path, monkeypatch), IF_STAGE_1)
+    (snap / "tokenizer" / "tokenizer.json").unlink()
+    (snap / "tokenizer" / "spiece.model").write_bytes(b"\n\x00")  # the published file name (its content is never read without the package)
+    with pytest.raises(ModelError, match="SentencePiece model.*pip install sentencepiece"):
+        load_model("deepfloyd-if")

@@ -170,14 +170,46 @@ def load_sd(name: str, device=None, dtype=None) -> UNetModel:
     return _sd_bundle(name, pipe, sched, lcm=lcm, device=device, dtype=dtype, description=desc)
 
 
+SENTENCEPIECE = (("sentencepiece", "sentencepiece"), ("protobuf", "google.protobuf"))  # (pip package, module) transformers reads a spiece.model with
+
+
+def _missing_sentencepiece() -> list[str]:
+    import importlib
+
+    missing = []
+    for package, module in SENTENCEPIECE:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    return missing
+
+
+def _t5_tokenizer_error(repo: str, error: ModelError) -> ModelError:
+    """IF's published tokenizer is a SentencePiece model (tokenizer/spiece.model, no tokenizer.json);
+    without `sentencepiece` and `protobuf` transformers cannot read it and fails with a message about
+    tiktoken, which `_from_pretrained` reported as weights missing from the cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    missing = _missing_sentencepiece()
+    spm_only = isinstance(try_to_load_from_cache(repo, "tokenizer/spiece.model"), str) and not isinstance(try_to_load_from_cache(repo, "tokenizer/tokenizer.json"), str)
+    if missing and (spm_only or "tiktoken" in str(error) or "sentencepiece" in str(error).lower()):
+        return ModelError(f"cannot load 'deepfloyd-if' ({repo}): its T5 tokenizer is a SentencePiece model (tokenizer/spiece.model), which needs `pip install {' '.join(missing)}`")
+    return error
+
+
 def load_deepfloyd_if(device=None, dtype=None) -> Cascade:
-    """DeepFloyd IF-I-M (64 px) + IF-II-M (64 -> 256 px), sharing the T5-XXL encoder. Gated."""
+    """DeepFloyd IF-I-M (64 px) + IF-II-M (64 -> 256 px), sharing the T5-XXL encoder. Gated. The stage
+    sizes are IF's (model card: 64, 256 px), not read from the UNet configs (IF-II's `sample_size` is unverified)."""
     from diffusers import DDIMScheduler, IFPipeline, IFSuperResolutionPipeline
 
     dev, dt = default_device()
     device, dtype = device or dev, dtype or dt
     variant = "fp16" if dtype == torch.float16 else None
-    one = _from_pretrained(IFPipeline, REPOS["deepfloyd-if"], "deepfloyd-if", dtype=dtype, variant=variant, safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)
+    try:
+        one = _from_pretrained(IFPipeline, REPOS["deepfloyd-if"], "deepfloyd-if", dtype=dtype, variant=variant, safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)
+    except ModelError as e:
+        raise _t5_tokenizer_error(REPOS["deepfloyd-if"], e) from e.__cause__
     two = _from_pretrained(IFSuperResolutionPipeline, IF_STAGE_2, "deepfloyd-if", dtype=dtype, variant=variant, text_encoder=None, tokenizer=None, safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)
     stages = []
     for pipe, size in ((one, 64), (two, 256)):
