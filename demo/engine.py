@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
-from editing import EDITORS, edit, validate_edit
+from editing import EDITORS, edit, interpolate, validate_edit
 from inversion.errors import ImageError, IncompatibleChoice, ModelError, ParameterError, UserError
 from inversion.images import load_image, mask_on_upload
 from inversion.inverters import INVERTERS
@@ -31,6 +31,7 @@ from . import report
 from .cache import Entry, InversionCache
 
 MAX_STEPS = 100
+MAX_FRAMES = 32  # interpolation frames: each one samples the whole model
 GUIDANCE_LIMITS = (0.0, 30.0)  # beyond 30 classifier-free guidance only saturates
 SEED_LIMIT = 2**63  # torch generators take a signed 64-bit seed
 OOM_SHRINK = 0.7  # after an out-of-memory, suggest 70% of the long side (about half the pixels)
@@ -296,6 +297,28 @@ class Engine:
         upload_mask = None if out.mask is None else self._mask_on_upload(model, out.mask, entry.x, entry.size)
         return {"x": entry.x, "reconstruction": entry.reconstruction, "edit": out.image, "mask": out.mask, "upload_mask": upload_mask,
                 "inversion": entry.inversion, "metrics": metrics}
+
+    def interpolate(self, session: str, first: InversionRequest, image2, prompt2: str, frames, progress=None) -> dict:
+        """Frames between two uploads, each inverted with the same choices (cached); the second
+        prompt defaults to the first. A single model keeps each image's aspect ratio, so a second
+        image of another shape is centre-cropped to the first's (and says so)."""
+        model = self.model_for(first.model)
+        frames = check_whole(frames, "frames", 2, MAX_FRAMES)
+        if image2 is None:
+            raise ImageError("upload a second image to interpolate towards")
+        a, _ = self.invert(session, first, progress.phase("inverting the first image", 0.0, 0.25, stages(model)) if progress else None)
+        second = replace(first, image=image2, prompt=(prompt2 or "").strip() or first.prompt)
+        x2, notes, _ = self._intake(self.model_for(first.model), image2)
+        if x2.shape != a.x.shape:
+            h, w = a.x.shape[-2:]
+            second = replace(second, image=ImageOps.fit(load_image(image2, name="the second image"), (w, h), Image.Resampling.LANCZOS))
+            notes = (f"the second image was centre-cropped to the first's aspect ratio ({w}x{h})",)
+        b, _ = self.invert(session, second, progress.phase("inverting the second image", 0.25, 0.5, stages(model)) if progress else None)
+        with self.lock, oom_guard(a.x):
+            out = interpolate(model, a.inversion, b.inversion, frames=frames, progress=progress.phase("sampling the frames", 0.5, 1.0) if progress else None)
+        return {"frames": out.frames, "interpolation": out, "notes": list(a.notes) + list(notes),
+                "metrics": {"model": model.name, "inverter": first.inverter, "frames": frames, "nfe": out.nfe, "seconds": round(out.seconds, 3),
+                            "inversions": [a.inversion.inverter, b.inversion.inverter], "warnings": out.warnings}}
 
     def compare(self, session: str, req: InversionRequest, progress=None) -> list[dict]:
         """Every inverter on one image (cached per inverter), in registry order."""

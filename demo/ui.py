@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from inversion.models import as_cascade
 from inversion.params import Param
 
 from . import api, report
-from .engine import MAX_STEPS, EditRequest, Engine, InversionRequest
+from .engine import MAX_FRAMES, MAX_STEPS, EditRequest, Engine, InversionRequest
 from .glue import gpu, progress_of, session_of, show, uploaded_image, user_errors, write_downloads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,6 +189,18 @@ def _output_column(page: Page) -> None:
                 c["inv_file"] = gr.File(label="Inversion (safetensors)")
             gr.Markdown("Edit the downloaded inversion again without inverting: "
                         "`python -m editing edit --model MODEL --inversion inversion.safetensors --editor p2p --target-prompt \"...\"`")
+        with gr.Tab("Interpolate"):
+            gr.Markdown("Morph from the input image (its prompt, inverter and steps on the left) to a second image: both are inverted, "
+                        "their noises mixed spherically and their prompts linearly; the first and last frames are the two reconstructions.")
+            with gr.Row():
+                c["image2"] = uploaded_image(label="Second image", elem_id="image2", sources=["upload", "clipboard"], height=200)
+                with gr.Column():
+                    c["prompt2"] = gr.Textbox(label="Its prompt (empty: the source prompt)", elem_id="prompt2", max_lines=2)
+                    c["frames"] = gr.Slider(2, MAX_FRAMES, value=8, step=1, label="Frames", elem_id="frames")
+                    c["interpolate_btn"] = gr.Button("Interpolate", variant="primary", elem_id="interpolate-btn")
+            c["strip"] = gr.Gallery(label="Frames (click one to enlarge)", columns=8, height=190, object_fit="contain", format="png", elem_id="strip")
+            c["interp_summary"] = gr.Markdown(elem_id="interp-summary")
+            c["gif_file"] = gr.File(label="Animation (GIF)", elem_id="gif-file")
         with gr.Tab("Compare inverters"):
             c["compare_btn"] = gr.Button("Invert with every inverter", elem_id="compare-btn")
             c["gallery"] = gr.Gallery(label="Reconstructions", columns=3, height="auto", format="png", elem_id="gallery")
@@ -286,6 +299,16 @@ def _work_handlers(page: Page):
         entry, record = engine.inversion_record(session_of(request), _inversion_request(page, data), progress_of(progress))
         return {c["shown_input"]: show(entry.x), c["recon"]: show(entry.reconstruction), c["summary"]: report.summary_markdown(record), c["metrics"]: record}
 
+    @gpu("interpolate")
+    @user_errors
+    def on_interpolate(data: dict, request: gr.Request, progress=gr.Progress()):
+        r = engine.interpolate(session_of(request), _inversion_request(page, data), data[c["image2"]], data[c["prompt2"]], data[c["frames"]], progress_of(progress))
+        gif = Path(tempfile.mkdtemp(prefix="interpolation-")) / "interpolation.gif"
+        r["interpolation"].save_gif(gif, pingpong=True)
+        m = r["metrics"]
+        text = f"{m['frames']} frames, {m['nfe']} UNet calls, {m['seconds']:.2f} s" + "".join(f"\n\n⚠️ {n}" for n in r["notes"] + m["warnings"])
+        return {c["strip"]: [(show(f[None]), f"{i}") for i, f in enumerate(r["frames"])], c["interp_summary"]: text, c["gif_file"]: str(gif)}
+
     @gpu("compare")
     @user_errors
     def on_compare(data: dict, request: gr.Request, progress=gr.Progress()):
@@ -298,7 +321,7 @@ def _work_handlers(page: Page):
         frame = pd.DataFrame([{names[k]: r[k] for k in shown} for r in rows])
         return {c["gallery"]: pics, c["table"]: frame, c["plot"]: residual_frame(rows)}
 
-    return on_edit, on_live, on_invert, on_compare
+    return on_edit, on_live, on_invert, on_compare, on_interpolate
 
 
 def _setting_handlers(page: Page):
@@ -373,7 +396,7 @@ def _wire(page: Page) -> None:
     for comps in [*page.inv_params.values(), *page.ed_params.values()]:
         all_inputs |= set(comps.values())
     outputs = _edit_outputs(page)
-    on_edit, on_live, on_invert, on_compare = _work_handlers(page)
+    on_edit, on_live, on_invert, on_compare, on_interpolate = _work_handlers(page)
     on_model, on_choice = _setting_handlers(page)
     choice_out = [*page.inv_boxes.values(), *page.ed_boxes.values(), c["choice_note"]]
     for comp in (c["inverter"], c["editor"], c["steps"]):
@@ -393,6 +416,8 @@ def _wire(page: Page) -> None:
     for ex in page.examples:
         ex.load_input_event.then(on_edit, all_inputs, outputs, api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
     c["compare_btn"].click(on_compare, all_inputs, [c["gallery"], c["table"], c["plot"]], api_visibility="private", concurrency_id="model", show_progress_on=[c["table"]])
+    c["interpolate_btn"].click(on_interpolate, all_inputs | {c["image2"], c["prompt2"], c["frames"]}, [c["strip"], c["interp_summary"], c["gif_file"]],
+                               api_visibility="private", concurrency_id="model", show_progress_on=[c["interp_summary"]])
 
 
 def residual_frame(rows: list[dict]):

@@ -293,3 +293,19 @@ def test_a_cached_inversion_answers_with_this_upload_s_size_and_notes():
     region = np.zeros((128, 128), bool)
     region[:64] = True
     assert engine._region(engine.model_for(None), region, second.size).float().mean() == pytest.approx(0.5)
+
+
+def test_interpolate_endpoint_frames_end_on_the_two_reconstructions(client, served, cat_image, tmp_path):
+    """/interpolate inverts both uploads alike; the ends are the reconstructions /invert gives; a
+    second image of another shape is centre-cropped to the first's and the reply says so."""
+    from gradio_client import handle_file
+
+    portrait = tmp_path / "portrait.png"
+    Image.open(cat_image).transpose(Image.Transpose.ROTATE_90).save(portrait)
+    frames, m = client.predict(image=handle_file(str(cat_image)), image2=handle_file(str(portrait)), source_prompt="a cat", inverter="ddim",
+                               steps=3, frames=4, api_name="/interpolate")
+    assert len(frames) == 4 and m["frames"] == 4 and m["nfe"] > 0 and any("centre-cropped" in n for n in m["notes"])
+    recon, _ = client.predict(image=handle_file(str(cat_image)), source_prompt="a cat", inverter="ddim", steps=3, api_name="/invert")
+    assert np.array_equal(np.asarray(Image.open(frames[0]["image"])), np.asarray(Image.open(recon)))
+    with pytest.raises(Exception, match="frames must be"):
+        client.predict(image=handle_file(str(cat_image)), image2=handle_file(str(portrait)), source_prompt="a cat", frames=1, api_name="/interpolate")

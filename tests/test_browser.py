@@ -234,3 +234,31 @@ def test_the_model_picker_switches_models_and_explains_a_missing_download(served
     page.get_by_role("option", name="sd-1.5 — needs download").click()
     page.get_by_text("cannot load 'sd-1.5'").first.wait_for(timeout=WAIT)  # the remedy, as a warning
     page.wait_for_function("() => document.querySelector('#model input').value.startsWith('" + BROWSER_MODEL + "')", timeout=WAIT)
+
+
+def test_the_interpolate_tab_morphs_between_two_uploads(served, browser):
+    """Two scenes, inverted with the left column's choices: the strip's first and last frames are the
+    two reconstructions (as the engine's own inversions give them), and a GIF comes to download."""
+    engine, url = served
+    page = _page(browser, url)
+    _upload(page, SCENE)
+    page.locator("#source textarea").fill(SOURCE)
+    page.get_by_role("tab", name="Interpolate").click()
+    page.locator("#image2 input[type=file]").set_input_files(str(SCENE.parent / "scene1.png"))
+    page.locator("#image2 img").first.wait_for(timeout=30000)
+    page.locator("#prompt2 textarea").fill("a yellow square on a purple background")
+    page.locator("#interpolate-btn").click()
+    page.wait_for_function("() => document.querySelector('#interp-summary').innerText.includes('frames')", timeout=WAIT)
+    page.locator("#strip img").nth(7).wait_for(timeout=30000)
+    assert page.locator("#strip img").count() == 8
+    assert page.locator("#gif-file a").first.get_attribute("href").endswith(".gif")
+    first = _shown_image(page, "strip")
+    last = np.asarray(Image.open(io.BytesIO(page.request.get(page.locator("#strip img").nth(7).get_attribute("src")).body())).convert("RGB"))
+    from demo.glue import show
+    from inversion.pipeline import invert, reconstruct
+
+    model = engine.model
+    base = engine.base(model)
+    expected = show(reconstruct(model, invert(model, SCENE, SOURCE, base.default_inverter, base.default_steps)))
+    assert np.array_equal(first, np.asarray(expected.convert("RGB")))  # frame 0 is the first image's reconstruction
+    assert first.shape == last.shape and not np.array_equal(first, last)
