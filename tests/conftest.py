@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
@@ -121,3 +122,30 @@ def record_edits(engine, monkeypatch, field: str) -> list:
 
     monkeypatch.setattr(engine, "edit", recording)
     return seen
+
+
+class NaNInFloat16(torch.nn.Module):
+    """Wraps a UNet: its `at`-th call in float16 (counting from 1) returns NaN, the fp16 overflow
+    failure; with `always`, every call in any dtype does."""
+
+    def __init__(self, inner, at=1, always=False):
+        super().__init__()
+        self.inner, self.at, self.always, self.calls = inner, at, always, 0
+
+    @property
+    def fired(self) -> bool:
+        return self.always or self.calls >= self.at
+
+    def forward(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs)
+        half = next(self.inner.parameters()).dtype == torch.float16
+        self.calls += half
+        if self.always or (half and self.calls == self.at):
+            out = (out[0] * float("nan"),) + tuple(out[1:]) if isinstance(out, tuple) else out * float("nan")
+        return out
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.inner, name)

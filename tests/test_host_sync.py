@@ -21,6 +21,7 @@ import traceback
 
 import pytest
 import torch
+from conftest import NaNInFloat16
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -293,35 +294,12 @@ def test_the_probe_sees_reads_and_copies():
 
 
 # ---- the fp16 fallback, checked once per operation ------------------------------------------------
-class _NaNAt(torch.nn.Module):
-    """Wraps a UNet: its `at`-th call in float16 (counting from 1) returns NaN, the fp16 overflow;
-    with `always`, every call in any dtype does."""
-
-    def __init__(self, inner, at=0, always=False):
-        super().__init__()
-        self.inner, self.at, self.always, self.calls = inner, at, always, 0
-
-    def forward(self, *args, **kwargs):
-        out = self.inner(*args, **kwargs)
-        if next(self.inner.parameters()).dtype == torch.float16:
-            self.calls += 1
-        if self.always or (self.calls == self.at and next(self.inner.parameters()).dtype == torch.float16):
-            out = (out[0] * float("nan"),) + tuple(out[1:])
-        return out
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.inner, name)
-
-
 def _fp16_tiny_sd(**nan):
     m = load_model("tiny-sd")
     m.unet_module.to(torch.float16)
     m.text_encoder.to(torch.float16)
     m.dtype = torch.float16
-    m.unet_module = _NaNAt(m.unet_module, **nan)
+    m.unet_module = NaNInFloat16(m.unet_module, **nan)
     return m
 
 
@@ -341,7 +319,7 @@ def test_a_float16_nan_mid_inversion_redoes_the_inversion_in_float32(cat_image, 
 
 
 def test_a_float16_nan_mid_edit_redoes_the_edit_in_float32(cat_image):
-    m = _fp16_tiny_sd()
+    m = _fp16_tiny_sd(at=0)  # armed below
     inv = invert(m, cat_image, PROMPT, "ddim", steps=3)
     m.unet_module.at = m.unet_module.calls + 2  # the edit's second UNet call
     out = edit(m, inv, "a dog sitting on the grass", "p2p")
@@ -352,13 +330,13 @@ def test_a_float16_nan_mid_edit_redoes_the_edit_in_float32(cat_image):
 
 def test_nan_in_float32_is_still_an_error_after_the_loop(cat_image):
     m = load_model("tiny-sd")
-    m.unet_module = _NaNAt(m.unet_module, always=True)
+    m.unet_module = NaNInFloat16(m.unet_module, always=True)
     for inverter in ("ddim", "renoise", "fixed-point"):
         with pytest.raises(ModelError, match="NaN or inf"):
             invert(m, cat_image, PROMPT, inverter, steps=2)
     clean = load_model("tiny-sd")
     inv = invert(clean, cat_image, PROMPT, "ddim", steps=2)
-    clean.unet_module = _NaNAt(clean.unet_module, always=True)
+    clean.unet_module = NaNInFloat16(clean.unet_module, always=True)
     for editor, params in (("p2p", {}), ("masactrl", {"mask_word": "cat", "mask_target_word": "dog"}), ("diffedit", {})):
         with pytest.raises(ModelError, match="NaN or inf"):
             edit(clean, inv, "a dog sitting on the grass", editor, **params)

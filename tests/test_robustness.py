@@ -5,6 +5,7 @@ import threading
 
 import pytest
 import torch
+from conftest import NaNInFloat16
 from PIL import Image
 
 from inversion.images import ImageError, load_image
@@ -34,33 +35,12 @@ def test_empty_source_prompt_is_the_unconditional_prompt(tiny_sd, cat_image):
     assert inv.prompt == ""
 
 
-class _NaNOnce(torch.nn.Module):
-    """Wraps a module; the first call in float16 returns NaN (the fp16 overflow failure)."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.fired = inner, False
-
-    def forward(self, *args, **kwargs):
-        out = self.inner(*args, **kwargs)
-        if not self.fired and next(self.inner.parameters()).dtype == torch.float16:
-            self.fired = True
-            out = (out[0] * float("nan"),) + tuple(out[1:]) if isinstance(out, tuple) else out * float("nan")
-        return out
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.inner, name)
-
-
 def test_fp16_nan_in_the_unet_falls_back_to_fp32():
     m = load_model("tiny-sd")
     m.unet_module.to(torch.float16)
     m.text_encoder.to(torch.float16)
     m.dtype = torch.float16
-    m.unet_module = _NaNOnce(m.unet_module)
+    m.unet_module = NaNInFloat16(m.unet_module)
     with m.measure() as meter:
         eps = m.predict_noise(torch.randn(1, 4, 8, 8), 501, m.encode_prompt("a cat"))
     assert torch.isfinite(eps).all() and m.unet_module.fired
@@ -95,8 +75,7 @@ def test_non_finite_output_in_float32_is_an_error_not_a_black_image():
     from inversion.models import ModelError
 
     m = load_model("tiny-sd")
-    m.unet_module = _NaNOnce(m.unet_module)
-    m.unet_module.fired = True  # never fires in fp32; poison the input instead
+    m.unet_module = NaNInFloat16(m.unet_module)
     with pytest.raises(ModelError, match="NaN or inf"):
         m.predict_noise(torch.full((1, 4, 8, 8), float("nan")), 501, m.encode_prompt("a cat"))
 
