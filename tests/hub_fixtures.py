@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import string
 import sys
 from pathlib import Path
 
@@ -179,7 +180,7 @@ TINY_IF = {
         "block_out_channels": [8, 16, 32, 32, 64], "norm_num_groups": 8, "cross_attention_dim": 64, "encoder_hid_dim": 32, "attention_head_dim": 8,
         "addition_embed_type_num_heads": 2, "time_embedding_dim": 64,
     },
-    "text_encoder/config.json": {"d_model": 32, "d_kv": 8, "d_ff": 37, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2},  # vocab_size: the tokenizer's
+    "text_encoder/config.json": {"d_model": 32, "d_kv": 8, "d_ff": 37, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2},  # vocab_size: t5_vocab_size
     "safety_checker/config.json": {
         "projection_dim": 32,
         "text_config": {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 1, "projection_dim": 32},
@@ -189,18 +190,55 @@ TINY_IF = {
 IF_STAGE_1, IF_STAGE_2 = "DeepFloyd/IF-I-M-v1.0", "DeepFloyd/IF-II-M-v1.0"
 
 
+SPIECE_SEED = 0  # sentencepiece's random generator: fixed, though this unigram training gives the same bytes with any seed (checked)
+SPIECE_CHARS = string.ascii_letters + string.digits + string.punctuation  # pieces of their own: any ASCII prompt tokenizes without <unk>
+
+
+def spiece_model() -> bytes:
+    """A tiny T5-style SentencePiece model, trained here (byte-identical on every build; tested).
+
+    T5's layout: a unigram model with `<pad>`=0, `</s>`=1, `<unk>`=2 and no BOS, NFKC normalization;
+    the 100 `<extra_id_N>` sentinels are not in the file (transformers appends them, as for the real
+    one). Corpus: our word list (`inversion.models.tokenizers.WORDS`) in sentences of eight words, in
+    eight rotations, so each word is one piece (`▁cat`); every ASCII letter, digit and punctuation
+    mark is a piece too, so other words spell out. 185 pieces: the 3 specials, `▁`, 87 words, 94 characters.
+    """
+    import io
+
+    import sentencepiece as spm
+
+    from inversion.models.tokenizers import WORDS
+
+    words = list(dict.fromkeys(WORDS))
+    corpus = [" ".join((words[r:] + words[:r])[i : i + 8]) for r in range(8) for i in range(0, len(words), 8)]
+    out = io.BytesIO()
+    spm.set_random_generator_seed(SPIECE_SEED)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=out, model_type="unigram", vocab_size=4 + len(words) + len(SPIECE_CHARS),
+        hard_vocab_limit=False, required_chars=SPIECE_CHARS, character_coverage=1.0, normalization_rule_name="nmt_nfkc",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
+        num_threads=1, minloglevel=2,
+    )  # fmt: skip
+    return out.getvalue()
+
+
 def t5_tokenizer(folder: Path, files: dict[str, dict]):
-    """Our in-code T5 vocabulary as tokenizer.json (a unigram model readable without sentencepiece) in
-    place of the published spiece.model, beside the published tokenizer_config.json and
-    special_tokens_map.json (their 100 sentinel tokens are appended to our vocabulary on loading)."""
+    """The tokenizer as published: `spiece.model` (trained here, `spiece_model`) beside the published
+    tokenizer_config.json and special_tokens_map.json, no tokenizer.json. Returns it as transformers
+    reads it (spiece.model's pieces, then the 100 sentinels in reverse: `<extra_id_0>` is the last id)."""
     from transformers import T5Tokenizer
 
-    from inversion.models.tokenizers import build_t5_tokenizer
-
-    build_t5_tokenizer().save_pretrained(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spiece.model").write_bytes(spiece_model())
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         write_json(folder / name, files[f"tokenizer/{name}"])
     return T5Tokenizer.from_pretrained(folder)
+
+
+def t5_vocab_size(tokens: int) -> int:
+    """T5's embedding rows: the tokenizer's ids padded up to a multiple of 128 (google/t5-v1_1-xxl:
+    32,000 pieces + 100 sentinels = 32,100 ids, 32,128 rows; the fixture: 285 ids, 384 rows)."""
+    return -(-tokens // 128) * 128
 
 
 def if_component(kind: str, config: dict):
@@ -229,7 +267,7 @@ def if_repo(cache: Path, repo: str) -> Path:
     torch.manual_seed(int(revision(repo)[:8], 16))
     snap = snapshot(cache, repo)
     files = published(repo)
-    vocab_size = len(t5_tokenizer(snap / "tokenizer", files))
+    vocab_size = t5_vocab_size(len(t5_tokenizer(snap / "tokenizer", files)))
     for path, data in files.items():
         if path.startswith("tokenizer/"):
             continue

@@ -119,7 +119,7 @@ def test_fp16_weights_load_as_the_variant_and_an_overflowing_vae_falls_back_to_f
 
 
 def test_deepfloyd_if_loads_unchanged_and_inverts_reconstructs_and_edits(hub, cat_image):
-    """IF-I-M + IF-II-M from the cache (reconstructed configs, tokenizer.json, fp32 weights on a CPU):
+    """IF-I-M + IF-II-M from the cache (reconstructed configs, spiece.model, fp32 weights on a CPU):
     a 64 px base stage and a 256 px super-resolution stage; DDIM and IterInv invert, evaluate and
     reconstruct; DiffEdit edits; P2P and MasaCtrl refuse IF's joint added-KV attention."""
     model = load_model("deepfloyd-if")
@@ -191,17 +191,61 @@ def test_deepfloyd_if_loads_its_fp16_variant_files(hub, tmp_path, monkeypatch):
     assert eps.shape == (1, 3, 64, 64) and torch.isfinite(eps).all()
 
 
-def test_deepfloyd_if_says_when_its_sentencepiece_tokenizer_needs_a_package(hub, tmp_path, monkeypatch):
-    """The published IF tokenizer is tokenizer/spiece.model (no tokenizer.json): transformers reads it
-    only with `sentencepiece` and `protobuf`. Without them the loader said the weights were not in the
-    cache (transformers fails with a message about tiktoken); it now names the packages."""
+def test_deepfloyd_if_reads_its_published_sentencepiece_tokenizer(hub):
+    """The tokenizer is published as tokenizer/spiece.model (no tokenizer.json), built byte for byte the
+    same on every run; transformers reads it through its SentencePiece path (the model's NFKC charsmap
+    becomes the normalizer), appends the 100 sentinels, and the T5 encoder has a row for every id.
+    Prompts of corpus words are one piece per word; they are padded to 77 and the padding is masked."""
+    from hub_fixtures import spiece_model
+
+    folder = snapshot(hub, IF_STAGE_1) / "tokenizer"
+    assert sorted(p.name for p in folder.iterdir()) == ["special_tokens_map.json", "spiece.model", "tokenizer_config.json"]
+    assert (folder / "spiece.model").read_bytes() == spiece_model() == spiece_model()
+    stage = load_model("deepfloyd-if").stages[0]
+    tok = stage.tokenizer
+    assert type(tok).__name__ == "T5Tokenizer" and tok.vocab_file == str(folder / "spiece.model")
+    assert type(tok.backend_tokenizer.normalizer).__name__ == "Precompiled"  # only a spiece.model carries it
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id, tok.bos_token_id) == (0, 1, 2, None)  # T5's layout
+    assert len(tok) == 185 + 100 and tok.convert_tokens_to_ids(["<extra_id_99>", "<extra_id_0>"]) == [185, 284]
+    assert stage.text_encoder.config.vocab_size == 384 >= len(tok)  # padded to a multiple of 128, as T5's 32,128 for 32,100
+    ids = tok("a photo of a cat sitting on the grass").input_ids
+    assert tok.convert_ids_to_tokens(ids) == ["▁a", "▁photo", "▁of", "▁a", "▁cat", "▁sitting", "▁on", "▁the", "▁grass", "</s>"]
+    assert tok.convert_ids_to_tokens(tok("a Zebra, 42").input_ids) == ["▁a", "▁", "Z", "e", "b", "r", "a", ",", "▁", "4", "2", "</s>"]  # no <unk>
+    batch = tok(["a cat"], padding="max_length", max_length=stage.max_tokens, truncation=True, return_tensors="pt")  # as _embed pads
+    assert batch.input_ids.shape == (1, 77) and batch.input_ids[0, 3:].eq(tok.pad_token_id).all() and batch.attention_mask.sum() == 3
+    embedded = stage.encode_prompt("a cat").text
+    alone = stage.text_encoder(batch.input_ids[:, :3])[0]  # the three tokens without padding
+    assert embedded.shape == (1, 77, 32) and torch.allclose(embedded[:, :3], alone, atol=1e-5)  # the mask hides the padding
+
+
+@pytest.mark.parametrize("hidden", [("sentencepiece", "protobuf"), ("protobuf",)])
+def test_deepfloyd_if_says_when_its_sentencepiece_tokenizer_needs_a_package(hub, monkeypatch, hidden):
+    """transformers reads tokenizer/spiece.model only with `sentencepiece` and `protobuf`; without them
+    it falls back to a tiktoken reader and fails, which the loader used to report as weights missing
+    from the cache. Both are installed here, so their absence is simulated the way transformers and
+    the loader probe for them: the modules hidden from `sys.modules` (`find_spec` and `import` then
+    fail) and transformers' cached availability checks cleared."""
+    import sys
+
+    from transformers.utils import import_utils
+
     from inversion.models import ModelError
     from inversion.models.hub import _missing_sentencepiece
 
-    if not _missing_sentencepiece():
-        pytest.skip("sentencepiece and protobuf are installed: the published tokenizer can be read")
-    snap = snapshot(_if_cache_copy(hub, tmp_path, monkeypatch), IF_STAGE_1)
-    (snap / "tokenizer" / "tokenizer.json").unlink()
-    (snap / "tokenizer" / "spiece.model").write_bytes(b"\n\x00")  # the published file name (its content is never read without the package)
-    with pytest.raises(ModelError, match="SentencePiece model.*pip install sentencepiece"):
-        load_model("deepfloyd-if")
+    probes = (import_utils.is_sentencepiece_available, import_utils.is_protobuf_available)
+    modules = {"sentencepiece": "sentencepiece", "protobuf": "google.protobuf"}
+    try:
+        with monkeypatch.context() as m:
+            for package in hidden:
+                m.setitem(sys.modules, modules[package], None)
+            for probe in probes:
+                probe.cache_clear()
+            assert _missing_sentencepiece() == list(hidden)
+            assert import_utils.is_sentencepiece_available() == ("sentencepiece" not in hidden) and not import_utils.is_protobuf_available()
+            with pytest.raises(ModelError, match=rf"SentencePiece model \(tokenizer/spiece.model\), which needs `pip install {' '.join(hidden)}`") as caught:
+                load_model("deepfloyd-if")
+            assert "tiktoken" in str(caught.value.__cause__).lower()  # transformers' own failure, read without the packages
+    finally:
+        for probe in probes:
+            probe.cache_clear()
+    assert not _missing_sentencepiece() and all(probe() for probe in probes)
