@@ -287,6 +287,22 @@ def if_repo(cache: Path, repo: str) -> Path:
     return snap
 
 
+TAESD = "madebyollin/taesd"
+TINY_TAESD = {"encoder_block_out_channels": [16, 16, 16, 16], "decoder_block_out_channels": [16, 16, 16, 16]}
+
+
+def taesd_repo(cache: Path) -> Path:
+    """madebyollin/taesd: diffusers' AutoencoderTiny (the live preview decoder), config at the root."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(int(revision(TAESD)[:8], 16))
+    snap = snapshot(cache, TAESD)
+    config = merged(published(TAESD)["config.json"], TINY_TAESD)
+    save_weights(AutoencoderTiny.from_config(config), snap, ("",))
+    write_json(snap / "config.json", config)
+    return snap
+
+
 LORA_FILE = "pytorch_lora_weights.safetensors"
 SD_REPOS = {  # repository -> has fp16 variant files (SD: unet, vae, text_encoder, safety_checker; LCM: none seen)
     "SimianLuo/LCM_Dreamshaper_v7": False,
@@ -294,7 +310,7 @@ SD_REPOS = {  # repository -> has fp16 variant files (SD: unet, vae, text_encode
     "CompVis/stable-diffusion-v1-4": True,
 }
 LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"
-ALL = (*SD_REPOS, LCM_LORA, IF_STAGE_1, IF_STAGE_2)
+ALL = (*SD_REPOS, LCM_LORA, IF_STAGE_1, IF_STAGE_2, TAESD)
 
 
 def build_hub_cache(cache: Path, repos: tuple[str, ...] = ALL) -> Path:
@@ -312,6 +328,8 @@ def build_hub_cache(cache: Path, repos: tuple[str, ...] = ALL) -> Path:
     for repo in (IF_STAGE_1, IF_STAGE_2):
         if repo in repos:
             if_repo(cache, repo)
+    if TAESD in repos:
+        taesd_repo(cache)
     return cache
 
 

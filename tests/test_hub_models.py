@@ -2,6 +2,7 @@
 published files and configs (tests/hub_fixtures.py), then inverts, reconstructs and edits."""
 
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -249,3 +250,24 @@ def test_deepfloyd_if_says_when_its_sentencepiece_tokenizer_needs_a_package(hub,
         for probe in probes:
             probe.cache_clear()
     assert not _missing_sentencepiece() and all(probe() for probe in probes)
+
+
+def test_sd_models_take_the_taesd_preview_decoder_from_the_cache_and_live_mode_uses_it(hub, cat_image, tmp_path, monkeypatch):
+    """With madebyollin/taesd cached, an SD-family model previews with it (same size, in range);
+    the app's live edits say decoder: preview, its other edits full; without it, no preview."""
+    import huggingface_hub.constants
+
+    from demo.engine import EditRequest, Engine, InversionRequest
+
+    model = load_model("lcm-dreamshaper-v7")
+    assert model.has_preview
+    z = model.encode_image(model.prepare_image(__import__("PIL.Image", fromlist=["Image"]).open(cat_image)))
+    quick, full = model.preview(z), model.decode(z)
+    assert quick.shape == full.shape and quick.abs().max() <= 1 and not torch.allclose(quick, full)
+    engine = Engine("lcm-dreamshaper-v7")
+    req = EditRequest(InversionRequest(str(cat_image), "a cat sitting", "ddim", 4), "a dog sitting")
+    assert engine.edit("s", req)["metrics"]["edit"]["decoder"] == "full"
+    assert engine.edit("s", replace(req, preview=True))["metrics"]["edit"]["decoder"] == "preview"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    build_hub_cache(tmp_path, ("SimianLuo/LCM_Dreamshaper_v7",))
+    assert not load_model("lcm-dreamshaper-v7").has_preview  # previews fall back to the full VAE

@@ -89,7 +89,7 @@ def is_cached(name: str) -> bool:
             if not isinstance(index, str) or part not in json.loads(Path(index).read_text()):
                 return False
             folder = Path(index).parent / part
-            if not any(folder.glob("*config.json")) and not (folder / "tokenizer_config.json").is_file():
+            if not any(folder.glob("*config.json")):  # config.json, scheduler_config.json, tokenizer_config.json
                 return False
             if part in ("unet", "vae", "text_encoder") and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
                 return False
