@@ -15,13 +15,13 @@ edited low-res image, so detail the SR inversion recovered carries over.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from inversion.errors import IncompatibleChoice, ParameterError, PromptError
-from inversion.models.base import Conditioning, DiffusionModel
+from inversion.models.base import DiffusionModel
 from inversion.models.cascade import Cascade, as_cascade, base_stage
 from inversion.result import CascadeInversion, Inversion, stage_inversions
 from inversion.sampling import reconstruct_latent
@@ -37,7 +37,6 @@ EDITORS: dict[str, Editor] = {e.name: e for e in (P2P(), MasaCtrl(), DiffEdit())
 @dataclass
 class EditOutput:
     image: torch.Tensor  # the edit, (1, 3, H, W) in [-1, 1]
-    source_latent: torch.Tensor | None  # the source branch (= the reconstruction) at the top stage, when the editor ran it
     editor: str
     params: dict
     nfe: int
@@ -46,16 +45,27 @@ class EditOutput:
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # raised during this edit (e.g. a float16 fallback)
     previewed: bool = False  # the image came from the fast preview decoder, not the full one
+    source: Callable[[], torch.Tensor | None] = field(default=lambda: None, repr=False)  # makes the source branch's top-stage latent
     decode: Callable | None = field(default=None, repr=False)  # the top stage's decoder, for `source_image`
-    _source_image: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _made: dict = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def source_latent(self) -> torch.Tensor | None:
+        """The source branch (= the reconstruction) at the top stage, when the editor ran one. A
+        cascade's SR stages make it on first use (not counted in `nfe`): callers usually hold the
+        reconstruction already, and the edit alone samples the SR stages at batch 1."""
+        if "latent" not in self._made:
+            self._made["latent"] = self.source()
+        return self._made["latent"]
 
     @property
     def source_image(self) -> torch.Tensor | None:
-        """The source branch as an image, decoded on first use: it equals the reconstruction, which a
-        caller often holds already, and on a latent model the VAE decode is a large share of an edit."""
-        if self._source_image is None and self.source_latent is not None:
-            self._source_image = self.decode(self.source_latent)
-        return self._source_image
+        """The source branch as an image, decoded on first use (on a latent model the VAE decode is a
+        large share of an edit)."""
+        if "image" not in self._made:
+            z = self.source_latent
+            self._made["image"] = None if z is None else self.decode(z)
+        return self._made["image"]
 
 
 def get_editor(name: str) -> Editor:
@@ -106,24 +116,25 @@ def edit(
         painted = latent_region(region, stages[0].x0)
         # the finiteness of the base stage's noise predictions is read once, after the edit (fp16 fallback: the edit again)
         result = cascade.base.checked(lambda: ed.edit(cascade.base, stages[0], target_prompt, g, p, progress=progress, region=painted))
-        image, source = result.latent, result.source_latent
-        for s in range(1, len(cascade.stages)):
-            low = cascade.stages[s - 1]
-            image, source = _super_resolve(cascade, stages[s], s, target_prompt, low.decode(image), None if source is None else low.decode(source))
+        image = _through_sr_stages(cascade, stages, target_prompt, result.latent)
         image = (cascade.top.preview if preview else cascade.top.decode)(image)
-    return EditOutput(image, source, ed.name, result.params, meter.nfe, meter.seconds, result.mask, result.info, meter.warnings, preview and cascade.top.has_preview, cascade.top.decode)
+
+    def source():
+        return None if result.source_latent is None else _through_sr_stages(cascade, stages, stages[0].prompt, result.source_latent)
+
+    return EditOutput(image, ed.name, result.params, meter.nfe, meter.seconds, result.mask, result.info, meter.warnings, preview and cascade.top.has_preview,
+                      source, cascade.top.decode)
 
 
 @torch.no_grad()
-def _super_resolve(cascade: Cascade, r: Inversion, s: int, target_prompt: str, low_edit, low_src):
-    """SR stage s for the edit (and the source, batched) from the stage's inverted z_T."""
-    stage = cascade.stages[s]
-    lows = [low_edit] + ([low_src] if low_src is not None else [])
-    prompts = [target_prompt] + ([r.prompt] if low_src is not None else [])
-    cond = Conditioning.cat([cascade.condition(s, prompt, r.guidance, r.negative_prompt, low, r.condition_noise) for low, prompt in zip(lows, prompts)])
-    batched = replace(r, latents=r.latents.repeat(1, len(lows), 1, 1, 1), noises=None if r.noises is None else r.noises.repeat(1, len(lows), 1, 1, 1))
-    out = reconstruct_latent(stage, batched, cond)
-    return out[0:1], (out[1:2] if low_src is not None else None)
+def _through_sr_stages(cascade: Cascade, stages: list[Inversion], prompt: str, latent: torch.Tensor) -> torch.Tensor:
+    """A base-stage latent through a cascade's SR stages: each samples from its own inverted z_T (and
+    recorded noise), conditioned on `prompt` and the stage below's image."""
+    for s in range(1, len(cascade.stages)):
+        r = stages[s]
+        cond = cascade.condition(s, prompt, r.guidance, r.negative_prompt, cascade.stages[s - 1].decode(latent), r.condition_noise)
+        latent = reconstruct_latent(cascade.stages[s], r, cond)
+    return latent
 
 
 def latent_region(region, latent: torch.Tensor) -> torch.Tensor | None:
