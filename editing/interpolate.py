@@ -3,8 +3,8 @@
     from inversion import load_model, invert
     from editing import interpolate
     model = load_model("shapes-lcm")
-    a = invert(model, "assets/shapes/examples/scene0.png", "a red circle on a blue background", "rnri")
-    b = invert(model, "assets/shapes/examples/scene1.png", "a green square on a yellow background", "rnri")
+    a = invert(model, "assets/shapes/examples/scene0.png", "a red circle on a blue background", "ddim")
+    b = invert(model, "assets/shapes/examples/scene1.png", "a yellow square on a purple background", "ddim")
     out = interpolate(model, a, b, frames=8)
     out.frames                       # (8, 3, H, W) in [-1, 1]; frames[0] and frames[-1] are the reconstructions
     out.strip().save("strip.png");  out.save_gif("anim.gif")
@@ -12,6 +12,25 @@
 A frame at alpha is sampled from the spherical interpolation of the two inversions' noise and the
 linear interpolation of their prompt embeddings; everything a sampler replays from an inversion
 (see `inversion/sampling.py`) is interpolated, so alpha 0 and 1 are the two reconstructions.
+
+Quantities not defined between two inversions. LCM's last step takes no noise; it records
+instead the residual that lands it exactly on the inverted x0, a correction of each end's
+own trajectory, and no in-between trajectory was ever inverted, so a frame between has no
+correction of its own. It is mixed linearly: exact at the ends and continuous in alpha (a
+frame near A takes nearly A's correction, as its trajectory is nearly A's; zeroing it
+between the ends would make the first in-between jump by the whole correction); not
+spherically, because it is an error, not noise: small, with no norm to keep. LCM's other
+recorded noises are corrected too, but they are the sampler's noise draws, so they are
+mixed as noise. The rest of the trajectory (intermediate latents, x0, residuals) is not
+replayed by a sampler and is not used.
+
+How smooth the in-betweens look depends on how noise-like the inversions' noise is. An
+inverter that solves a 4-step LCM's steps exactly (RNRI, ReNoise, fixed-point) leaves a z_T
+that is no noise sample (RNRI's near 0) and the image in the corrected per-step noises
+(README, "What that costs an edit"): the ends stay exact but the in-betweens are grainy,
+as those noises are mixed where no sampler step matches them. DDIM or EasyInv inversions
+keep the noise plausible and give smooth in-betweens there; on DDIM-sampled models any
+inverter's z_T does.
 """
 
 from __future__ import annotations
@@ -149,25 +168,6 @@ def interpolate(
       guidance scale. The embeddings, not the text, are mixed, so the two prompts may differ;
       the ends use the conditioning the reconstruction builds, untouched;
     - an SR stage is conditioned on this frame's own lower stage, as in reconstruction.
-
-    Quantities not defined between two inversions. LCM's last step takes no noise; it records
-    instead the residual that lands it exactly on the inverted x0, a correction of each end's
-    own trajectory, and no in-between trajectory was ever inverted, so a frame between has no
-    correction of its own. It is mixed linearly: exact at the ends and continuous in alpha (a
-    frame near A takes nearly A's correction, as its trajectory is nearly A's; zeroing it
-    between the ends would make the first in-between jump by the whole correction); not
-    spherically, because it is an error, not noise: small, with no norm to keep. LCM's other
-    recorded noises are corrected too, but they are the sampler's noise draws, so they are
-    mixed as noise. The rest of the trajectory (intermediate latents, x0, residuals) is not
-    replayed by a sampler and is not used.
-
-    How smooth the in-betweens look depends on how noise-like the inversions' noise is. An
-    inverter that solves a 4-step LCM's steps exactly (RNRI, ReNoise, fixed-point) leaves a z_T
-    that is no noise sample (RNRI's near 0) and the image in the corrected per-step noises
-    (README, "What that costs an edit"): the ends stay exact but the in-betweens are grainy,
-    as those noises are mixed where no sampler step matches them. DDIM or EasyInv inversions
-    keep the noise plausible and give smooth in-betweens there; on DDIM-sampled models any
-    inverter's z_T does.
 
     No random draws: frames are a deterministic function of the two inversions (which are of
     their seed). Alpha 0 and 1 replay `inv_a` and `inv_b` themselves with their own
