@@ -4,6 +4,8 @@
                            --source-prompt S --target-prompt T [--out edit.png] [--json]
     python -m editing interpolate --model M --inverter I --image A --image B --prompt P [--prompt2 P2]
                                   [--steps S] [--frames 8] [--out strip.png] [--gif anim.gif] [--json]
+    python -m editing seeds --model M --inverter I --image A [--image B ...] --prompt P
+                            [--samples 4] [--strength 0.5] [--combine each|mean] [--out grid.png] [--json]
     python -m editing editors
 
 With --json the last line is one JSON object: model, inverter, editor, steps,
@@ -12,6 +14,8 @@ PSNR/SSIM against the input. An inversion saved with --save-inversion (or by
 `python -m inversion invert --save-inversion`) can be reused with --inversion.
 `interpolate` inverts two images (or reads two saved inversions) and writes the frames
 between them side by side (PNG) and optionally as a looping GIF.
+`seeds` inverts a few reference images of a concept and samples new images of a prompt from
+their inverted noise mixed with fresh noise (rare-concept seeds; PNG grid).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from inversion.result import load_inversion, stage_inversions
 
 from .api import EDITORS, edit, validate_edit
 from .interpolate import frame_alphas, interpolate
+from .seeds import COMBINE, DEFAULT_STRENGTH, STEP_NOISE, check_options, concept_seeds, sample_seeds
 
 
 def cmd_edit(a) -> None:
@@ -153,6 +158,63 @@ def cmd_interpolate(a) -> None:
     emit(result, a.json)
 
 
+def cmd_seeds(a) -> None:
+    images = a.image or []
+    if not images and a.model != "oracle":
+        raise ImageError("seeds takes one or more reference images (--image A [--image B ...])")
+    check_options(a.samples, a.strength, a.step_noise)  # bad options fail before any model work
+    model = load_model(a.model, device=a.device)
+    progress = StderrProgress(not a.quiet)
+    reference_prompt = a.prompt if a.reference_prompt is None else a.reference_prompt
+    for p in (a.prompt, reference_prompt):
+        base_stage(model).check_prompt(p)
+    notes, xs = [], [input_tensor(model, images[0] if images else None, a.size, a.seed)]
+    for k, image in enumerate(images[1:]):
+        x, note = _second_input(model, image, xs[0], a.size, a.seed + k)
+        xs.append(x)
+        notes += [n.replace("the second image", f"reference {k + 2}") for n in note]
+    params = parse_params(a.inverter_param)
+    invs = [invert(model, x, reference_prompt, a.inverter, a.steps, a.inversion_guidance, a.negative_prompt, a.seed, progress=progress, **params)
+            for x in xs]
+    seeds = concept_seeds(model, invs, a.combine)
+    out = sample_seeds(model, seeds, a.prompt, a.samples, a.strength, a.step_noise, a.sample_seed, a.guidance, a.negative_prompt,
+                       batch=a.batch, progress=progress)
+    inv_nfe, inv_s = sum(inv.nfe for inv in invs), sum(inv.seconds for inv in invs)
+    result = {
+        "model": a.model,
+        "inverter": invs[0].inverter,
+        "steps": invs[0].num_steps,
+        "prompt": a.prompt,
+        "reference_prompt": reference_prompt,
+        "references": len(xs),
+        "samples": len(out.rows),
+        "strength": out.strength,
+        "combine": a.combine,
+        "step_noise": out.step_noise if seeds.stages[0].noises is not None else None,
+        "seed": a.sample_seed,
+        "rows": out.rows,
+        "z_norm": seeds.z_norm(),
+        "nfe": inv_nfe + out.nfe,
+        "inversion_nfe": inv_nfe,
+        "sampling_nfe": out.nfe,
+        "seconds": round(inv_s + out.seconds, 4),
+        "inversion_seconds": round(inv_s, 4),
+        "sampling_seconds": round(out.seconds, 4),
+        "size": [out.images.shape[-1], out.images.shape[-2]],
+        "warnings": notes + out.warnings,
+    }
+    if a.out:
+        out.grid(a.columns).save(a.out, format="PNG")
+        result["out"] = str(a.out)
+    if not a.json:
+        for k in ("model", "inverter", "steps", "references", "samples", "strength", "combine", "step_noise", "z_norm", "nfe", "seconds", "out"):
+            if k in result:
+                print(f"{k:18s} {result[k]}")
+        for w in result["warnings"]:
+            print(f"note: {w}", file=sys.stderr)
+    emit(result, a.json)
+
+
 def _at_least_one(v: str) -> int:
     if not v.isdigit() or int(v) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {v!r}")
@@ -253,6 +315,30 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--device", default=None)
     i.add_argument("--json", action="store_true")
     i.add_argument("--quiet", action="store_true")
+    r = sub.add_parser("seeds", help="new samples of a prompt from the inverted noise of reference images (PNG grid)")
+    r.add_argument("--model", required=True, help=f"one of: {', '.join(MODELS)}")
+    r.add_argument("--inverter", default="ddim")
+    r.add_argument("--image", action="append", metavar="PATH", help="a reference image of the concept; repeatable")
+    r.add_argument("--prompt", default="", help="what the new samples show")
+    r.add_argument("--reference-prompt", default=None, help="describes the references (default: --prompt)")
+    r.add_argument("--negative-prompt", default="")
+    r.add_argument("--samples", type=_at_least_one, default=4)
+    r.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, help="0: the seed itself, 1: fresh noise alone (slerp)")
+    r.add_argument("--combine", choices=COMBINE, default="each", help="each reference a seed (in turn), or their normalised mean")
+    r.add_argument("--step-noise", choices=STEP_NOISE, default="fresh", help="LCM: draw the per-step noises fresh, or reuse the references' recorded ones")
+    r.add_argument("--steps", type=int, default=None)
+    r.add_argument("--guidance", type=float, default=None, help="guidance of the samples (default: the model's edit guidance)")
+    r.add_argument("--inversion-guidance", type=float, default=None, help="guidance of the inversions (default: the model's)")
+    r.add_argument("--size", type=int, default=None)
+    r.add_argument("--seed", type=int, default=0, help="the inversions' seed")
+    r.add_argument("--sample-seed", type=int, default=0, help="seed of the samples' fresh noise")
+    r.add_argument("--batch", type=_at_least_one, default=1, help="samples per UNet batch (1: bit-exact with a reconstruction)")
+    r.add_argument("--inverter-param", action="append", metavar="NAME=VALUE", help="inverter parameter, repeatable")
+    r.add_argument("--out", type=Path, default=None, help="write the samples as a grid here (PNG)")
+    r.add_argument("--columns", type=_at_least_one, default=None, help="grid columns (default: up to 8 in a row)")
+    r.add_argument("--device", default=None)
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--quiet", action="store_true")
     sub.add_parser("editors", help="list the editors and their parameters")
     return p
 
@@ -269,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_bench(a)
         elif a.cmd == "interpolate":
             cmd_interpolate(a)
+        elif a.cmd == "seeds":
+            cmd_seeds(a)
         else:
             for ed in EDITORS.values():
                 print(f"{ed.name:10s} {ed.paper}")
