@@ -63,7 +63,7 @@ def add_endpoints(engine: Engine) -> None:
         image2 = uploaded_image(label="image2")  # /interpolate: the image to morph towards
         prompt2 = gr.Textbox(value="", label="prompt2", info="/interpolate: the second image's prompt; empty: source_prompt")
         frames = gr.Number(value=8, precision=0, label="frames", info="/interpolate: 2 to 32, the ends included")
-        b_invert, b_edit, b_compare, b_interpolate = gr.Button(), gr.Button(), gr.Button(), gr.Button()
+        b_invert, b_edit, b_compare = gr.Button(), gr.Button(), gr.Button()
 
     def inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model) -> InversionRequest:
         return InversionRequest(image, source_prompt or "", inverter or None, steps, seed, inversion_guidance, _json_params(inverter_params), model or None)
@@ -92,14 +92,22 @@ def add_endpoints(engine: Engine) -> None:
         rows = engine.compare(session_of(request), inversion_request(image, source_prompt, "ddim", steps, seed, inversion_guidance, "{}", model))
         return [(to_pil(r["reconstruction"]), r["inverter"]) for r in rows], [{k: v for k, v in r.items() if k not in ("reconstruction", "residuals")} for r in rows]
 
+    b_invert.click(invert, [image, source, inverter, steps, seed, guidance, inv_params, model], [out_recon, out_json], api_name="invert", concurrency_id="model")
+    b_edit.click(edit, [image, source, target, inverter, editor, steps, seed, guidance, edit_guidance, inv_params, ed_params, model, region], [out_image, out_recon, out_json], api_name="edit", concurrency_id="model")
+    b_compare.click(compare, [image, source, steps, seed, guidance, model], [out_gallery, out_json], api_name="compare", concurrency_id="model")
+    _interpolate_endpoint(engine, [image, image2, source, prompt2, inverter, steps, seed, frames, model], out_gallery, out_json)
+
+
+def _interpolate_endpoint(engine: Engine, inputs: list, out_gallery, out_json) -> None:
+    """/interpolate: frames from the first image to the second, both inverted alike."""
+
     @gpu("interpolate")
     @user_errors
     def interpolate(image, image2=None, source_prompt="", prompt2="", inverter="", steps=None, seed=0, frames=8, model="", request: gr.Request = None):
         """Frames from the first image to the second (both inverted alike); returns the frames and the metrics."""
-        r = engine.interpolate(session_of(request), inversion_request(image, source_prompt, inverter, steps, seed, None, "{}", model), image2, prompt2, frames)
+        r = engine.interpolate(session_of(request), InversionRequest(image, source_prompt or "", inverter or None, steps, seed, None, {}, model or None), image2, prompt2, frames)
         return [(to_pil(f[None]), str(i)) for i, f in enumerate(r["frames"])], {**r["metrics"], "notes": r["notes"]}
 
-    b_invert.click(invert, [image, source, inverter, steps, seed, guidance, inv_params, model], [out_recon, out_json], api_name="invert", concurrency_id="model")
-    b_edit.click(edit, [image, source, target, inverter, editor, steps, seed, guidance, edit_guidance, inv_params, ed_params, model, region], [out_image, out_recon, out_json], api_name="edit", concurrency_id="model")
-    b_compare.click(compare, [image, source, steps, seed, guidance, model], [out_gallery, out_json], api_name="compare", concurrency_id="model")
-    b_interpolate.click(interpolate, [image, image2, source, prompt2, inverter, steps, seed, frames, model], [out_gallery, out_json], api_name="interpolate", concurrency_id="model")
+    with gr.Row(visible=False):
+        button = gr.Button()
+    button.click(interpolate, inputs, [out_gallery, out_json], api_name="interpolate", concurrency_id="model")

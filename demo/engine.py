@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from editing import EDITORS, edit, interpolate, validate_edit
-from inversion.errors import ImageError, IncompatibleChoice, ModelError, ParameterError, UserError
+from editing import EDITORS, concept_seeds, edit, interpolate, sample_seeds, validate_edit
+from inversion.errors import ImageError, IncompatibleChoice, ModelError, ParameterError, PromptError, UserError
 from inversion.images import load_image, mask_on_upload
 from inversion.inverters import INVERTERS
 from inversion.models import MODELS, as_cascade, base_stage, is_available, load_model, stages_of
@@ -32,6 +32,7 @@ from .cache import Entry, InversionCache
 
 MAX_STEPS = 100
 MAX_FRAMES = 32  # interpolation frames: each one samples the whole model
+MAX_REFERENCES, MAX_SAMPLES = 4, 8  # "more like these": reference images, new samples per request
 GUIDANCE_LIMITS = (0.0, 30.0)  # beyond 30 classifier-free guidance only saturates
 SEED_LIMIT = 2**63  # torch generators take a signed 64-bit seed
 OOM_SHRINK = 0.7  # after an out-of-memory, suggest 70% of the long side (about half the pixels)
@@ -298,27 +299,61 @@ class Engine:
         return {"x": entry.x, "reconstruction": entry.reconstruction, "edit": out.image, "mask": out.mask, "upload_mask": upload_mask,
                 "inversion": entry.inversion, "metrics": metrics}
 
+    def _like(self, model, image, x_like: torch.Tensor, name: str):
+        """`image` as another input of the same shape as `x_like` needs it: a single model keeps each
+        image's aspect ratio, so one of another shape is centre-cropped to it (and says so)."""
+        x, _, _ = self._intake(model, image)
+        if x.shape == x_like.shape:
+            return image, []
+        h, w = x_like.shape[-2:]
+        return ImageOps.fit(load_image(image, name=name), (w, h), Image.Resampling.LANCZOS), [f"{name} was centre-cropped to the first image's aspect ratio ({w}x{h})"]
+
     def interpolate(self, session: str, first: InversionRequest, image2, prompt2: str, frames, progress=None) -> dict:
         """Frames between two uploads, each inverted with the same choices (cached); the second
-        prompt defaults to the first. A single model keeps each image's aspect ratio, so a second
-        image of another shape is centre-cropped to the first's (and says so)."""
+        prompt defaults to the first."""
         model = self.model_for(first.model)
         frames = check_whole(frames, "frames", 2, MAX_FRAMES)
         if image2 is None:
             raise ImageError("upload a second image to interpolate towards")
         a, _ = self.invert(session, first, progress.phase("inverting the first image", 0.0, 0.25, stages(model)) if progress else None)
+        image2, notes = self._like(model, image2, a.x, "the second image")
         second = replace(first, image=image2, prompt=(prompt2 or "").strip() or first.prompt)
-        x2, notes, _ = self._intake(self.model_for(first.model), image2)
-        if x2.shape != a.x.shape:
-            h, w = a.x.shape[-2:]
-            second = replace(second, image=ImageOps.fit(load_image(image2, name="the second image"), (w, h), Image.Resampling.LANCZOS))
-            notes = (f"the second image was centre-cropped to the first's aspect ratio ({w}x{h})",)
         b, _ = self.invert(session, second, progress.phase("inverting the second image", 0.25, 0.5, stages(model)) if progress else None)
         with self.lock, oom_guard(a.x):
             out = interpolate(model, a.inversion, b.inversion, frames=frames, progress=progress.phase("sampling the frames", 0.5, 1.0) if progress else None)
-        return {"frames": out.frames, "interpolation": out, "notes": list(a.notes) + list(notes),
+        return {"frames": out.frames, "interpolation": out, "notes": list(a.notes) + notes,
                 "metrics": {"model": model.name, "inverter": first.inverter, "frames": frames, "nfe": out.nfe, "seconds": round(out.seconds, 3),
                             "inversions": [a.inversion.inverter, b.inversion.inverter], "warnings": out.warnings}}
+
+    def more_like_these(self, session: str, base: InversionRequest, references: list, prompt: str, samples, strength, progress=None) -> dict:
+        """New samples of `prompt` started from the inverted noise of 1-4 reference images (each
+        inverted with the left column's choices and this prompt; cached), one reference per sample
+        in turn, mixed with fresh noise at `strength` (editing.seeds)."""
+        model = self.model_for(base.model)
+        references = [r for r in references or [] if r is not None]
+        if not references:
+            raise ImageError(f"upload 1 to {MAX_REFERENCES} images of what you want more of")
+        if len(references) > MAX_REFERENCES:
+            raise ParameterError(f"at most {MAX_REFERENCES} reference images, got {len(references)}")
+        prompt = (prompt or "").strip() or base.prompt
+        if not prompt:
+            raise PromptError("describe what the references show (the prompt of the new samples)")
+        samples = check_whole(samples, "samples", 1, MAX_SAMPLES)
+        invs, notes, first = [], [], None
+        for i, ref in enumerate(references):
+            if first is not None:
+                ref, fitted = self._like(model, ref, first.x, f"reference {i + 1}")
+                notes += fitted
+            phase = progress.phase(f"inverting reference {i + 1} of {len(references)}", 0.6 * i / len(references), 0.6 * (i + 1) / len(references), stages(model)) if progress else None
+            entry, _ = self.invert(session, replace(base, image=ref, prompt=prompt), phase)
+            first = first or entry
+            invs.append(entry.inversion)
+        with self.lock, oom_guard(first.x):
+            out = sample_seeds(model, concept_seeds(model, invs), prompt, samples=samples, strength=strength, seed=check_whole(base.seed, "seed", 0, SEED_LIMIT - 1),
+                               progress=progress.phase("sampling", 0.6, 1.0) if progress else None)
+        return {"images": out.images, "notes": list(first.notes) + notes + out.warnings,
+                "metrics": {"model": model.name, "inverter": invs[0].inverter, "references": len(invs), "samples": samples, "strength": out.strength,
+                            "nfe": out.nfe, "seconds": round(out.seconds, 3)}}
 
     def compare(self, session: str, req: InversionRequest, progress=None) -> list[dict]:
         """Every inverter on one image (cached per inverter), in registry order."""

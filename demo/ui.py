@@ -25,7 +25,7 @@ from inversion.models import as_cascade
 from inversion.params import Param
 
 from . import api, report
-from .engine import MAX_FRAMES, MAX_STEPS, EditRequest, Engine, InversionRequest
+from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, EditRequest, Engine, InversionRequest
 from .glue import gpu, progress_of, session_of, show, uploaded_image, user_errors, write_downloads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,6 +201,20 @@ def _output_column(page: Page) -> None:
             c["strip"] = gr.Gallery(label="Frames (click one to enlarge)", columns=8, height=190, object_fit="contain", format="png", elem_id="strip")
             c["interp_summary"] = gr.Markdown(elem_id="interp-summary")
             c["gif_file"] = gr.File(label="Animation (GIF)", elem_id="gif-file")
+        with gr.Tab("More like these"):
+            gr.Markdown("New images of something the model rarely draws: upload 1 to 4 pictures of it. Each is inverted (the inverter, steps and seed "
+                        "on the left) and its noise starts new samples of the prompt, mixed with fresh noise at the strength below "
+                        "(0: the references' reconstructions; 1: ordinary generation). The RNRI paper's second application.")
+            with gr.Row():
+                c["references"] = gr.File(label=f"Reference images (1 to {MAX_REFERENCES})", file_count="multiple", file_types=["image"], type="filepath", elem_id="references", height=200)
+                with gr.Column():
+                    c["concept"] = gr.Textbox(label="What they show (empty: the source prompt)", elem_id="concept", max_lines=2)
+                    with gr.Row():
+                        c["samples"] = gr.Slider(1, MAX_SAMPLES, value=4, step=1, label="Samples", elem_id="samples")
+                        c["strength"] = gr.Slider(0, 1, value=0.5, step=0.05, label="Fresh noise (strength)", elem_id="strength")
+                    c["seeds_btn"] = gr.Button("Make more like these", variant="primary", elem_id="seeds-btn")
+            c["seeded"] = gr.Gallery(label="New samples", columns=4, height=230, object_fit="contain", format="png", elem_id="seeded")
+            c["seeds_summary"] = gr.Markdown(elem_id="seeds-summary")
         with gr.Tab("Compare inverters"):
             c["compare_btn"] = gr.Button("Invert with every inverter", elem_id="compare-btn")
             c["gallery"] = gr.Gallery(label="Reconstructions", columns=3, height="auto", format="png", elem_id="gallery")
@@ -299,16 +313,6 @@ def _work_handlers(page: Page):
         entry, record = engine.inversion_record(session_of(request), _inversion_request(page, data), progress_of(progress))
         return {c["shown_input"]: show(entry.x), c["recon"]: show(entry.reconstruction), c["summary"]: report.summary_markdown(record), c["metrics"]: record}
 
-    @gpu("interpolate")
-    @user_errors
-    def on_interpolate(data: dict, request: gr.Request, progress=gr.Progress()):
-        r = engine.interpolate(session_of(request), _inversion_request(page, data), data[c["image2"]], data[c["prompt2"]], data[c["frames"]], progress_of(progress))
-        gif = Path(tempfile.mkdtemp(prefix="interpolation-")) / "interpolation.gif"
-        r["interpolation"].save_gif(gif, pingpong=True)
-        m = r["metrics"]
-        text = f"{m['frames']} frames, {m['nfe']} UNet calls, {m['seconds']:.2f} s" + "".join(f"\n\n⚠️ {n}" for n in r["notes"] + m["warnings"])
-        return {c["strip"]: [(show(f[None]), f"{i}") for i, f in enumerate(r["frames"])], c["interp_summary"]: text, c["gif_file"]: str(gif)}
-
     @gpu("compare")
     @user_errors
     def on_compare(data: dict, request: gr.Request, progress=gr.Progress()):
@@ -321,7 +325,33 @@ def _work_handlers(page: Page):
         frame = pd.DataFrame([{names[k]: r[k] for k in shown} for r in rows])
         return {c["gallery"]: pics, c["table"]: frame, c["plot"]: residual_frame(rows)}
 
-    return on_edit, on_live, on_invert, on_compare, on_interpolate
+    return on_edit, on_live, on_invert, on_compare
+
+
+def _application_handlers(page: Page):
+    """The RNRI paper's applications: interpolate between two uploads, more samples like the references."""
+    engine, c = page.engine, page.c
+
+    @gpu("interpolate")
+    @user_errors
+    def on_interpolate(data: dict, request: gr.Request, progress=gr.Progress()):
+        r = engine.interpolate(session_of(request), _inversion_request(page, data), data[c["image2"]], data[c["prompt2"]], data[c["frames"]], progress_of(progress))
+        gif = Path(tempfile.mkdtemp(prefix="interpolation-")) / "interpolation.gif"
+        r["interpolation"].save_gif(gif, pingpong=True)
+        m = r["metrics"]
+        text = f"{m['frames']} frames, {m['nfe']} UNet calls, {m['seconds']:.2f} s" + "".join(f"\n\n⚠️ {n}" for n in r["notes"] + m["warnings"])
+        return {c["strip"]: [(show(f[None]), f"{i}") for i, f in enumerate(r["frames"])], c["interp_summary"]: text, c["gif_file"]: str(gif)}
+
+    @gpu("seeds")
+    @user_errors
+    def on_seeds(data: dict, request: gr.Request, progress=gr.Progress()):
+        r = engine.more_like_these(session_of(request), _inversion_request(page, data), data[c["references"]], data[c["concept"]], data[c["samples"]],
+                                   data[c["strength"]], progress_of(progress))
+        m = r["metrics"]
+        text = f"{m['samples']} samples from {m['references']} reference(s), {m['nfe']} UNet calls, {m['seconds']:.2f} s" + "".join(f"\n\n⚠️ {n}" for n in r["notes"])
+        return {c["seeded"]: [show(x[None]) for x in r["images"]], c["seeds_summary"]: text}
+
+    return on_interpolate, on_seeds
 
 
 def _setting_handlers(page: Page):
@@ -396,7 +426,8 @@ def _wire(page: Page) -> None:
     for comps in [*page.inv_params.values(), *page.ed_params.values()]:
         all_inputs |= set(comps.values())
     outputs = _edit_outputs(page)
-    on_edit, on_live, on_invert, on_compare, on_interpolate = _work_handlers(page)
+    on_edit, on_live, on_invert, on_compare = _work_handlers(page)
+    on_interpolate, on_seeds = _application_handlers(page)
     on_model, on_choice = _setting_handlers(page)
     choice_out = [*page.inv_boxes.values(), *page.ed_boxes.values(), c["choice_note"]]
     for comp in (c["inverter"], c["editor"], c["steps"]):
@@ -416,6 +447,8 @@ def _wire(page: Page) -> None:
     for ex in page.examples:
         ex.load_input_event.then(on_edit, all_inputs, outputs, api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
     c["compare_btn"].click(on_compare, all_inputs, [c["gallery"], c["table"], c["plot"]], api_visibility="private", concurrency_id="model", show_progress_on=[c["table"]])
+    c["seeds_btn"].click(on_seeds, all_inputs | {c["references"], c["concept"], c["samples"], c["strength"]}, [c["seeded"], c["seeds_summary"]],
+                         api_visibility="private", concurrency_id="model", show_progress_on=[c["seeds_summary"]])
     c["interpolate_btn"].click(on_interpolate, all_inputs | {c["image2"], c["prompt2"], c["frames"]}, [c["strip"], c["interp_summary"], c["gif_file"]],
                                api_visibility="private", concurrency_id="model", show_progress_on=[c["interp_summary"]])
 

@@ -262,3 +262,21 @@ def test_the_interpolate_tab_morphs_between_two_uploads(served, browser):
     expected = show(reconstruct(model, invert(model, SCENE, SOURCE, base.default_inverter, base.default_steps)))
     assert np.array_equal(first, np.asarray(expected.convert("RGB")))  # frame 0 is the first image's reconstruction
     assert first.shape == last.shape and not np.array_equal(first, last)
+
+
+def test_more_like_these_makes_new_samples_from_uploaded_references(served, browser):
+    """Two references of a concept: as many new samples as asked, each different, the summary says
+    how they were made; no reference gets a message and the page keeps working."""
+    page = _page(browser, served[1])
+    page.get_by_role("tab", name="More like these").click()
+    page.locator("#concept textarea").fill(SOURCE)
+    page.locator("#seeds-btn").click()
+    page.get_by_text("upload 1 to 4 images").first.wait_for(timeout=WAIT)  # a message, nothing run
+    page.locator("#references input[type=file]").set_input_files([str(SCENE), str(SCENE.parent / "scene3.png")])
+    page.locator("#samples input[type=number]").fill("3")
+    page.locator("#samples input[type=number]").press("Enter")
+    page.locator("#seeds-btn").click()
+    page.wait_for_function("() => document.querySelector('#seeds-summary').innerText.includes('samples from 2 reference')", timeout=WAIT)
+    page.locator("#seeded img").nth(2).wait_for(timeout=30000)
+    shots = [np.asarray(Image.open(io.BytesIO(page.request.get(page.locator("#seeded img").nth(i).get_attribute("src")).body())).convert("RGB")) for i in range(3)]
+    assert page.locator("#seeded img").count() == 3 and not np.array_equal(shots[0], shots[1]) and not np.array_equal(shots[0], shots[2])
