@@ -26,27 +26,29 @@ try:  # Hugging Face ZeroGPU: model work runs on a borrowed GPU when the package
 except ImportError:
     spaces = None
 
-GPU_SECONDS = (20, 60, 240)  # ZeroGPU's duration: at least, before anything is measured (its default), at most
+GPU_SECONDS = (60, 240)  # ZeroGPU's duration: its default (never asked for less), the most we ask for
 
 
 class GpuBudget:
-    """How long to borrow the GPU for each kind of request (ZeroGPU's `duration`): twice the longest
-    of the last runs of that kind, so a compare of six inverters asks for more than an edit, and a
-    short request does not queue behind a long reservation (ZeroGPU favours shorter durations)."""
+    """How long to borrow the GPU for each kind of request (ZeroGPU's `duration`): ZeroGPU's
+    default, or twice the longest successful run of that kind (of the last 32) plus 10 s where that
+    is more, so a compare of six inverters or a slow model is not cut off. Never less than the
+    default: a request heavier than the ones before it (another inverter, more steps) would be
+    aborted by ZeroGPU, and an aborted run is never timed."""
 
     def __init__(self):
         self.seconds: dict[str, collections.deque] = {}
 
     def duration(self, kind: str):
         def seconds(*_args, **_kwargs) -> int:
+            low, high = GPU_SECONDS
             seen = self.seconds.get(kind)
-            low, first, high = GPU_SECONDS
-            return first if not seen else int(min(high, max(low, 2 * max(seen) + 5)))
+            return low if not seen else int(min(high, max(low, 2 * max(seen) + 10)))
 
         return seconds
 
     def record(self, kind: str, seconds: float) -> None:
-        self.seconds.setdefault(kind, collections.deque(maxlen=8)).append(seconds)
+        self.seconds.setdefault(kind, collections.deque(maxlen=32)).append(seconds)
 
 
 BUDGET = GpuBudget()
@@ -54,16 +56,15 @@ BUDGET = GpuBudget()
 
 def gpu(kind: str):
     """Route a handler's model work through ZeroGPU's `spaces.GPU` (a no-op without the package),
-    with a duration that fits `kind` of request, and record how long it took."""
+    with a duration that fits `kind` of request; successful runs are timed for the next ones."""
 
     def wrap(fn):
         @functools.wraps(fn)  # keeps the signature: gradio injects gr.Request / gr.Progress from it
         def timed(*args, **kwargs):
             start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                BUDGET.record(kind, time.perf_counter() - start)
+            out = fn(*args, **kwargs)
+            BUDGET.record(kind, time.perf_counter() - start)
+            return out
 
         return timed if spaces is None else spaces.GPU(duration=BUDGET.duration(kind))(timed)
 
