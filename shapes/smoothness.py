@@ -46,7 +46,7 @@ from inversion import generate, invert, load_model
 
 from .evaluate import to_tensor, to_uint8
 from .judge import find_objects
-from .rare_seeds import machine
+from .rare_seeds import machine, save
 from .scenes import COLOURS, SHAPES, Scene, Shape, render
 
 OUT = Path(__file__).resolve().parents[1] / "assets" / "shapes" / "interpolation.json"
@@ -189,12 +189,6 @@ def save_strip(model, path: Path = STRIP, inverter: str = "ddim", frames: int = 
     invs = [invert(model, to_tensor(render(s, 64)[0]), s.caption, inverter) for s in (a, b)]
     interpolate(model, *invs, frames=frames).strip().save(path, format="PNG")
     return path
-
-
-def save(result: dict, path: Path) -> None:
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[result["model"]] = result
-    path.write_text(json.dumps(data, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
