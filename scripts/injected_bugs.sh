@@ -30,6 +30,6 @@ run tests/test_app.py; revert demo/engine.py
 
 echo "6. P2P refine + reweight: the equaliser skips the target's own term"
 inject editing/p2p.py '            if self.eq is not None:
-                own = own * self.eq.to(v)[:, None]' ''
+                own = own * self.on_device("eq", lambda: self.eq, v)[:, None]' ''
 run tests/test_editing.py; revert editing/p2p.py
 git status --short  # nothing: every file is restored
