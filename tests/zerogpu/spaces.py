@@ -1,7 +1,7 @@
 """A stand-in for Hugging Face's `spaces` package (ZeroGPU), put on the app's path by a test.
 
 `spaces.GPU` records each decorated call (function, requested duration, seconds taken) as a JSON
-line in $SPACES_STANDIN_LOG, and every forward pass of a UNet, VAE or text encoder made outside a
+line in $SPACES_STANDIN_LOG, and every forward pass of a UNet, VAE (TAESD too) or text encoder made outside a
 GPU call is recorded as a violation: on ZeroGPU such a call would find no GPU attached.
 """
 
@@ -49,8 +49,8 @@ def _guard(cls, method: str = "forward") -> None:
     setattr(cls, method, guarded)
 
 
-from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
+from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel  # noqa: E402
 from transformers import CLIPTextModel, T5EncoderModel  # noqa: E402
 
-for _cls, _method in ((UNet2DConditionModel, "forward"), (AutoencoderKL, "encode"), (AutoencoderKL, "decode"), (CLIPTextModel, "forward"), (T5EncoderModel, "forward")):
+for _cls, _method in ((UNet2DConditionModel, "forward"), (AutoencoderKL, "encode"), (AutoencoderKL, "decode"), (AutoencoderTiny, "decode"), (CLIPTextModel, "forward"), (T5EncoderModel, "forward")):
     _guard(_cls, _method)
