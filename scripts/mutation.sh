@@ -14,7 +14,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 declare -A PATHS TESTS
 PATHS[schedule]="inversion/schedule.py";            TESTS[schedule]="tests/test_schedule.py tests/test_ddim_reference.py tests/test_inversion_core.py tests/test_inverters.py"
 PATHS[metrics]="inversion/metrics.py";              TESTS[metrics]="tests/test_metrics_images_tokens.py tests/test_inversion_core.py"
-PATHS[images]="inversion/images.py";                TESTS[images]="tests/test_metrics_images_tokens.py tests/test_properties.py"
+PATHS[images]="inversion/images.py";                TESTS[images]="tests/test_metrics_images_tokens.py tests/test_properties.py tests/test_images_messages.py"
 PATHS[inverters]="inversion/inverters";             TESTS[inverters]="tests/test_inverters.py tests/test_claims.py"
 PATHS[words]="editing/words.py";                    TESTS[words]="tests/test_words.py tests/test_editing.py"
 PATHS[attention]="editing/attention.py";            TESTS[attention]="tests/test_attention_processor.py tests/test_editing.py tests/test_claims.py tests/test_host_sync.py"
