@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -57,7 +58,11 @@ def _open(fp, label: str) -> Image.Image:
             img.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # PIL refuses it before we see its size
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = f" ({int(pixels.group(1)) / 1e6:.0f} MP)" if pixels else ""
+        raise ImageError(f"{label} is too large{size}; the limit is {MAX_PIXELS / 1e6:.0f} MP") from e
+    except UnidentifiedImageError as e:
         raise ImageError(f"{label} is not an image this program can read (PNG, JPEG, WebP, BMP, TIFF, GIF)") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{label} looks like an image but is damaged or truncated ({type(e).__name__})") from e
