@@ -177,6 +177,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def finish(result: dict, a: argparse.Namespace, table: str) -> int:
+    """A measurement's end (this one's and shapes.smoothness'): saved unless --no-save, the table, --json's line."""
+    if not a.no_save:
+        save(result, a.out)
+    print(table)
+    if a.json:
+        print(json.dumps(result))
+    return 0
+
+
 def save(result: dict, path: Path) -> None:
     """Per model: a run replaces that model's entry and keeps the others'."""
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -205,12 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = a.samples or (6 if model.stages[0].sampler_kind == "lcm" else 4)
         result = run(model, pick_triples(a.triples), samples, a.inverters.split(","), a.combine.split(","),
                      [float(s) for s in a.strengths.split(",")], a.batch)
-    if not a.no_save:
-        save(result, a.out)
-    print(markdown(result))
-    if a.json:
-        print(json.dumps(result))
-    return 0
+    return finish(result, a, markdown(result))
 
 
 if __name__ == "__main__":

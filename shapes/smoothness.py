@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import random
 import sys
 import time
@@ -46,7 +45,7 @@ from inversion import generate, invert, load_model
 
 from .evaluate import to_tensor, to_uint8
 from .judge import find_objects
-from .rare_seeds import machine, save
+from .rare_seeds import finish, machine
 from .scenes import COLOURS, SHAPES, Scene, Shape, render
 
 OUT = Path(__file__).resolve().parents[1] / "assets" / "shapes" / "interpolation.json"
@@ -210,12 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(model, a.inverters.split(","), a.pairs, a.frames, a.kinds.split(","))
         if a.strip:
             result["strip"] = str(save_strip(model, a.strip, frames=a.frames))
-    if not a.no_save:
-        save(result, a.out)
-    print(markdown(result))
-    if a.json:
-        print(json.dumps(result))
-    return 0
+    return finish(result, a, markdown(result))
 
 
 if __name__ == "__main__":
