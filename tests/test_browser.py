@@ -64,6 +64,15 @@ def _edit(page, image=SCENE, source=SOURCE, target=TARGET) -> str:
     return _run(page, "#edit-btn")
 
 
+def _choose_diffedit(page) -> None:
+    """Pick DiffEdit in the editor dropdown and wait until the page has taken it (the note under the
+    choices changes): on a loaded machine an Edit click could otherwise still send P2P."""
+    page.locator("#editor input").fill("diffedit")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#choice-note').innerText.includes('DiffEdit')", timeout=WAIT)
+    assert page.locator("#editor input").input_value() == "diffedit"
+
+
 def _shown_image(page, elem: str) -> np.ndarray:
     src = page.locator(f"#{elem} img").first.get_attribute("src")
     data = page.request.get(src).body()
@@ -184,8 +193,7 @@ def test_a_painted_region_is_the_edit_region(served, browser, monkeypatch):
     for k in range(10):
         page.mouse.move(cx - 20 + 4 * k, cy - 20 + 4 * k)
     page.mouse.up()
-    page.locator("#editor input").fill("diffedit")
-    page.keyboard.press("Enter")
+    _choose_diffedit(page)
     page.locator("#source textarea").fill(SOURCE)
     page.locator("#target textarea").fill(TARGET)
     _run(page, "#edit-btn")
@@ -211,8 +219,7 @@ def test_the_editor_s_own_mask_can_be_corrected_on_the_canvas(served, browser, m
     monkeypatch.setattr(engine, "edit", recording)
     page = _page(browser, served[1])
     _upload(page, SCENE)
-    page.locator("#editor input").fill("diffedit")
-    page.keyboard.press("Enter")
+    _choose_diffedit(page)
     page.locator("#source textarea").fill(SOURCE)
     page.locator("#target textarea").fill(TARGET)
     _run(page, "#edit-btn")
