@@ -18,11 +18,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 
 from editing import EDITORS, concept_seeds, edit, interpolate, sample_seeds, validate_edit
 from inversion.errors import ImageError, IncompatibleChoice, ModelError, ParameterError, PromptError, UserError
-from inversion.images import load_image, mask_on_upload
+from inversion.images import centre_cropped_to, load_image, mask_on_upload
 from inversion.inverters import INVERTERS
 from inversion.models import MODELS, as_cascade, base_stage, is_available, load_model, stages_of
 from inversion.pipeline import evaluate, invert
@@ -305,8 +305,8 @@ class Engine:
         x, _, _ = self._intake(model, image)
         if x.shape == x_like.shape:
             return image, []
-        h, w = x_like.shape[-2:]
-        return ImageOps.fit(load_image(image, name=name), (w, h), Image.Resampling.LANCZOS), [f"{name} was centre-cropped to the first image's aspect ratio ({w}x{h})"]
+        fitted, note = centre_cropped_to(image, (x_like.shape[-1], x_like.shape[-2]), name)
+        return fitted, [note]
 
     def interpolate(self, session: str, first: InversionRequest, image2, prompt2: str, frames, progress=None) -> dict:
         """Frames between two uploads, each inverted with the same choices (cached); the second

@@ -24,12 +24,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageOps
-
 from inversion.benchmark import profiled, warm_up
 from inversion.cli_tools import StderrProgress, emit, parse_params, print_table, run
 from inversion.errors import ParameterError
-from inversion.images import ImageError, load_image
+from inversion.images import ImageError, centre_cropped_to
 from inversion.metrics import psnr, ssim
 from inversion.models import MODELS, base_stage, load_model
 from inversion.pipeline import PSNR_CAP, evaluate, input_tensor, invert, save_image
@@ -88,16 +86,16 @@ def cmd_edit(a) -> None:
     emit(result, a.json)
 
 
-def _second_input(model, image, like, size, seed):
-    """The second image as the model takes it, at the first's shape: a single model keeps each
-    image's aspect ratio, so a second of another shape is centre-cropped to the first's and resized
-    (the two noises must have one shape). The oracle draws another sample (seed + 1)."""
+def _second_input(model, image, like, size, seed, name="the second image"):
+    """Another image as the model takes it, at the first's shape (`like`): a single model keeps each
+    image's aspect ratio, so one of another shape is centre-cropped to the first's and resized
+    (the noises must have one shape). The oracle draws another sample (seed + 1)."""
     x = input_tensor(model, image, size, seed + 1)
     if x.shape == like.shape:
         return x, []
     h, w = like.shape[-2:]
-    fitted = ImageOps.fit(load_image(image), (w, h), Image.Resampling.LANCZOS)
-    return input_tensor(model, fitted, max(h, w), seed + 1), [f"the second image was centre-cropped to the first's aspect ratio ({w}x{h})"]
+    fitted, note = centre_cropped_to(image, (w, h), name)
+    return input_tensor(model, fitted, max(h, w), seed + 1), [note]
 
 
 def cmd_interpolate(a) -> None:
@@ -170,9 +168,9 @@ def cmd_seeds(a) -> None:
         base_stage(model).check_prompt(p)
     notes, xs = [], [input_tensor(model, images[0] if images else None, a.size, a.seed)]
     for k, image in enumerate(images[1:]):
-        x, note = _second_input(model, image, xs[0], a.size, a.seed + k)
+        x, note = _second_input(model, image, xs[0], a.size, a.seed + k, name=f"reference {k + 2}")
         xs.append(x)
-        notes += [n.replace("the second image", f"reference {k + 2}") for n in note]
+        notes += note
     params = parse_params(a.inverter_param)
     invs = [invert(model, x, reference_prompt, a.inverter, a.steps, a.inversion_guidance, a.negative_prompt, a.seed, progress=progress, **params)
             for x in xs]

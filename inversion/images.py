@@ -140,6 +140,14 @@ def to_model_tensor(img: Image.Image, long_side: int, multiple: int, square: boo
     return a.permute(2, 0, 1).unsqueeze(0)
 
 
+def centre_cropped_to(image, size: tuple[int, int], name: str) -> tuple[Image.Image, str]:
+    """`image` centre-cropped to the aspect ratio of `size` (W, H) and resized to it, with the note
+    that says so: inputs whose noises are mixed (interpolation, seeds) must share one shape, and a
+    single model keeps each image's own aspect ratio."""
+    w, h = size
+    return ImageOps.fit(load_image(image, name=name), (w, h), Image.Resampling.LANCZOS), f"{name} was centre-cropped to the first image's aspect ratio ({w}x{h})"
+
+
 def centre_square(size: tuple[int, int]) -> tuple[int, int, int, int]:
     """The box (left, top, right, bottom) a square model crops from an image of `size`."""
     side = min(size)
