@@ -176,7 +176,7 @@ def interpolate(
     LCM's corrected noise amplifies); cost: frames x each inversion's sampling NFE.
     """
     cascade = as_cascade(model)
-    a_stages, b_stages = _matching_pair(cascade, inv_a, inv_b)
+    a_stages, b_stages = mixable_stages(cascade, [inv_a, inv_b], ["the first inversion", "the second inversion"], "the two inversions")
     alphas = frame_alphas(frames) if alphas is None else _checked_alphas(alphas)
     # each stage's text conditioning of each end, built as `cascade.condition` builds it
     ends = [
@@ -251,25 +251,26 @@ def _checked_alphas(alphas) -> list[float]:
     return vals
 
 
-def _matching_pair(cascade: Cascade, inv_a, inv_b) -> tuple[list[Inversion], list[Inversion]]:
-    """Both inversions' stages, checked: this model, one sampler and timesteps, one latent shape."""
-    a_stages, b_stages = stage_inversions(inv_a), stage_inversions(inv_b)
-    if inv_a.model != inv_b.model:
-        raise IncompatibleInversion(f"the two inversions were made with different models ({inv_a.model!r} and {inv_b.model!r}); invert both with one")
-    for which, stages in (("first", a_stages), ("second", b_stages)):
+def mixable_stages(cascade: Cascade, invs: list, names: list[str], group: str, whole_shape: bool = True) -> list[list[Inversion]]:
+    """Each inversion's stages, checked before their noises are mixed (interpolation, concept seeds):
+    one model (this one), its stages, one step count, sampler and timesteps, one latent shape (with
+    `whole_shape` the batch too), a super-resolution condition noise in all or none."""
+    models = list(dict.fromkeys(inv.model for inv in invs))
+    if len(models) > 1:
+        raise IncompatibleInversion(f"{group} were made with different models ({' and '.join(map(repr, models))}); invert all with one")
+    per = [stage_inversions(inv) for inv in invs]
+    for name, inv, stages in zip(names, invs, per):
+        if inv.model != cascade.stages[0].name:
+            raise IncompatibleInversion(f"{name} was inverted with {inv.model!r}, not {cascade.name!r}")
         if len(stages) != len(cascade.stages):
-            raise IncompatibleInversion(f"{cascade.name} has {len(cascade.stages)} stage(s); the {which} inversion has {len(stages)}")
-    if inv_a.num_steps != inv_b.num_steps:
-        raise IncompatibleInversion(f"the two inversions have different step counts ({inv_a.num_steps} and {inv_b.num_steps}); invert both with the same --steps")
-    for stage, ra, rb in zip(cascade.stages, a_stages, b_stages):
-        sampler = stage.sampler(ra.num_steps)
-        ra.check_compatible(sampler, stage.name)
-        rb.check_compatible(sampler, stage.name)
-        if ra.z_T.shape != rb.z_T.shape:
-            raise IncompatibleInversion(
-                f"the two inversions have different latent shapes ({list(ra.z_T.shape)} and {list(rb.z_T.shape)}): "
-                "invert both images at the same size and aspect ratio"
-            )
-        if (ra.condition_noise is None) != (rb.condition_noise is None):
-            raise IncompatibleInversion("only one of the two inversions has a super-resolution condition noise")
-    return a_stages, b_stages
+            raise IncompatibleInversion(f"{cascade.name} has {len(cascade.stages)} stage(s); {name} has {len(stages)}")
+        if inv.num_steps != invs[0].num_steps:
+            raise IncompatibleInversion(f"{group} have different step counts ({invs[0].num_steps} and {inv.num_steps}); invert all with the same --steps")
+        for stage, r, r0 in zip(cascade.stages, stages, per[0]):
+            r.check_compatible(stage.sampler(r.num_steps), stage.name)
+            shape, shape0 = (r.z_T.shape, r0.z_T.shape) if whole_shape else (r.z_T.shape[1:], r0.z_T.shape[1:])
+            if shape != shape0:
+                raise IncompatibleInversion(f"{group} have different latent shapes ({list(shape0)} and {list(shape)}): invert them at the same size and aspect ratio")
+            if (r.condition_noise is None) != (r0.condition_noise is None):
+                raise IncompatibleInversion(f"only some of {group} have a super-resolution condition noise")
+    return per

@@ -62,10 +62,10 @@ from inversion.errors import IncompatibleInversion, ParameterError
 from inversion.images import to_pil
 from inversion.models.base import DiffusionModel
 from inversion.models.cascade import Cascade, as_cascade
-from inversion.result import CascadeInversion, Inversion, stage_inversions
+from inversion.result import CascadeInversion, Inversion
 from inversion.sampling import sample
 
-from .interpolate import lerp, slerp
+from .interpolate import lerp, mixable_stages, slerp
 
 COMBINE = ("each", "mean")
 STEP_NOISE = ("reuse", "fresh")
@@ -140,7 +140,7 @@ def concept_seeds(model: DiffusionModel | Cascade, inversions, combine: str = "e
     invs = [inversions] if isinstance(inversions, (Inversion, CascadeInversion)) else list(inversions)
     if not invs:
         raise ParameterError("concept seeds need at least one reference inversion")
-    per_ref = _matching(cascade, invs)
+    per_ref = mixable_stages(cascade, invs, [f"reference {k + 1}" for k in range(len(invs))], "the references", whole_shape=False)  # a batch: one reference a row
     stages = []
     for s, stage in enumerate(cascade.stages):
         rs = [ref[s] for ref in per_ref]
@@ -289,26 +289,3 @@ def _start(stage: DiffusionModel, st: StageSeed, steps: int, row: int, g: torch.
             ])
     cn = None if fresh_cn is None else slerp(st.condition_noise[row], fresh_cn, strength)
     return z, noises, cn
-
-
-def _matching(cascade: Cascade, invs: list) -> list[list[Inversion]]:
-    """Each reference's stage inversions, checked: this model, one sampler and timesteps, one shape."""
-    per_ref = [stage_inversions(inv) for inv in invs]
-    first = per_ref[0]
-    for k, (inv, stages) in enumerate(zip(invs, per_ref)):
-        if inv.model != cascade.stages[0].name:
-            raise IncompatibleInversion(f"reference {k + 1} was inverted with {inv.model!r}, not {cascade.name!r}")
-        if len(stages) != len(cascade.stages):
-            raise IncompatibleInversion(f"{cascade.name} has {len(cascade.stages)} stage(s); reference {k + 1}'s inversion has {len(stages)}")
-        if inv.num_steps != invs[0].num_steps:
-            raise IncompatibleInversion(f"the references have different step counts ({invs[0].num_steps} and {inv.num_steps}); invert all with the same --steps")
-        for stage, r, r0 in zip(cascade.stages, stages, first):
-            r.check_compatible(stage.sampler(r.num_steps), stage.name)
-            if r.z_T.shape[1:] != r0.z_T.shape[1:]:
-                raise IncompatibleInversion(
-                    f"the references have different latent shapes ({list(r0.z_T.shape[1:])} and {list(r.z_T.shape[1:])}): "
-                    "invert them at the same size and aspect ratio"
-                )
-            if (r.condition_noise is None) != (r0.condition_noise is None):
-                raise IncompatibleInversion("only some references have a super-resolution condition noise")
-    return per_ref
