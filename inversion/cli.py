@@ -20,6 +20,7 @@ from .benchmark import profiled, warm_up
 from .cli_tools import StderrProgress, emit, parse_params, print_table, run
 from .images import ImageError
 from .inverters import INVERTERS, get_inverter
+from .inverters.base import SHARED_PARAMS
 from .models import MODELS, as_cascade, load_model
 from .pipeline import IncompatibleChoice, evaluate, input_tensor, invert, save_image
 from .result import stage_inversions
@@ -108,9 +109,11 @@ def cmd_list(what: str) -> None:
         for s in MODELS.values():
             print(f"{s.name:20s} {'offline' if s.offline else 'hub    '}  {s.kind:14s} {s.sampler:5s} {s.description}")
     else:
-        for inv in INVERTERS.values():
-            print(f"{inv.name:12s} NFE/step {inv.nfe_per_step:10s} {inv.paper}")
-            for k, p in inv.params.items():
+        params = [("every inverter", SHARED_PARAMS)]
+        params += [(f"{inv.name:12s} NFE/step {inv.nfe_per_step:10s} {inv.paper}", inv.params) for inv in INVERTERS.values()]
+        for title, table in params:
+            print(title)
+            for k, p in table.items():
                 print(f"    {k:26s} default {p.default!s:28s} {p.help}")
 
 

@@ -15,10 +15,10 @@ declare -A PATHS TESTS
 PATHS[schedule]="inversion/schedule.py";            TESTS[schedule]="tests/test_schedule.py tests/test_ddim_reference.py tests/test_inversion_core.py tests/test_inverters.py"
 PATHS[metrics]="inversion/metrics.py";              TESTS[metrics]="tests/test_metrics_images_tokens.py tests/test_inversion_core.py"
 PATHS[images]="inversion/images.py";                TESTS[images]="tests/test_metrics_images_tokens.py tests/test_properties.py tests/test_images_messages.py"
-PATHS[inverters]="inversion/inverters";             TESTS[inverters]="tests/test_inverters.py tests/test_claims.py"
+PATHS[inverters]="inversion/inverters";             TESTS[inverters]="tests/test_inverter_references.py tests/test_inverters.py tests/test_inversion_core.py tests/test_claims.py tests/test_host_sync.py"
 PATHS[words]="editing/words.py";                    TESTS[words]="tests/test_words.py tests/test_editing.py"
 PATHS[attention]="editing/attention.py";            TESTS[attention]="tests/test_attention_processor.py tests/test_editing.py tests/test_claims.py tests/test_host_sync.py"
-PATHS[editors]="editing/p2p.py editing/masactrl.py editing/diffedit.py editing/loop.py"; TESTS[editors]="tests/test_editing.py tests/test_claims.py"
+PATHS[editors]="editing/p2p.py editing/masactrl.py editing/diffedit.py editing/loop.py"; TESTS[editors]="tests/test_editing.py tests/test_claims.py tests/test_attention_processor.py tests/test_host_sync.py"
 PATHS[cache]="demo/cache.py";                       TESTS[cache]="tests/test_app.py"
 
 modules=("$@")
@@ -26,8 +26,8 @@ modules=("$@")
 mkdir -p out/mutation
 for m in "${modules[@]}"; do
   [ -n "${PATHS[$m]:-}" ] || { echo "unknown module $m; known: ${!PATHS[*]}" >&2; exit 2; }
-  work="$(mktemp -d)/repo"
-  mkdir -p "$work"
+  work="$PWD/out/mutation/work/$m"   # kept, so that single survivors can be rerun: cd there; mutmut run NAME
+  rm -rf "$work" && mkdir -p "$work"
   tar --exclude=./.venv --exclude=./runs --exclude=./out --exclude=./.git --exclude=./mutants -cf - . | tar -xf - -C "$work"
   paths=$(printf '"%s", ' ${PATHS[$m]}); tests=$(printf '"%s", ' ${TESTS[$m]})
   cat > "$work/pyproject.toml" <<TOML

@@ -31,6 +31,10 @@ from ..schedule import Sampler
 
 Progress = Callable[[int, int, str], None]
 
+SHARED_PARAMS = {  # every inverter takes these
+    "noise_correction": Param(True, bool, help="LCM: record the noise (last step: residual) that makes each step exact"),
+}
+
 
 class Inverter:
     name: str = ""
@@ -41,8 +45,7 @@ class Inverter:
     needs_cascade: bool = False
 
     def resolve_params(self, family: str | tuple[str, ...], **overrides) -> dict:
-        base = {"noise_correction": Param(True, bool, help="LCM: record the noise (last step: residual) that makes each step exact")}
-        return resolve({**base, **self.params}, family, overrides, f"inverter {self.name!r}")
+        return resolve({**SHARED_PARAMS, **self.params}, family, overrides, f"inverter {self.name!r}")
 
     # ---- the step loop --------------------------------------------------------------
     def invert(

@@ -28,9 +28,6 @@ class EasyInvInverter(Inverter):
         "inject_length": Param({"default": 0.2, "lcm": 0.6}, float, 0.0, 1.0, "window length, fraction of the steps"),
     }
 
-    def begin(self, model, x0, cond, sampler, p):
-        return {"last": x0}
-
     def solve_step(self, model, x_prev, j, cond, sampler, noise, p, state):
         n = sampler.num_steps
         i = n - 1 - j  # ascending step index, as in the paper
