@@ -101,6 +101,13 @@ def attention_levels(layers: list[LayerInfo], kind: str) -> list[int]:
     return sorted({info.level for info in layers if info.kind == kind})
 
 
+def word_map_level(layers: list[LayerInfo]) -> int:
+    """The level word maps are read from (P2P's LocalBlend, MasaCtrl's masks): SD's 16x16, the
+    second-deepest cross-attention level of any UNet (the only one where there is one)."""
+    levels = attention_levels(layers, "cross")
+    return levels[-2] if len(levels) > 1 else levels[-1]
+
+
 class WordMaps:
     """Cross-attention maps of chosen tokens, per branch (conditional rows only), summed
     over heads' mean, layers of one resolution level and steps -- the only maps kept."""

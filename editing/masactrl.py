@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from inversion.errors import WordError
 from inversion.params import Param
 
-from .attention import Controller, WordMaps, attention_levels, layer_registry, spatial_shape
+from .attention import Controller, WordMaps, layer_registry, spatial_shape, word_map_level
 from .base import EditLatents, Editor
 from .loop import edit_both
 from .words import find_word
@@ -151,10 +151,10 @@ class MasaCtrl(Editor):
         layers = layer_registry(model.unet)
         n = inv.num_steps
         n_blocks = max(i.block_order for i in layers) + 1
-        start_step = min(n - 1, max(1, int(p["start_step"] * n + 0.5))) if n > 1 else 0
+        start_step = min(n - 1, max(1, int(p["start_step"] * n + 0.5)))  # 0 when there is one step
         start_block = min(n_blocks - 1, int(p["start_layer"] * n_blocks + 0.5))
         tokens = self.mask_tokens(model, inv.prompt, target_prompt, p) if region is None else None
-        capture = WordMaps(tokens, mask_level(layers)) if tokens else None
+        capture = WordMaps(tokens, word_map_level(layers)) if tokens else None
         ctrl = MasaCtrlController(layers, start_step, start_block, capture, p["mask_threshold"])
         if region is not None:  # a painted foreground, the same for both branches, from the first controlled step
             region = region.to(model.device).float()  # once, not per step
@@ -162,9 +162,3 @@ class MasaCtrl(Editor):
         target, source = edit_both(model, inv, target_prompt, guidance, ctrl, p["pin_source"], progress=progress)
         info = {"start_step": start_step, "start_block": start_block, "blocks": n_blocks}
         return EditLatents(target, source, p, ctrl.masks.get("tgt"), info)
-
-
-def mask_level(layers) -> int:
-    """The cross-attention level masks are read from: SD's 16x16, the second-deepest of any UNet."""
-    levels = attention_levels(layers, "cross")
-    return levels[-2] if len(levels) > 1 else levels[-1]

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from inversion.params import Param
 
-from .attention import Controller, WordMaps, attention_levels, fraction_to_steps, layer_registry
+from .attention import Controller, WordMaps, attention_levels, fraction_to_steps, layer_registry, word_map_level
 from .base import EditLatents, Editor
 from .loop import edit_both
 from .words import WordError, equalizer, find_word, refine_alignment, replace_mapper
@@ -139,7 +139,7 @@ class P2P(Editor):
         region = None if region is None else region.to(model.device)  # once, not per step
         layers = layer_registry(model.unet)
         n = inv.num_steps
-        capture = WordMaps(blend_tokens, _blend_level(layers)) if blend_tokens and region is None else None
+        capture = WordMaps(blend_tokens, word_map_level(layers)) if blend_tokens and region is None else None
         ctrl = P2PController(layers, mode, mapper, index, alpha, eq, fraction_to_steps(p["cross_replace"], n, over=n + 1), fraction_to_steps(p["self_replace"], n), capture)
         after = None
         masks = {}
@@ -163,12 +163,6 @@ class P2P(Editor):
 
         target, source = edit_both(model, inv, target_prompt, guidance, ctrl, p["pin_source"], after, progress)
         return EditLatents(target, source, {**p, "mode": mode}, masks.get("last"), {"cross_steps": ctrl.cross_steps, "self_steps": ctrl.self_steps})
-
-
-def _blend_level(layers) -> int:
-    """LocalBlend's resolution: the second-deepest cross-attention level (SD: 16x16)."""
-    levels = attention_levels(layers, "cross")
-    return levels[-2] if len(levels) > 1 else levels[-1]
 
 
 def _blend_tokens(tok, source, target, words, length) -> dict[str, list[int]]:

@@ -503,7 +503,9 @@ def test_regularisation_steps_are_the_clipped_kl_step_then_the_auto_correlation_
     eps = torch.randn(1, 2, 16, 16, generator=g)
     eps[..., :4, :4] = 0.001 * torch.randn(1, 2, 4, 4, generator=g)  # near-constant patches: steep KL gradients
     ref = torch.randn(1, 2, 16, 16, generator=g)
-    grad = lambda loss, x: torch.autograd.grad(loss(x.requires_grad_(True)), x)[0]
+    def grad(loss, x):
+        return torch.autograd.grad(loss(x.requires_grad_(True)), x)[0]
+
     g_kl = grad(lambda x: patch_kl_loss(x, ref), eps.clone())
     assert g_kl.max() > 100 and g_kl.min() < -100  # both clips matter
     want = eps - 0.5 * g_kl.clamp(-100, 100)

@@ -1,0 +1,305 @@
+"""Editors against independent re-implementations of what their docstrings state.
+
+DiffEdit needs no attention control, so it runs on the closed-form oracle (DDIM and LCM samplers):
+its whole edit -- the mask pass's timestep, guidance and noise, the start step, the denoising with
+the target prompt and the background pasted from the trajectory (or from the source branch) after
+every step -- is re-run here step by step from the sampler's primitives and compared with the
+editor's latents, mask, info and progress. The mask formula itself is checked against diffusers'
+generate_mask in test_editing.py, so the reference calls `diffedit_mask` with its own arguments.
+"""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import editing.masactrl as masactrl_mod
+import editing.p2p as p2p_mod
+from editing import edit, get_editor
+from editing.attention import WordMaps, layer_registry, word_map_level
+from editing.diffedit import diffedit_mask
+from editing.words import WordError, find_word, replace_mapper
+from inversion.errors import IncompatibleInversion
+from inversion.pipeline import invert
+
+
+@pytest.fixture(scope="module")
+def models(oracle):
+    return {"ddim": oracle, "lcm": dataclasses.replace(oracle, sampler_kind="lcm", name="oracle-lcm")}
+
+
+def first_step(n, strength):
+    """diffusers' get_timesteps: the sampling step where `strength` of the schedule is left."""
+    return n - min(int(n * strength), n)
+
+
+def diffedit_reference(model, inv, target, guidance, p, region=None):
+    n = inv.num_steps
+    s = model.sampler(n)
+    def prompt(text, g):
+        return model.encode_prompt(text, guidance=g, negative=inv.negative_prompt)
+
+    mask_guidance = guidance if p["mask_guidance"] < 0 else p["mask_guidance"]
+    t_mask = s.timesteps[min(first_step(n, p["mask_strength"]), n - 1)]
+    if region is None:
+        noise = torch.randn((p["mask_samples"], *inv.x0.shape[1:]), generator=torch.Generator().manual_seed(p["mask_seed"]))
+        mask = diffedit_mask(model, inv.x0, prompt(inv.prompt, mask_guidance), prompt(target, mask_guidance), t_mask, noise, p["mask_clamp"])
+    else:
+        mask = region
+    start = min(first_step(n, p["encode_ratio"]), n - 1)
+
+    def step(x, j, cond):
+        noise = inv.noises[j] if s.stochastic else None
+        return s.step(x, model.predict_noise(x, s.timesteps[j], cond), j, noise)
+
+    src, tgt = prompt(inv.prompt, inv.guidance), prompt(target, guidance)
+    if p["background"] == "inversion":
+        x, source = inv.latents[n - start], None  # the trajectory's latent before sampling step `start`
+        for j in range(start, n):
+            x = step(x, j, tgt) * mask + inv.latents[n - 1 - j] * (1 - mask)  # the level step j lands on
+    else:
+        source = inv.latents[-1]
+        for j in range(start):
+            source = step(source, j, src)
+        x = source
+        for j in range(start, n):
+            source, x = step(source, j, src), step(x, j, tgt)
+            x = x * mask + source * (1 - mask)
+    info = {"mask_timestep": t_mask, "start_step": start, "mask_fraction": float(mask.mean()), "mask": "automatic" if region is None else "painted"}
+    return x, source, mask, info
+
+
+# On the oracle the prompts only tell the images apart near pure noise: masks are made at strength 1
+# (a quarter and three quarters of the latent at clamps 3 and 1.5); guidance 0 or strength 0 make none.
+CASES = [
+    ("ddim", 6, {"mask_strength": 1.0}, True),
+    ("ddim", 6, {"background": "reconstruction", "encode_ratio": 0.6, "mask_guidance": 3.0, "mask_strength": 1.0, "mask_clamp": 1.5, "mask_samples": 3, "mask_seed": 5}, True),
+    ("ddim", 6, {"encode_ratio": 1.0, "mask_guidance": 0.0, "mask_strength": 1.0, "mask_clamp": 1.5}, False),
+    ("ddim", 5, {"encode_ratio": 0.5, "mask_guidance": 0.5, "mask_strength": 1.0, "mask_clamp": 1.5}, True),
+    ("lcm", 4, {"mask_strength": 1.0}, True),
+    ("lcm", 4, {"background": "reconstruction", "encode_ratio": 0.5, "mask_strength": 0.0}, False),
+    ("lcm", 5, {"background": "reconstruction", "encode_ratio": 0.2, "mask_strength": 1.0, "mask_clamp": 1.5}, True),
+]
+
+
+@pytest.mark.parametrize("kind, steps, params, masked", CASES)
+def test_diffedit_is_the_documented_edit(models, kind, steps, params, masked):
+    model = models[kind]
+    inv = invert(model, model.sample_data(2, component=4), "cat", "ddim", steps=steps, guidance=1.0)
+    ed = get_editor("diffedit")
+    p = ed.resolve_params(model.defaults, **params)
+    calls = []
+    out = ed.edit(model, inv, "coffee", 2.5, p, progress=lambda *a: calls.append(a))
+    x, source, mask, info = diffedit_reference(model, inv, "coffee", 2.5, p)
+    assert (0 < info["mask_fraction"] < 1) == masked  # a mask that tells the branches apart, where meant
+    assert torch.equal(out.mask, mask) and out.info == info and out.params is p
+    assert torch.allclose(out.latent, x, atol=1e-5), (out.latent - x).abs().max()
+    assert (out.source_latent is None) == (source is None)
+    if source is not None:
+        assert torch.allclose(out.source_latent, source, atol=1e-5)
+    todo = steps - info["start_step"]
+    assert calls == [(k, todo, "editing") for k in range(1, todo + 1)]
+
+
+@pytest.mark.parametrize("background", ["inversion", "reconstruction"])
+def test_diffedit_with_a_painted_region_skips_the_mask_pass(models, background):
+    model = models["lcm"]
+    inv = invert(model, model.sample_data(1, component=4), "cat", "ddim", steps=4, guidance=1.0)
+    region = torch.zeros(1, 1, 32, 32)
+    region[..., 8:20, 4:30] = 1
+    ed = get_editor("diffedit")
+    p = ed.resolve_params(model.defaults, background=background)
+    with model.measure() as meter:
+        out = ed.edit(model, inv, "coffee", 2.0, p, region=region)
+    x, source, mask, info = diffedit_reference(model, inv, "coffee", 2.0, p, region=region)
+    assert torch.equal(out.mask, region) and out.info == info and info["mask"] == "painted"
+    assert torch.allclose(out.latent, x, atol=1e-5)
+    assert meter.nfe == 4  # no mask pass: one UNet batch per step
+
+
+def test_diffedit_refuses_an_inversion_of_another_model(models):
+    other = dataclasses.replace(models["ddim"], name="oracle-2")
+    inv = invert(models["ddim"], models["ddim"].sample_data(0), "cat", "ddim", steps=4)
+    ed = get_editor("diffedit")
+    with pytest.raises(IncompatibleInversion, match="made with 'oracle', not 'oracle-2'"):
+        ed.edit(other, inv, "coffee", 2.0, ed.resolve_params(other.defaults))
+
+
+# ---- MasaCtrl and P2P on the tiny SD UNet ---------------------------------------------------------
+PROMPT = "a cat sitting on the grass"
+
+
+@pytest.fixture(scope="module")
+def inv(tiny_sd, cat_image):
+    return invert(tiny_sd, cat_image, PROMPT, "ddim", steps=5)
+
+
+def test_word_maps_come_from_the_second_deepest_cross_attention_level():
+    from types import SimpleNamespace
+
+    def layers(*levels):
+        return [SimpleNamespace(kind="cross", level=v) for v in levels] + [SimpleNamespace(kind="self", level=9)]
+
+    assert word_map_level(layers(0, 1, 2, 3)) == 2 and word_map_level(layers(3, 1, 1)) == 1 and word_map_level(layers(2)) == 2
+
+
+@pytest.mark.parametrize("steps, start_step, start_layer", [(1, 0.5, 0.0), (2, 0.0, 1.0), (5, 0.49, 0.3), (5, 0.5, 0.625), (6, 0.99, 0.07)])
+def test_masactrl_schedules_round_fractions_and_keep_step_0_free(tiny_sd, cat_image, steps, start_step, start_layer):
+    """start step: f x steps rounded half up, at least 1 (step 0 forms the layout), at most the last step (0 with
+    one step); start block: f x blocks rounded half up, at most the last block; blocks in execution order."""
+    inv = invert(tiny_sd, cat_image, PROMPT, "ddim", steps=steps)
+    out = edit(tiny_sd, inv, "a dog sitting on the grass", "masactrl", start_step=start_step, start_layer=start_layer)
+    blocks = len({i.block_order for i in layer_registry(tiny_sd.unet)})
+    step = 0 if steps == 1 else min(steps - 1, max(1, math.floor(start_step * steps + 0.5)))
+    assert out.info == {"start_step": step, "start_block": min(blocks - 1, math.floor(start_layer * blocks + 0.5)), "blocks": blocks}
+    assert out.params["start_step"] == start_step
+
+
+class FlatWords(WordMaps):
+    """Word maps that are flat at the given steps, per branch (the mask checks' inputs, made by hand)."""
+
+    def __init__(self, flat_at):
+        super().__init__({"src": [1], "tgt": [1]}, level=0)
+        self.flat_at, self.hw, self.step = flat_at, (2, 2), 0
+
+    def refill(self):
+        self.total = {b: torch.ones(4) if self.step in self.flat_at[b] else torch.arange(4.0) for b in ("src", "tgt")}
+        self.step += 1
+
+
+@pytest.mark.parametrize("flat_at, message", [
+    ({"src": {3}, "tgt": {2, 4}}, "target mask at step 2"),
+    ({"src": {1, 3}, "tgt": {3}}, "source mask at step 1"),
+    ({"src": {2}, "tgt": {2}}, "source mask at step 2"),  # the source branch first on a tie
+    ({"src": {0}, "tgt": set()}, "source mask at step 0"),
+    ({"src": set(), "tgt": set()}, None),
+])
+def test_masactrl_names_the_first_flat_word_map(flat_at, message):
+    words = FlatWords(flat_at)
+    ctrl = masactrl_mod.MasaCtrlController([], 1, 0, words)
+    for step in range(5):
+        words.refill()
+        ctrl.begin_step(step, 5, [("src", "c"), ("tgt", "c")], (2, 2))
+        assert ctrl.num_steps == 5 and ctrl.step == step
+    if message is None:
+        ctrl.finish()
+    else:
+        with pytest.raises(WordError, match=f"^MasaCtrl could not build the {message}: the word's attention map is flat$"):
+            ctrl.finish()
+
+
+def test_masactrl_refuses_to_build_a_mask_without_a_map():
+    words = WordMaps({"src": [1], "tgt": [1]}, level=0)
+    words.hw, words.total = (2, 2), {"tgt": torch.arange(4.0)}
+    with pytest.raises(WordError, match="^MasaCtrl could not build the source mask at step 3: the word's attention map is flat$"):
+        masactrl_mod.MasaCtrlController([], 1, 0, words).begin_step(3, 5, [], (2, 2))
+    words.total = {"src": torch.arange(4.0)}
+    with pytest.raises(WordError, match="^MasaCtrl could not build the target mask at step 3"):
+        masactrl_mod.MasaCtrlController([], 1, 0, words).begin_step(3, 5, [], (2, 2))
+
+
+def test_masactrl_mask_words_are_refused_with_their_messages(tiny_sd, inv):
+    def check(source, target, **p):
+        return masactrl_mod.MasaCtrl.mask_tokens(tiny_sd, source, target, {"mask_word": "", "mask_target_word": "", **p})
+
+    with pytest.raises(WordError, match="^mask_target_word needs mask_word, the object's word in the source prompt$"):
+        check(PROMPT, PROMPT, mask_target_word="cat")
+    with pytest.raises(WordError, match=r"^MasaCtrl's mask needs a source prompt that names the object \(mask_word\); the source prompt is empty$"):
+        check(" ", PROMPT, mask_word="cat")
+    with pytest.raises(WordError, match="^MasaCtrl's mask_word: .*horse"):
+        check(PROMPT, PROMPT, mask_word="horse")
+    assert check(PROMPT, "a dog sitting on the cat", mask_word="cat") == {"src": find_word(tiny_sd.tokenizer, PROMPT, "cat"), "tgt": [6]}
+    assert check(PROMPT, PROMPT) is None
+
+
+def _nearest(mask, hw):
+    """A (1, 1, H, W) mask at (h, w) by nearest neighbour, written out: row floor(i H / h), column floor(j W / w)."""
+    big_h, big_w = mask.shape[-2:]
+    rows = [i * big_h // hw[0] for i in range(hw[0])]
+    cols = [j * big_w // hw[1] for j in range(hw[1])]
+    return mask[0, 0][rows][:, cols].flatten() > 0.5
+
+
+class RecordingMasaCtrl(masactrl_mod.MasaCtrlController):
+    records = []
+
+    def self_attention(self, info, q, k, v):
+        out = super().self_attention(info, q, k, v)
+        RecordingMasaCtrl.records.append((self.step, info, q, k, v, out, self.pairs(), dict(self.masks)))
+        return out
+
+
+def _masked_attention(q, k, v, keys):
+    """softmax over the allowed keys only, written out."""
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    return torch.softmax(scores.masked_fill(~keys, float("-inf")), -1) @ v
+
+
+@pytest.mark.parametrize("params", [{"mask_word": "cat", "mask_target_word": "dog", "mask_threshold": 0.3}, {"region": True}])
+def test_masactrl_mask_guidance_attends_foreground_to_foreground(tiny_sd, inv, monkeypatch, params):
+    """MasaCtrl-Mask: target queries in the target's foreground attend to the source's foreground keys,
+    background queries to its background."""
+    params = dict(params)
+    region = None
+    if params.pop("region", False):
+        region = torch.zeros(inv.x0.shape[-2] * 8, inv.x0.shape[-1] * 8)
+        region[:, : region.shape[1] // 3] = 1
+    RecordingMasaCtrl.records = []
+    monkeypatch.setattr(masactrl_mod, "MasaCtrlController", RecordingMasaCtrl)
+    out = edit(tiny_sd, inv, "a dog sitting on the grass", "masactrl", guidance=5.0, start_step=0.2, start_layer=0.0, region=region, **params)
+    checked = 0
+    for step, _, q, k, v, o, pairs, masks in RecordingMasaCtrl.records:
+        if step < out.info["start_step"]:
+            continue
+        scale = (q.shape[-2] / masks["src"][0, 0].numel()) ** 0.5  # the layer's grid against the mask's
+        hw = tuple(round(d * scale) for d in masks["src"].shape[-2:])
+        m_s, m_t = _nearest(masks["src"], hw), _nearest(masks["tgt"], hw)
+        for s, t, _ in pairs:
+            fg, bg = _masked_attention(q[t], k[s], v[s], m_s), _masked_attention(q[t], k[s], v[s], ~m_s)
+            assert torch.allclose(o[t], torch.where(m_t[None, :, None], fg, bg), atol=1e-5)
+            checked += 1
+    assert checked  # masks exist from step 1 on, where control starts at the earliest
+    if region is None:
+        assert not torch.equal(masks["src"], masks["tgt"])  # the two branches' own masks
+    else:
+        assert all(len(r[-1]) == 2 for r in RecordingMasaCtrl.records)  # the painted mask from the first step
+
+
+def test_masactrl_painted_region_wins_over_mask_word(tiny_sd, inv):
+    region = torch.zeros(inv.x0.shape[-2] * 8, inv.x0.shape[-1] * 8)
+    region[:, : region.shape[1] // 3] = 1
+    painted = edit(tiny_sd, inv, "a dog sitting on the grass", "masactrl", region=region)
+    both = edit(tiny_sd, inv, "a dog sitting on the grass", "masactrl", region=region, mask_word="cat", mask_target_word="dog")
+    assert torch.equal(painted.image, both.image) and torch.equal(painted.mask, both.mask)
+
+
+def test_p2p_replace_mixes_values_through_a_mapper_that_is_not_the_identity(tiny_sd, inv, monkeypatch):
+    """'cat' -> a word of more tokens: the mapper spreads the source token over them (its own test is in
+    test_words.py); replace edits with A_src M, so M v replaces the target's values."""
+    target = "a zebrafish sitting on the grass"
+    mapper = replace_mapper(tiny_sd.tokenizer, PROMPT, target)
+    assert not torch.equal(mapper, torch.eye(77))
+    seen = []
+
+    class Explicit(p2p_mod.P2PController):
+        def cross_attention(self, info, q, k, v):
+            out = super().cross_attention(info, q, k, v)
+            if self.step < self.cross_steps:
+                for s, t, role in self.pairs():
+                    if role == "c":
+                        a_s = torch.softmax(q[s] @ k[s].transpose(-1, -2) * q.shape[-1] ** -0.5, -1)
+                        seen.append(torch.allclose(out[t], (a_s @ mapper) @ v[t], atol=1e-5))
+            return out
+
+    monkeypatch.setattr(p2p_mod, "P2PController", Explicit)
+    edit(tiny_sd, inv, target, "p2p", mode="replace")
+    assert seen and all(seen)
+
+
+def test_local_blend_reads_every_word_in_each_prompt(tiny_sd):
+    tok = tiny_sd.tokenizer
+    words = p2p_mod._blend_tokens(tok, PROMPT, "a dog sitting on the sofa", ["cat", "grass", "sofa"], 77)
+    assert words == {"src": find_word(tok, PROMPT, "cat") + find_word(tok, PROMPT, "grass"), "tgt": find_word(tok, "a dog sitting on the sofa", "sofa")}
+    with pytest.raises(WordError, match="^LocalBlend word 'horse' is in neither prompt"):
+        p2p_mod._blend_tokens(tok, PROMPT, "a dog sitting on the sofa", ["horse"], 77)
