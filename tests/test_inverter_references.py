@@ -157,8 +157,8 @@ def test_rnri_data_variance_is_the_residual_given_a_super_resolution_condition()
     g = torch.Generator().manual_seed(0)
     x0, low = 3 + torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 3, 8, 8, generator=g)
     inv = get_inverter("rnri")
-    assert inv.begin(None, x0, SimpleNamespace(image=None), None, {})["data_var"] == pytest.approx(float(((x0 - x0.mean()) ** 2).mean()), rel=1e-6)
-    assert inv.begin(None, x0, SimpleNamespace(image=low), None, {})["data_var"] == pytest.approx(float(((x0 - low) ** 2).mean()), rel=1e-6)
+    assert inv.begin(x0, SimpleNamespace(image=None))["data_var"] == pytest.approx(float(((x0 - x0.mean()) ** 2).mean()), rel=1e-6)
+    assert inv.begin(x0, SimpleNamespace(image=low))["data_var"] == pytest.approx(float(((x0 - low) ** 2).mean()), rel=1e-6)
 
 
 # ---- fixed point -----------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def easyinv(eta, start, length):
     def solve(model, cond, s, x_prev, j, noise):
         i = s.num_steps - 1 - j
         eps = model.predict_noise(x_prev, s.timesteps[j], cond)
-        inside = 0 < i and start * s.num_steps < i < (start + length) * s.num_steps
+        inside = start * s.num_steps < i < (start + length) * s.num_steps
         blended = eta * x_prev + (1 - eta) * state["last"] if inside else x_prev
         state["last"] = blended
         return s.inverse_step(blended, eps, j, noise), [rms(s.inverse_step(x_prev, eps, j, noise) - x_prev)]
@@ -291,6 +291,12 @@ def test_renoise_is_the_documented_iteration(models, pair, kind, steps, params):
     model = models[kind]
     p = get_inverter("renoise").resolve_params(model.defaults, **params)
     check(model, pair, steps, "renoise", renoise(pair, p), **params)
+
+
+def test_renoise_batches_eps_opt_with_the_first_estimate_at_any_batch_size(models, oracle):
+    three = torch.cat([oracle.sample_data(seed) for seed in (1, 2, 3)])
+    p = get_inverter("renoise").resolve_params(models["lcm"].defaults, renoise_steps=2, noise_reg_steps=1)
+    check(models["lcm"], three, 3, "renoise", renoise(three, p), renoise_steps=2, noise_reg_steps=1)
 
 
 class Exploding:
@@ -469,7 +475,12 @@ def test_patch_kl_loss_is_the_documented_sum(shape):
 
     g = torch.Generator().manual_seed(sum(shape))
     n, ref = torch.randn(shape, generator=g), 0.5 + 2 * torch.randn(shape, generator=g)
-    n[..., :2, :2], ref[..., -2:, -2:] = 0.3, -1.0  # constant patches: a zero variance, floored
+    side = max(2, min(4, *shape[-2:]))  # the patch
+    n[..., :side, :side] = 0.3  # constant patches: a zero variance, floored
+    if shape[-2] >= 2 * side:
+        ref[..., side : 2 * side, :side] = -1.0
+    else:
+        ref[..., :side, side : 2 * side] = -1.0
     assert float(patch_kl_loss(n, ref)) == pytest.approx(patch_kl_reference(n, ref), rel=1e-4)
 
 

@@ -90,7 +90,7 @@ class Inverter:
         latents = [x0]
         noises: list[torch.Tensor | None] = [None] * n
         residuals: list[list] = []
-        state = self.begin(model, x0, cond, sampler, p)
+        state = self.begin(x0, cond)
         for k in range(n):
             j = n - 1 - k  # the sampling step this inversion step undoes
             noise = drawn.get(j)
@@ -113,8 +113,8 @@ class Inverter:
         """Which inverter (and parameters) handles cascade stage `stage`; IterInv overrides."""
         return self, params
 
-    def begin(self, model, x0, cond, sampler, p) -> dict:
-        """Per-inversion state (e.g. EasyInv's previous latent); override when needed."""
+    def begin(self, x0, cond) -> dict:
+        """Per-inversion state (RNRI's data variance, ReNoise's forward noise); override when needed."""
         return {}
 
     def solve_step(self, model, x_prev, j, cond, sampler: Sampler, noise, p, state) -> tuple[torch.Tensor, list[torch.Tensor | float]]:

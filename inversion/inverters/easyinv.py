@@ -3,7 +3,7 @@
 Plain DDIM inversion plus, inside a window of steps, a convex blend of the
 current latent with the previous (possibly blended) one before it is pushed up:
     eps_i = eps(z_i, t_i)                                  (on the un-blended z_i)
-    z~_i  = eta z_i + (1 - eta) z~_{i-1}    if start*N < i < (start+length)*N and i > 0
+    z~_i  = eta z_i + (1 - eta) z~_{i-1}    if start*N < i < (start+length)*N (so never at i = 0)
     z_{i+1} = inverse_step(z~_i, eps_i)
 This is the ordering of the official SD-1.4 code (utilsV14.invert), which
 produced the paper's SD numbers. Defaults (official code): SD eta 0.5, window
@@ -33,7 +33,7 @@ class EasyInvInverter(Inverter):
         i = n - 1 - j  # ascending step index, as in the paper
         eps = model.predict_noise(x_prev, sampler.timesteps[j], cond)
         z = x_prev
-        if i > 0 and p["inject_start"] * n < i < (p["inject_start"] + p["inject_length"]) * n:
+        if p["inject_start"] * n < i < (p["inject_start"] + p["inject_length"]) * n:
             z = p["eta"] * x_prev + (1 - p["eta"]) * state["last"]
         state["last"] = z
         _, r = self.residual(sampler, x_prev, x_prev, eps, j, noise)  # the DDIM residual at z_i

@@ -126,7 +126,7 @@ class ReNoiseInverter(Inverter):
         "ac_rolls": Param(5, int, 1, 50, "random rolls of the auto-correlation term"),
     }
 
-    def begin(self, model, x0, cond, sampler, p) -> dict:
+    def begin(self, x0, cond) -> dict:
         """The clean input and one forward noise per inversion: eps_opt's input at each t."""
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(SEED)).to(x0)
         return {"x0": x0, "noise": noise}

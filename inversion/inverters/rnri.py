@@ -57,7 +57,7 @@ class RNRIInverter(Inverter):
         "l1_alpha": Param(0.1, float, 0.0, 10.0, "prior weight of the l1 variant (official default 0.1)"),
     }
 
-    def begin(self, model, x0, cond, sampler, p):
+    def begin(self, x0, cond):
         # The Gaussian Jacobian needs the variance of what the model does not know: given a
         # super-resolution stage's low-res condition, that is the residual, not the image
         # (+3 to 5 dB on the shapes SR stage).
