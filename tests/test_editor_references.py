@@ -73,13 +73,15 @@ def diffedit_reference(model, inv, target, guidance, p, region=None):
 # On the oracle the prompts only tell the images apart near pure noise: masks are made at strength 1
 # (a quarter and three quarters of the latent at clamps 3 and 1.5); guidance 0 or strength 0 make none.
 CASES = [
-    ("ddim", 6, {"mask_strength": 1.0}, True),
-    ("ddim", 6, {"background": "reconstruction", "encode_ratio": 0.6, "mask_guidance": 3.0, "mask_strength": 1.0, "mask_clamp": 1.5, "mask_samples": 3, "mask_seed": 5}, True),
+    ("ddim", 20, {"mask_strength": 1.0, "encode_ratio": 1.0}, True),  # t = 951: the target's prompt and guidance matter
+    ("ddim", 20, {"background": "reconstruction", "encode_ratio": 1.0, "mask_guidance": 3.0, "mask_strength": 1.0, "mask_clamp": 1.5, "mask_samples": 3, "mask_seed": 5}, True),
+    ("ddim", 6, {"background": "reconstruction", "encode_ratio": 0.6, "mask_strength": 1.0}, True),  # the source alone for 2 steps
     ("ddim", 6, {"encode_ratio": 1.0, "mask_guidance": 0.0, "mask_strength": 1.0, "mask_clamp": 1.5}, False),
     ("ddim", 5, {"encode_ratio": 0.5, "mask_guidance": 0.5, "mask_strength": 1.0, "mask_clamp": 1.5}, True),
+    ("ddim", 4, {"encode_ratio": 0.0, "mask_strength": 1.0}, True),  # the last step only
     ("lcm", 4, {"mask_strength": 1.0}, True),
     ("lcm", 4, {"background": "reconstruction", "encode_ratio": 0.5, "mask_strength": 0.0}, False),
-    ("lcm", 5, {"background": "reconstruction", "encode_ratio": 0.2, "mask_strength": 1.0, "mask_clamp": 1.5}, True),
+    ("lcm", 5, {"background": "reconstruction", "encode_ratio": 0.8, "mask_strength": 1.0, "mask_clamp": 1.5}, True),  # joins at step 1
 ]
 
 
@@ -122,8 +124,9 @@ def test_diffedit_refuses_an_inversion_of_another_model(models):
     other = dataclasses.replace(models["ddim"], name="oracle-2")
     inv = invert(models["ddim"], models["ddim"].sample_data(0), "cat", "ddim", steps=4)
     ed = get_editor("diffedit")
-    with pytest.raises(IncompatibleInversion, match="made with 'oracle', not 'oracle-2'"):
+    with other.measure() as meter, pytest.raises(IncompatibleInversion, match="made with 'oracle', not 'oracle-2'"):
         ed.edit(other, inv, "coffee", 2.0, ed.resolve_params(other.defaults))
+    assert meter.nfe == 0  # refused before the mask pass
 
 
 # ---- MasaCtrl and P2P on the tiny SD UNet ---------------------------------------------------------
@@ -172,7 +175,7 @@ class FlatWords(WordMaps):
     ({"src": {3}, "tgt": {2, 4}}, "target mask at step 2"),
     ({"src": {1, 3}, "tgt": {3}}, "source mask at step 1"),
     ({"src": {2}, "tgt": {2}}, "source mask at step 2"),  # the source branch first on a tie
-    ({"src": {0}, "tgt": set()}, "source mask at step 0"),
+    ({"src": {0, 2}, "tgt": set()}, "source mask at step 0"),  # the first stays
     ({"src": set(), "tgt": set()}, None),
 ])
 def test_masactrl_names_the_first_flat_word_map(flat_at, message):
@@ -303,3 +306,43 @@ def test_local_blend_reads_every_word_in_each_prompt(tiny_sd):
     assert words == {"src": find_word(tok, PROMPT, "cat") + find_word(tok, PROMPT, "grass"), "tgt": find_word(tok, "a dog sitting on the sofa", "sofa")}
     with pytest.raises(WordError, match="^LocalBlend word 'horse' is in neither prompt"):
         p2p_mod._blend_tokens(tok, PROMPT, "a dog sitting on the sofa", ["horse"], 77)
+
+
+def test_local_blend_resets_the_target_outside_both_word_masks_from_blend_start(monkeypatch):
+    """From step int(blend_start x steps) on, after every step: mask = source word mask OR target word
+    mask, target <- source + mask (target - source); before it, nothing is touched. On the shapes
+    model, whose word maps are local (on the tiny SD UNet every mask covers the whole latent)."""
+    from inversion import load_model
+    from shapes.evaluate import to_tensor
+    from shapes.scenes import Scene, Shape, render
+
+    model = load_model("shapes")
+    scene = Scene((Shape("circle", "red", 0.35, 0.4, 0.4),), ("blue",))
+    inv = invert(model, to_tensor(render(scene, 64)[0]), scene.describe(), "ddim", steps=6).stages[0]
+    real, seen = p2p_mod.edit_both, []
+
+    def spying(model, inv, target_prompt, guidance, ctrl, pin_source, after, progress):
+        def spy(j, x):
+            words = {b: ctrl.capture.mask(b, tuple(x.shape[-2:]), 0.5) for b in ("src", "tgt")}
+            before = x.clone()
+            out = after(j, x)
+            seen.append((j, before, out.clone(), words))
+            return out
+
+        return real(model, inv, target_prompt, guidance, ctrl, pin_source, spy, progress)
+
+    monkeypatch.setattr(p2p_mod, "edit_both", spying)
+    p2p = get_editor("p2p")
+    p = p2p.resolve_params(model.stages[0].defaults, blend_words="red,green", blend_threshold=0.5, blend_start=0.5)
+    out = p2p.edit(model.stages[0], inv, "a green circle on a blue background", 3.0, p)
+    overlap = False
+    for j, before, after, words in seen:
+        if j < 3:  # int(0.5 x 6)
+            assert torch.equal(after, before)
+            continue
+        union = ((words["src"] > 0) | (words["tgt"] > 0)).float()
+        overlap |= bool(((words["src"] > 0) & (words["tgt"] > 0)).any()) and not torch.equal(words["src"], words["tgt"])
+        assert torch.equal(after[0], before[0])
+        assert torch.allclose(after[1:2], before[0:1] + union * (before[1:2] - before[0:1]), atol=1e-6)
+    assert [j for j, *_ in seen] == list(range(6)) and overlap  # both words' masks matter, and they overlap
+    assert torch.equal(out.mask, union)
