@@ -17,7 +17,7 @@ PATHS[metrics]="inversion/metrics.py";              TESTS[metrics]="tests/test_m
 PATHS[images]="inversion/images.py";                TESTS[images]="tests/test_metrics_images_tokens.py tests/test_properties.py tests/test_images_messages.py"
 PATHS[inverters]="inversion/inverters";             TESTS[inverters]="tests/test_inverter_references.py tests/test_inverters.py tests/test_inversion_core.py tests/test_claims.py tests/test_host_sync.py"
 PATHS[words]="editing/words.py";                    TESTS[words]="tests/test_words.py tests/test_editing.py"
-PATHS[attention]="editing/attention.py";            TESTS[attention]="tests/test_attention_processor.py tests/test_editing.py tests/test_claims.py tests/test_host_sync.py"
+PATHS[attention]="editing/attention.py";            TESTS[attention]="tests/test_editor_references.py tests/test_attention_processor.py tests/test_editing.py tests/test_claims.py tests/test_host_sync.py"
 PATHS[editors]="editing/p2p.py editing/masactrl.py editing/diffedit.py editing/loop.py"; TESTS[editors]="tests/test_editor_references.py tests/test_editing.py tests/test_claims.py tests/test_attention_processor.py tests/test_host_sync.py"
 PATHS[cache]="demo/cache.py";                       TESTS[cache]="tests/test_app.py"
 

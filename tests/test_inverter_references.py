@@ -484,6 +484,15 @@ def test_patch_kl_loss_is_the_documented_sum(shape):
     assert float(patch_kl_loss(n, ref)) == pytest.approx(patch_kl_reference(n, ref), rel=1e-4)
 
 
+def test_patch_kl_loss_floors_both_variances_from_above():
+    """A patch of almost no variance against a constant one: KL ~ log(1e-6 / (v1 + 1e-6)) + v1 / 1e-6 - 1."""
+    from inversion.inverters.renoise import patch_kl_loss
+
+    ref = torch.full((1, 1, 4, 4), 0.7)
+    n = ref + 1e-4 * torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert float(patch_kl_loss(n, ref)) == pytest.approx(patch_kl_reference(n, ref), rel=1e-3)
+
+
 @pytest.mark.parametrize("start, ref, value, kept", [
     (2.0, 1.0, 20.0, False),  # rms exactly 10 x the larger rms (2): still regularised
     (2.0, 1.0, 20.5, True),  # beyond: the estimate is kept
