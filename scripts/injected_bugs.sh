@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 run() { OMP_NUM_THREADS=1 timeout 900 "${VENV:-.venv}/bin/python" -m pytest -q -x -p no:randomly "$@" 2>&1 | tail -1; }
 inject() { cp "$1" "${TMPDIR:-/tmp}/inject.bak"; python3 -c "
 import sys; p, o, n = sys.argv[1], sys.argv[2], sys.argv[3]
-s = open(p).read(); assert o in s, o; open(p, 'w').write(s.replace(o, n, 1))" "$1" "$2" "$3"; }
+s = open(p).read(); assert o in s, o; open(p, 'w').write(s.replace(o, n, 1))" "$1" "$2" "$3" || { echo "the patch no longer applies to $1: update it"; exit 1; }; }
 revert() { cp "${TMPDIR:-/tmp}/inject.bak" "$1"; }
 
 echo "1. latent_psnr: 20 dB instead of 0 for a constant reference"
@@ -17,7 +17,7 @@ inject inversion/inverters/renoise.py 'eps = (e - p["lambda_kl"] * g.clamp(' 'ep
 run tests/test_inverters.py; revert inversion/inverters/renoise.py
 
 echo "3. EasyInv: the blending window never ends"
-inject inversion/inverters/easyinv.py 'if i > 0 and p["inject_start"] * n < i < (p["inject_start"] + p["inject_length"]) * n:' 'if i > 0 and p["inject_start"] * n < i:'
+inject inversion/inverters/easyinv.py 'if p["inject_start"] * n < i < (p["inject_start"] + p["inject_length"]) * n:' 'if p["inject_start"] * n < i:'
 run tests/test_inverters.py; revert inversion/inverters/easyinv.py
 
 echo "4. P2P refine drops the target's own attention term"
