@@ -346,3 +346,37 @@ def test_local_blend_resets_the_target_outside_both_word_masks_from_blend_start(
         assert torch.allclose(after[1:2], before[0:1] + union * (before[1:2] - before[0:1]), atol=1e-6)
     assert [j for j, *_ in seen] == list(range(6)) and overlap  # both words' masks matter, and they overlap
     assert torch.equal(out.mask, union)
+
+
+def test_p2p_reweight_words_parse_as_documented():
+    assert p2p_mod.parse_weights("red:3, big ,small:0.5,") == {"red": 3.0, "big": 2.0, "small": 0.5}  # 2 by default
+    for bad in ("red:many", "red:2:3"):
+        with pytest.raises(WordError, match=f"^reweight_words takes word:scale pairs, got '{bad}'$"):
+            p2p_mod.parse_weights(bad)
+
+
+def test_p2p_plans_its_mode_and_refuses_what_cannot_work(tiny_sd):
+    p2p = get_editor("p2p")
+
+    def mode(target, **params):
+        return p2p.plan(tiny_sd, PROMPT, target, p2p.resolve_params(tiny_sd.defaults, **params))[0]
+
+    assert mode("a dog sitting on the grass") == "replace" and mode(PROMPT + " at winter") == "refine"
+    with pytest.raises(WordError, match=r"^reweight keeps the prompt: give the same target prompt with reweight_words \(or use replace/refine\)$"):
+        mode("a dog sitting on the grass", mode="reweight", reweight_words="dog:2")
+    with pytest.raises(WordError, match="^reweight needs reweight_words, e.g. 'red:2'$"):
+        mode(PROMPT, mode="reweight")
+
+
+def test_p2p_replaces_self_attention_in_the_two_deepest_levels(tiny_sd):
+    layers = layer_registry(tiny_sd.unet)
+    deepest = sorted({i.level for i in layers if i.is_self})[-2:]
+    ctrl = p2p_mod.P2PController(layers, "replace", None, None, None, None, 1, 1)
+    assert ctrl.self_levels == set(deepest) and len(deepest) == 2
+
+
+def test_p2p_samples_the_target_with_the_edit_guidance(tiny_sd, inv):
+    weak = edit(tiny_sd, inv, "a dog sitting on the grass", "p2p", guidance=1.0)
+    strong = edit(tiny_sd, inv, "a dog sitting on the grass", "p2p", guidance=6.0)
+    assert torch.allclose(weak.source_image, strong.source_image, atol=1e-4)  # the source keeps the inversion's
+    assert not torch.allclose(weak.image, strong.image, atol=1e-3)
