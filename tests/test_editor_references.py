@@ -368,11 +368,25 @@ def test_p2p_plans_its_mode_and_refuses_what_cannot_work(tiny_sd):
         mode(PROMPT, mode="reweight")
 
 
-def test_p2p_replaces_self_attention_in_the_two_deepest_levels(tiny_sd):
-    layers = layer_registry(tiny_sd.unet)
-    deepest = sorted({i.level for i in layers if i.is_self})[-2:]
+def three_level_unet():
+    """A tiny UNet with attention at three resolutions (SD has four; the tiny models have two)."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=16, block_out_channels=(8, 16, 32), layers_per_block=1, cross_attention_dim=16, attention_head_dim=4,
+        norm_num_groups=4, down_block_types=("CrossAttnDownBlock2D",) * 3, up_block_types=("CrossAttnUpBlock2D",) * 3,
+    )
+
+
+@pytest.mark.parametrize("unet", ["tiny-sd", "three-level"])
+def test_p2p_controls_every_cross_attention_and_self_attention_in_the_two_deepest_levels(tiny_sd, unet):
+    layers = layer_registry(tiny_sd.unet if unet == "tiny-sd" else three_level_unet())
+    levels = sorted({i.level for i in layers if i.is_self})
+    deepest = set(levels[-2:])
     ctrl = p2p_mod.P2PController(layers, "replace", None, None, None, None, 1, 1)
-    assert ctrl.self_levels == set(deepest) and len(deepest) == 2
+    assert ctrl.self_levels == deepest and len(deepest) == 2 and len(levels) == (2 if unet == "tiny-sd" else 3)
+    assert [ctrl.wants(i) for i in layers] == [(not i.is_self) or i.level in deepest for i in layers]
 
 
 def test_p2p_samples_the_target_with_the_edit_guidance(tiny_sd, inv):
@@ -380,3 +394,17 @@ def test_p2p_samples_the_target_with_the_edit_guidance(tiny_sd, inv):
     strong = edit(tiny_sd, inv, "a dog sitting on the grass", "p2p", guidance=6.0)
     assert torch.allclose(weak.source_image, strong.source_image, atol=1e-4)  # the source keeps the inversion's
     assert not torch.allclose(weak.image, strong.image, atol=1e-3)
+
+
+@pytest.mark.parametrize("editor", ["p2p", "masactrl"])
+def test_both_branches_keep_the_inversion_s_guidance_and_negative_prompt(tiny_sd, cat_image, editor):
+    """An inversion made with guidance 3 and a negative prompt: the source branch is its reconstruction,
+    and an edit to the same prompt and guidance changes nothing (the target takes the same negative)."""
+    from inversion.pipeline import reconstruct
+
+    inv = invert(tiny_sd, cat_image, PROMPT, "ddim", steps=4, guidance=3.0, negative_prompt="blurry, dark")
+    rec = reconstruct(tiny_sd, inv)
+    out = edit(tiny_sd, inv, PROMPT, editor, guidance=3.0)
+    assert torch.allclose(out.source_image, rec, atol=1e-4) and torch.allclose(out.image, rec, atol=1e-4)
+    plain = invert(tiny_sd, cat_image, PROMPT, "ddim", steps=4, guidance=3.0)
+    assert not torch.allclose(reconstruct(tiny_sd, plain), rec, atol=1e-3)  # the negative prompt matters here
