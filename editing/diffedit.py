@@ -6,7 +6,11 @@ Mask: the clean latent is noised `mask_samples` times to the timestep at
 (with guidance) are compared; |eps_tgt - eps_src| averaged over samples and
 channels, clamped at `mask_clamp` x its mean, divided by that clamp and
 thresholded at 0.5 gives a binary mask -- the same definition as diffusers'
-StableDiffusionDiffEditPipeline.generate_mask (one UNet batch: 1 NFE).
+StableDiffusionDiffEditPipeline.generate_mask (one UNet batch: 1 NFE). With
+classifier-free guidance the guided difference is g (eps_tgt - eps_src) (the
+unconditional halves, from one negative prompt, cancel) and the mask is scale-free,
+so any nonzero `mask_guidance` gives the same mask (up to rounding); on a guidance-embedding LCM the
+guidance is a UNet input and it matters.
 Edit: start from the inverted latent at `encode_ratio` of the steps, denoise
 with the target prompt, and after every step keep the edit inside the mask and
 paste the background from the inversion at the *matching* level: the trajectory
@@ -58,7 +62,7 @@ class DiffEdit(Editor):
         "mask_samples": Param(10, int, 1, 64, "noise samples averaged for the mask"),
         "mask_strength": Param(0.5, float, 0.0, 1.0, "noise level of the mask samples (fraction of the schedule)"),
         "mask_clamp": Param(3.0, float, 0.1, 100.0, "clamp at this multiple of the mean difference"),
-        "mask_guidance": Param(-1.0, float, -1.0, 50.0, "guidance of the mask pass (-1: the edit's guidance)"),
+        "mask_guidance": Param(-1.0, float, -1.0, 50.0, "guidance of the mask pass (-1: the edit's); with classifier-free guidance any nonzero value gives the same mask (up to rounding)"),
         "encode_ratio": Param({"default": 0.8, "lcm": 1.0}, float, 0.0, 1.0, "how far along the inversion the edit starts"),
         "background": Param("inversion", str, choices=("inversion", "reconstruction"), help="where the unmasked region comes from"),
         "mask_seed": Param(0, int, 0, 2**31 - 1, "seed of the mask noise"),

@@ -408,3 +408,14 @@ def test_both_branches_keep_the_inversion_s_guidance_and_negative_prompt(tiny_sd
     assert torch.allclose(out.source_image, rec, atol=1e-4) and torch.allclose(out.image, rec, atol=1e-4)
     plain = invert(tiny_sd, cat_image, PROMPT, "ddim", steps=4, guidance=3.0)
     assert not torch.allclose(reconstruct(tiny_sd, plain), rec, atol=1e-3)  # the negative prompt matters here
+
+
+def test_diffedit_mask_is_the_same_at_any_nonzero_classifier_free_guidance(tiny_sd, inv):
+    """The guided difference is g (eps_tgt - eps_src) and the mask is normalised by its mean."""
+    def mask(g):
+        return edit(tiny_sd, inv, "a bowl of fruit", "diffedit", mask_guidance=g, mask_clamp=1.0, mask_samples=4).mask
+
+    reference = mask(1.0)
+    assert 0 < float(reference.mean()) < 1
+    assert all(torch.equal(mask(g), reference) for g in (2.0, 7.5))
+    assert not mask(0.0).any()  # no difference at all: no mask
