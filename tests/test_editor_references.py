@@ -6,6 +6,10 @@ the target prompt and the background pasted from the trajectory (or from the sou
 every step -- is re-run here step by step from the sampler's primitives and compared with the
 editor's latents, mask, info and progress. The mask formula itself is checked against diffusers'
 generate_mask in test_editing.py, so the reference calls `diffedit_mask` with its own arguments.
+
+MasaCtrl and P2P run on the tiny SD UNet (LocalBlend on the shapes model, whose word maps are local):
+their schedules, refusals and messages against the documented rules, MasaCtrl's mask-guided attention and
+P2P's replace and LocalBlend written out from the recorded q, k, v and latents, and the layers each controls.
 """
 
 import dataclasses
