@@ -177,6 +177,17 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def measurement_parser(doc: str, out: Path) -> argparse.ArgumentParser:
+    """The options this measurement and shapes.smoothness share: the model, threads, and what `finish` reads."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="shapes", choices=["shapes", "shapes-lcm"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=out)
+    ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--json", action="store_true", help="print the run as one JSON line last")
+    return ap
+
+
 def finish(result: dict, a: argparse.Namespace, table: str) -> int:
     """A measurement's end (this one's and shapes.smoothness'): saved unless --no-save, the table, --json's line."""
     if not a.no_save:
@@ -195,8 +206,7 @@ def save(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="shapes", choices=["shapes", "shapes-lcm"])
+    ap = measurement_parser(__doc__, OUT)
     ap.add_argument("--triples", type=int, default=20)
     ap.add_argument("--samples", type=int, default=None, help="samples per triple and configuration (default: shapes 4, shapes-lcm 6: "
                     "each full run stays under ~15 minutes on one core)")
@@ -204,10 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--combine", default="each,mean")
     ap.add_argument("--strengths", default="0.25,0.5,0.75")
     ap.add_argument("--batch", type=int, default=8, help="samples per UNet batch")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--no-save", action="store_true")
-    ap.add_argument("--json", action="store_true", help="print the run as one JSON line last")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     model = load_model(a.model)

@@ -29,7 +29,6 @@ its edit guidance: 3 on both shapes models).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import random
 import sys
@@ -45,7 +44,7 @@ from inversion import generate, invert, load_model
 
 from .evaluate import to_tensor, to_uint8
 from .judge import find_objects
-from .rare_seeds import finish, machine
+from .rare_seeds import finish, machine, measurement_parser
 from .scenes import COLOURS, SHAPES, Scene, Shape, render
 
 OUT = Path(__file__).resolve().parents[1] / "assets" / "shapes" / "interpolation.json"
@@ -191,17 +190,12 @@ def save_strip(model, path: Path = STRIP, inverter: str = "ddim", frames: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="shapes", choices=["shapes", "shapes-lcm"])
+    ap = measurement_parser(__doc__, OUT)
     ap.add_argument("--pairs", type=int, default=10, help="pairs per kind of change")
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--inverters", default="ddim,easyinv,rnri")
     ap.add_argument("--kinds", default=",".join(KINDS))
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--strip", type=Path, default=None, help="also write the red-to-green circle strip (DDIM) here")
-    ap.add_argument("--no-save", action="store_true")
-    ap.add_argument("--json", action="store_true", help="print the run as one JSON line last")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     model = load_model(a.model)
