@@ -322,7 +322,7 @@ class Engine:
         with self.lock, oom_guard(a.x):
             out = interpolate(model, a.inversion, b.inversion, frames=frames, progress=progress.phase("sampling the frames", 0.5, 1.0) if progress else None)
         return {"frames": out.frames, "interpolation": out, "notes": list(a.notes) + notes,
-                "metrics": {"model": model.name, "inverter": first.inverter, "frames": frames, "nfe": out.nfe, "seconds": round(out.seconds, 3),
+                "metrics": {"model": model.name, "inverter": a.inversion.inverter, "frames": frames, "nfe": out.nfe, "seconds": round(out.seconds, 3),
                             "inversions": [a.inversion.inverter, b.inversion.inverter], "warnings": out.warnings}}
 
     def more_like_these(self, session: str, base: InversionRequest, references: list, prompt: str, samples, strength, progress=None) -> dict:

@@ -43,7 +43,7 @@ def inversion_record(model, entry, cached: bool) -> dict:
     return {
         "model": model.name,
         "inverter": inv.inverter,
-        "steps": inv.num_steps,
+        "steps": inv.steps,
         "inversion": {"cached": cached, "nfe": 0 if cached else inv.nfe, "seconds": 0.0 if cached else round(inv.seconds, 4)},
         "reconstruction": reconstruction(model, entry.report),
     }

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from inversion.benchmark import profiled, warm_up
 from inversion.cli_tools import StderrProgress, emit, parse_params, print_table, run
-from inversion.errors import ParameterError
+from inversion.errors import IncompatibleInversion, ParameterError
 from inversion.images import ImageError, centre_cropped_to
 from inversion.metrics import psnr, ssim
 from inversion.models import MODELS, base_stage, load_model
@@ -41,29 +41,41 @@ from .seeds import COMBINE, DEFAULT_STRENGTH, STEP_NOISE, check_options, concept
 def cmd_edit(a) -> None:
     model = load_model(a.model, device=a.device)
     progress = StderrProgress(not a.quiet)
-    x = input_tensor(model, a.image, a.size, a.seed)
-    if a.inversion:
-        inv = load_inversion(a.inversion)
-        source_prompt = stage_inversions(inv)[0].prompt
+    saved = load_inversion(a.inversion) if a.inversion else None
+    if saved is not None:
+        if saved.model != base_stage(model).name:
+            raise IncompatibleInversion(f"{a.inversion} was inverted with {saved.model!r}, not {a.model!r}; give --model {saved.model}")
+        source_prompt = stage_inversions(saved)[0].prompt
+        if a.source_prompt and a.source_prompt != source_prompt:
+            raise ParameterError(f"the saved inversion was made with the source prompt {source_prompt!r}; drop --source-prompt or invert again")
     else:
         source_prompt = a.source_prompt
-    validate_edit(model, source_prompt, a.target_prompt, a.editor, **parse_params(a.param))
-    if not a.inversion:
-        inv = invert(model, x, a.source_prompt, a.inverter, a.steps, a.inversion_guidance, a.negative_prompt, a.seed, progress=progress, **parse_params(a.inverter_param))
+    params = parse_params(a.param)
+    validate_edit(model, source_prompt, a.target_prompt, a.editor, **params)
+    if saved is not None:
+        inv = saved
+        # without --image, the reference is the inversion's own input (decoded by the model's codec)
+        x = input_tensor(model, a.image, a.size, a.seed) if a.image is not None else saved_input(model, inv)
+    else:
+        x = input_tensor(model, a.image, a.size, a.seed)
+        inv = invert(model, x, source_prompt, a.inverter, a.steps, a.inversion_guidance, a.negative_prompt, a.seed, progress=progress, **parse_params(a.inverter_param))
     report, recon = evaluate(model, x, inv)
-    out = edit(model, inv, a.target_prompt, a.editor, a.guidance, progress=progress, **parse_params(a.param))
+    out = edit(model, inv, a.target_prompt, a.editor, a.guidance, progress=progress, **params)
+    # a reused inversion is no new work: its NFE and seconds were spent when it was saved
+    inv_nfe, inv_seconds = (0, 0.0) if saved is not None else (inv.nfe, inv.seconds)
     result = {
         "model": a.model,
         "inverter": inv.inverter,
         "editor": a.editor,
-        "steps": inv.num_steps,
-        "source_prompt": a.source_prompt,
+        "steps": inv.steps,
+        "source_prompt": source_prompt,
         "target_prompt": a.target_prompt,
-        "nfe": inv.nfe + out.nfe,
-        "inversion_nfe": inv.nfe,
+        "inversion_reused": saved is not None,
+        "nfe": inv_nfe + out.nfe,
+        "inversion_nfe": inv_nfe,
         "edit_nfe": out.nfe,
-        "seconds": round(inv.seconds + out.seconds, 4),
-        "inversion_seconds": round(inv.seconds, 4),
+        "seconds": round(inv_seconds + out.seconds, 4),
+        "inversion_seconds": round(inv_seconds, 4),
         "edit_seconds": round(out.seconds, 4),
         "psnr": report["psnr"],
         "ssim": report["ssim"],
@@ -84,6 +96,13 @@ def cmd_edit(a) -> None:
         for k in ("model", "inverter", "editor", "steps", "nfe", "inversion_nfe", "edit_nfe", "seconds", "inversion_seconds", "edit_seconds", "psnr", "edit_psnr"):
             print(f"{k:18s} {result[k]}")
     emit(result, a.json)
+
+
+def saved_input(model, inv):
+    """A saved inversion's own input as an image: its top stage's clean latent, decoded."""
+    from inversion.models.cascade import as_cascade
+
+    return as_cascade(model).top.decode(stage_inversions(inv)[-1].x0.to(as_cascade(model).top.device))
 
 
 def _second_input(model, image, like, size, seed, name="the second image"):
@@ -127,7 +146,7 @@ def cmd_interpolate(a) -> None:
     result = {
         "model": a.model,
         "inverter": inverters[0] if inverters[0] == inverters[1] else "+".join(inverters),
-        "steps": invs[0].num_steps,
+        "steps": invs[0].steps,
         "frames": len(out.alphas),
         "alphas": out.alphas,
         "prompts": [stage_inversions(inv)[0].prompt for inv in invs],
@@ -181,7 +200,7 @@ def cmd_seeds(a) -> None:
     result = {
         "model": a.model,
         "inverter": invs[0].inverter,
-        "steps": invs[0].num_steps,
+        "steps": invs[0].steps,
         "prompt": a.prompt,
         "reference_prompt": reference_prompt,
         "references": len(xs),
@@ -243,7 +262,7 @@ def cmd_bench(a) -> None:
     for n in names:
         out, prof = _median_run(a.repeats, lambda n=n: edit(model, inv, a.target_prompt, n), model)
         rows.append({
-            "model": a.model, "inverter": inv.inverter, "editor": n, "steps": inv.num_steps,
+            "model": a.model, "inverter": inv.inverter, "editor": n, "steps": inv.steps,
             "inversion_nfe": inv.nfe, "inversion_seconds": inv.seconds, **inv_speed,
             "nfe": out.nfe, "seconds": out.seconds, **prof.fields(out.seconds, out.nfe),
             "total_seconds": inv.seconds + out.seconds,

@@ -70,7 +70,7 @@ class DiffEdit(Editor):
 
     def edit(self, model, inv, target_prompt, guidance, p, progress=None, region=None) -> EditLatents:
         n = inv.num_steps
-        sampler = model.sampler(n)
+        sampler = model.sampler_for(inv)
         inv.check_compatible(sampler, model.name)
         inv = inv.to(model.device)  # the background is pasted from the trajectory every step: one copy
         src = source_condition(model, inv)

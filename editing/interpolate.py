@@ -209,7 +209,7 @@ def mixed_inversion(stage: DiffusionModel, ra: Inversion, rb: Inversion, alpha: 
         return rb
     noises = None
     if ra.noises is not None and rb.noises is not None:
-        sampler = stage.sampler(ra.num_steps)
+        sampler = stage.sampler_for(ra)
         noises = torch.stack([
             (slerp if sampler.takes_noise(j) else lerp)(ra.noises[j], rb.noises[j], alpha)  # the last LCM step: its residual
             for j in range(ra.num_steps)
@@ -264,10 +264,12 @@ def mixable_stages(cascade: Cascade, invs: list, names: list[str], group: str, w
             raise IncompatibleInversion(f"{name} was inverted with {inv.model!r}, not {cascade.name!r}")
         if len(stages) != len(cascade.stages):
             raise IncompatibleInversion(f"{cascade.name} has {len(cascade.stages)} stage(s); {name} has {len(stages)}")
+        if inv.num_steps != inv.steps:
+            raise IncompatibleInversion(f"{name} inverts only the last {inv.num_steps} of {inv.steps} steps (strength < 1), so its start is no noise to mix; invert it with strength 1")
         if inv.num_steps != invs[0].num_steps:
             raise IncompatibleInversion(f"{group} have different step counts ({invs[0].num_steps} and {inv.num_steps}); invert all with the same --steps")
         for stage, r, r0 in zip(cascade.stages, stages, per[0]):
-            r.check_compatible(stage.sampler(r.num_steps), stage.name)
+            r.check_compatible(stage.sampler_for(r), stage.name)
             shape, shape0 = (r.z_T.shape, r0.z_T.shape) if whole_shape else (r.z_T.shape[1:], r0.z_T.shape[1:])
             if shape != shape0:
                 raise IncompatibleInversion(f"{group} have different latent shapes ({list(shape0)} and {list(shape)}): invert them at the same size and aspect ratio")

@@ -60,7 +60,7 @@ def run_branches(
     progress=None,
 ) -> torch.Tensor:
     """Sample rows of `x` (row 0 = source, row 1 = target when present) from step `start` to the end."""
-    sampler = model.sampler(inv.num_steps)
+    sampler = model.sampler_for(inv)
     inv.check_compatible(sampler, model.name)
     names = BRANCHES if len(cond) == 2 else ("tgt",) if len(cond) == 1 else None
     if names is None:

@@ -146,13 +146,13 @@ def concept_seeds(model: DiffusionModel | Cascade, inversions, combine: str = "e
         rs = [ref[s] for ref in per_ref]
         z = torch.cat([r.z_T.detach().float().cpu() for r in rs])
         noises = None
-        if stage.sampler(rs[0].num_steps).stochastic:
+        if stage.sampler_for(rs[0]).stochastic:
             noises = torch.cat([r.noises.detach().float().cpu() for r in rs], dim=1)
         cn = None if rs[0].condition_noise is None else torch.cat([r.condition_noise.detach().float().cpu() for r in rs])
         if combine == "mean":
             z = normalised_mean(z)
             if noises is not None:
-                sampler = stage.sampler(rs[0].num_steps)
+                sampler = stage.sampler_for(rs[0])
                 noises = torch.stack([
                     normalised_mean(noises[j]) if sampler.takes_noise(j) else noises[j].mean(0, keepdim=True)  # the last residual: a plain mean
                     for j in range(noises.shape[0])

@@ -152,7 +152,7 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
     report = {
         "model": model.name,
         "inverter": inv.inverter,
-        "steps": inv.num_steps,
+        "steps": inv.steps,
         "nfe": inv.nfe,
         "seconds": round(inv.seconds, 4),
         "reconstruct_seconds": round(recon_s, 4),

@@ -38,10 +38,17 @@ class Inversion:
     stage: int = 0  # cascade stage (0 = base)
     condition_noise: torch.Tensor | None = None  # SR stages: the augmentation noise of the low-res condition
     seed: int = 0
+    schedule_steps: int = 0  # the schedule's step count when strength < 1 inverted only its last steps (0: all)
 
     @property
     def num_steps(self) -> int:
+        """Steps inverted (and sampled again by reconstructions and edits)."""
         return len(self.timesteps)
+
+    @property
+    def steps(self) -> int:
+        """The schedule's step count (what the user asked for); num_steps of them were inverted."""
+        return self.schedule_steps or self.num_steps
 
     @property
     def z_T(self) -> torch.Tensor:
@@ -150,6 +157,10 @@ class CascadeInversion:
     @property
     def num_steps(self) -> int:
         return self.stages[0].num_steps
+
+    @property
+    def steps(self) -> int:
+        return self.stages[0].steps
 
     def nbytes(self) -> int:
         return sum(s.nbytes() for s in self.stages)

@@ -52,7 +52,7 @@ def inversion_condition(model: DiffusionModel, inv: Inversion, batch: int = 1) -
 
 def reconstruct_latent(model: DiffusionModel, inv: Inversion, cond: Conditioning | None = None, progress=None) -> torch.Tensor:
     """Sample from z_T with the inversion's prompt, guidance, timesteps and noise."""
-    sampler = model.sampler(inv.num_steps)
+    sampler = model.sampler_for(inv)
     inv.check_compatible(sampler, model.name)
     cond = cond if cond is not None else inversion_condition(model, inv)
     return sample(model, inv.z_T, cond, sampler, inv.noises, progress)

@@ -23,7 +23,7 @@ inverters differ in how they choose that eps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -66,6 +66,9 @@ class Sampler:
     alphas_cumprod: torch.Tensor  # float64, the training schedule
     final_alpha: float  # level after the last step
     timestep_scaling: float = LCM_TIMESTEP_SCALING
+    # LCM only: a step with no noise given injects the eps it was given instead (the deterministic,
+    # DDIM-like consistency step). Inverters solve each step this way under step_noise="predicted".
+    predicted_noise: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("ddim", "lcm"):
@@ -80,6 +83,12 @@ class Sampler:
     @property
     def stochastic(self) -> bool:
         return self.kind == "lcm"
+
+    def tail(self, k: int) -> Sampler:
+        """The last k steps (an inversion of strength < 1 starts at timesteps[-k], as img2img does)."""
+        if not 1 <= k <= self.num_steps:
+            raise ValueError(f"a tail of 1 to {self.num_steps} steps, got {k}")
+        return replace(self, timesteps=self.timesteps[self.num_steps - k :])
 
     def alpha(self, j: int) -> float:
         return float(self.alphas_cumprod[self.timesteps[j]])
@@ -111,7 +120,9 @@ class Sampler:
         if not self.takes_noise(j):
             return d if noise is None else d + noise  # the final step's recorded residual
         if noise is None:
-            raise ValueError(f"LCM step {j} needs its recorded noise")
+            if not self.predicted_noise:
+                raise ValueError(f"LCM step {j} needs its recorded noise")
+            noise = eps
         return a_next**0.5 * d + (1 - a_next) ** 0.5 * noise
 
     def inverse_step(self, x_prev: torch.Tensor, eps: torch.Tensor, j: int, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,19 +133,25 @@ class Sampler:
         d_target = x_prev
         if self.takes_noise(j):
             if noise is None:
-                raise ValueError(f"LCM inverse step {j} needs a noise sample")
+                if not self.predicted_noise:
+                    raise ValueError(f"LCM inverse step {j} needs a noise sample")
+                noise = eps
             d_target = (x_prev - (1 - a_next) ** 0.5 * noise) / a_next**0.5
         c_skip, c_out = self._lcm_scalings(j)
         # D = c_out * (x - sqrt(1-a) eps) / sqrt(a) + c_skip * x, linear in x for fixed eps.
         return (d_target + c_out * (1 - a) ** 0.5 / a**0.5 * eps) / (c_out / a**0.5 + c_skip)
 
-    def eps_gain(self, j: int) -> float:
-        """dF/d(eps) of the inverse step: F(z) = inverse_step(x_prev, eps(z), j) is affine in eps."""
+    def eps_gain(self, j: int, noise_given: bool = True) -> float:
+        """dF/d(eps) of the inverse step: F(z) = inverse_step(x_prev, eps(z), j, noise) is affine in
+        eps (`noise_given=False` with `predicted_noise`: the injected noise is eps too)."""
         a, a_next = self.alpha(j), self.alpha_next(j)
         if self.kind == "ddim":
             return (1 - a) ** 0.5 - (a / a_next) ** 0.5 * (1 - a_next) ** 0.5
         c_skip, c_out = self._lcm_scalings(j)
-        return c_out * (1 - a) ** 0.5 / a**0.5 / (c_out / a**0.5 + c_skip)
+        gain = c_out * (1 - a) ** 0.5 / a**0.5
+        if self.takes_noise(j) and not noise_given and self.predicted_noise:
+            gain -= ((1 - a_next) / a_next) ** 0.5
+        return gain / (c_out / a**0.5 + c_skip)
 
     def corrected_noise(self, x_t: torch.Tensor, eps: torch.Tensor, j: int, x_prev: torch.Tensor) -> torch.Tensor:
         """The noise that makes step j from x_t (with eps = eps(x_t)) land exactly on x_prev.

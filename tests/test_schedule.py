@@ -89,3 +89,35 @@ def test_malformed_samplers_and_missing_noise_are_refused_with_a_message():
     with pytest.raises(ValueError, match="^a deterministic sampler takes no noise$"):
         _sampler("ddim").corrected_noise(x, x, 0, x)
     assert _sampler("ddim").alpha_next(len(TIMESTEPS) - 1) == float(ALPHAS[0])
+
+
+def test_predicted_noise_step_is_the_deterministic_consistency_step_and_its_inverse_and_gain_hold():
+    from dataclasses import replace
+
+    s = replace(_sampler("lcm"), predicted_noise=True)
+    g = torch.Generator().manual_seed(4)
+    for j in range(s.num_steps):
+        x, eps, d = (torch.randn(1, 4, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
+        a_next = s.alpha_next(j)
+        want = a_next**0.5 * s.denoised(x, eps, j) + (1 - a_next) ** 0.5 * eps if s.takes_noise(j) else s.denoised(x, eps, j)
+        assert torch.allclose(s.step(x, eps, j), want), j  # no noise given: eps is injected
+        x_t = s.inverse_step(x, eps, j)
+        assert torch.allclose(s.step(x_t, eps, j), x, atol=1e-9), j
+        slope = (s.inverse_step(x, eps + 1e-3 * d, j) - s.inverse_step(x, eps, j)) / 1e-3
+        assert torch.allclose(slope, s.eps_gain(j, noise_given=False) * d, rtol=1e-6, atol=1e-9), j
+        if s.takes_noise(j):  # the gain differs from the one with a given noise
+            assert abs(s.eps_gain(j, noise_given=False) - s.eps_gain(j)) > 1e-3
+    # without predicted_noise a missing noise is still refused (a sampling bug, not a policy)
+    with pytest.raises(ValueError, match="needs its recorded noise"):
+        _sampler("lcm").step(x, eps, 0)
+
+
+def test_a_tail_keeps_the_last_steps_and_their_levels():
+    s = _sampler("lcm")
+    t = s.tail(2)
+    assert t.timesteps == TIMESTEPS[-2:] and t.final_alpha == s.final_alpha and t.kind == "lcm"
+    assert t.alpha(0) == s.alpha(len(TIMESTEPS) - 2) and t.alpha_next(1) == s.alpha_next(len(TIMESTEPS) - 1)
+    assert s.tail(len(TIMESTEPS)) == s
+    for k in (0, len(TIMESTEPS) + 1):
+        with pytest.raises(ValueError, match="a tail of 1 to 6 steps"):
+            s.tail(k)

@@ -21,6 +21,7 @@ beyond two iterations, ReNoise's divergence guard): each inverter documents its 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -33,6 +34,12 @@ Progress = Callable[[int, int, str], None]
 
 SHARED_PARAMS = {  # every inverter takes these
     "noise_correction": Param(True, bool, help="LCM: record the noise (last step: residual) that makes each step exact"),
+    "strength": Param(1.0, float, 0.01, 1.0, "how much of the schedule is inverted: its last int(strength x steps) steps (1: to pure noise; RNRI's official demo 0.6)"),
+    "step_noise": Param(
+        "drawn", str, choices=("drawn", "predicted"),
+        help="LCM: the noise each step is inverted with: drawn (a seeded Gaussian per step, the official RNRI/ReNoise code's noise list) "
+        "or predicted (the model's own eps at x_t: the deterministic, DDIM-like step)",
+    ),
 }
 
 
@@ -59,12 +66,14 @@ class Inverter:
         **overrides,
     ) -> Inversion:
         p = self.resolve_params(model.defaults, **overrides)
-        sampler = model.sampler(num_steps)
+        sampler = model.sampler(num_steps, p["strength"])
         n = sampler.num_steps
         x0 = x0.float()
         # The per-step noise, drawn in the loop's order from one generator, on the device in one copy.
         gen = torch.Generator().manual_seed(seed)
         drawn = {j: torch.randn(x0.shape, generator=gen) for j in reversed(range(n)) if sampler.takes_noise(j)}
+        if p["step_noise"] == "predicted" and sampler.stochastic:
+            sampler, drawn = replace(sampler, predicted_noise=True), {}
         drawn = dict(zip(drawn, torch.stack(list(drawn.values())).to(x0).unbind())) if drawn else {}
         with model.measure() as meter:
             latents, noises, residuals = model.checked(lambda: self._run(model, x0, cond, sampler, drawn, p, progress))
@@ -82,6 +91,7 @@ class Inverter:
             seconds=meter.seconds,
             residuals=residuals,
             seed=seed,
+            schedule_steps=num_steps if n < num_steps else 0,
         )
 
     def _run(self, model, x0, cond, sampler: Sampler, drawn: dict, p: dict, progress: Progress | None):

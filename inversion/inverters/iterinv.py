@@ -28,7 +28,7 @@ import math
 
 import torch
 
-from .base import Inverter, Param
+from .base import SHARED_PARAMS, Inverter, Param
 
 BASE_CHOICES = ("ddim", "easyinv", "fixed-point", "renoise", "rnri")
 
@@ -52,7 +52,7 @@ class IterInvInverter(Inverter):
         if stage == 0:
             from . import get_inverter
 
-            return get_inverter(p["base_inverter"]), {}
+            return get_inverter(p["base_inverter"]), {k: v for k, v in params.items() if k in SHARED_PARAMS}
         return self, params
 
     def solve_step(self, model, x_prev, j, cond, sampler, noise, p, state):

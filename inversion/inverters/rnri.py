@@ -69,7 +69,7 @@ class RNRIInverter(Inverter):
         mu, var = a**0.5 * state["x0"], 1 - a
         if p["newton"] == "l1":
             return self._l1(model, x_prev, j, cond, sampler, noise, p, t, mu, var)
-        c = sampler.eps_gain(j)
+        c = sampler.eps_gain(j, noise is not None)
         kappa = torch.full((x_prev.shape[0],) + (1,) * (x_prev.dim() - 1), (1 - a) ** 0.5 / (a * state["data_var"] + 1 - a), device=x_prev.device)
         lam = p["prior_weight"] / var
         z, res, last = x_prev, [], None

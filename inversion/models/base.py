@@ -150,6 +150,11 @@ class Conditioning:
         )
 
 
+def inverted_steps(num_steps: int, strength: float) -> int:
+    """How many of a schedule's steps an inversion of `strength` covers (the last ones): at least one."""
+    return max(1, min(num_steps, int(num_steps * strength + 1e-9)))
+
+
 @dataclass(kw_only=True, eq=False)
 class DiffusionModel:
     """Base class: schedule, NFE counting and guidance; subclasses supply `_forward`."""
@@ -203,8 +208,15 @@ class DiffusionModel:
         for m in self.meters:
             m.warnings.append(message)
 
-    def sampler(self, num_steps: int) -> Sampler:
-        return Sampler(self.sampler_kind, tuple(self.timesteps(num_steps)), self.alphas_cumprod, self.final_alpha, timestep_scaling=self.timestep_scaling)
+    def sampler(self, num_steps: int, strength: float = 1.0) -> Sampler:
+        """The sampler for a schedule of `num_steps`; with `strength` < 1 only its last
+        int(strength x num_steps) steps (at least one), as img2img and the official RNRI code start."""
+        full = Sampler(self.sampler_kind, tuple(self.timesteps(num_steps)), self.alphas_cumprod, self.final_alpha, timestep_scaling=self.timestep_scaling)
+        return full if strength >= 1 else full.tail(inverted_steps(num_steps, strength))
+
+    def sampler_for(self, inv) -> Sampler:
+        """The sampler an inversion was made on (its schedule, from the step it started at)."""
+        return self.sampler(inv.steps).tail(min(inv.num_steps, inv.steps))
 
     # ---- prompts --------------------------------------------------------------------
     def encode_prompt(self, prompts: str | list[str], guidance: float | None = None, negative: str = "") -> Conditioning:
