@@ -13,6 +13,8 @@ import pytest
 from conftest import ROOT, free_port, serve_app
 from PIL import Image
 
+from inversion.models.cascade import base_stage
+
 APP_MODEL = os.environ.get("TEST_APP_MODEL", "tiny-sd")
 SCENE = ROOT / "assets" / "shapes" / "examples" / "scene0.png"
 
@@ -307,5 +309,10 @@ def test_interpolate_endpoint_frames_end_on_the_two_reconstructions(client, serv
     assert len(frames) == 4 and m["frames"] == 4 and m["nfe"] > 0 and any("centre-cropped" in n for n in m["notes"])
     recon, _ = client.predict(image=handle_file(str(cat_image)), source_prompt="a cat", inverter="ddim", steps=3, api_name="/invert")
     assert np.array_equal(np.asarray(Image.open(frames[0]["image"])), np.asarray(Image.open(recon)))
+    assert m["inverter"] == "ddim" and m["inversions"] == ["ddim", "ddim"]
+    # the inverter left empty: the reply names the model's default, the one that ran
+    _, m = client.predict(image=handle_file(str(cat_image)), image2=handle_file(str(portrait)), source_prompt="a cat", steps=3, frames=2, api_name="/interpolate")
+    default = base_stage(served[0].model_for(None)).default_inverter
+    assert m["inverter"] == default and m["inversions"] == [default, default]
     with pytest.raises(Exception, match="frames must be"):
         client.predict(image=handle_file(str(cat_image)), image2=handle_file(str(portrait)), source_prompt="a cat", frames=1, api_name="/interpolate")

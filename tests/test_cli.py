@@ -92,7 +92,20 @@ def test_edit_cli_splits_timings_and_nfe(capsys, cat_image, tmp_path):
             "--image", str(cat_image), "--target-prompt", "a dog", "--json", "--quiet"]
     assert edit_main(argv) == 0
     r = _last_json(capsys)
-    assert r["inverter"] == "rnri" and r["steps"] == 4
+    assert r["inverter"] == "rnri" and r["steps"] == 4 and r["inversion_reused"] and r["source_prompt"] == "a cat"
+    assert r["inversion_nfe"] == 0 and r["inversion_seconds"] == 0 and r["nfe"] == r["edit_nfe"] > 0 and r["seconds"] == r["edit_seconds"]
+    with_image = r
+    # the re-edit command the app's page shows: no --image, the reference is the inversion's own input
+    argv = ["edit", "--model", "tiny-sd", "--inversion", str(tmp_path / "inv.safetensors"), "--editor", "p2p", "--target-prompt", "a dog", "--json", "--quiet"]
+    assert edit_main(argv) == 0
+    r = _last_json(capsys)
+    assert r["inversion_nfe"] == 0 and r["source_prompt"] == "a cat" and r["edit_nfe"] == 4
+    assert r["psnr"] > with_image["psnr"]  # against the codec's own decode of the inverted latent, not the photo
+    # a saved inversion of another model, or another source prompt, is refused in one line
+    for extra, message in ((["--model", "tiny-lcm"], "was inverted with 'tiny-sd', not 'tiny-lcm'"), (["--source-prompt", "a bird"], "made with the source prompt 'a cat'")):
+        args = argv[:1] + extra + [a for a in argv[1:] if a != "tiny-sd" and a != "--model"] if extra[0] == "--model" else argv + extra
+        assert edit_main(args) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_edit_cli_user_errors(capsys, cat_image):
