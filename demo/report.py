@@ -13,6 +13,7 @@ import re
 from inversion.metrics import psnr, ssim
 from inversion.models import as_cascade, base_stage
 from inversion.pipeline import PSNR_CAP
+from inversion.result import stage_inversions
 
 LOW_PSNR = 20.0  # dB: below this the model cannot represent the image (a photo on `shapes`)
 COLOUR_WORDS = frozenset(
@@ -44,6 +45,9 @@ def inversion_record(model, entry, cached: bool) -> dict:
         "model": model.name,
         "inverter": inv.inverter,
         "steps": inv.steps,
+        "seed": stage_inversions(inv)[0].seed,
+        "guidance": stage_inversions(inv)[0].guidance,  # the inversion's and the source branch's, as used
+        "inverter_params": stage_inversions(inv)[-1].params,
         "inversion": {"cached": cached, "nfe": 0 if cached else inv.nfe, "seconds": 0.0 if cached else round(inv.seconds, 4)},
         "reconstruction": reconstruction(model, entry.report),
     }
@@ -53,6 +57,8 @@ def edit_record(model, entry, cached: bool, out) -> dict:
     record = inversion_record(model, entry, cached)
     record["edit"] = {
         "editor": out.editor,
+        "guidance": out.guidance,  # the target branch's, as used
+        "params": out.params,
         "nfe": out.nfe,
         "seconds": round(out.seconds, 4),
         "change_psnr": _round(min(psnr(out.image, entry.x), PSNR_CAP), 2),

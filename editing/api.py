@@ -47,6 +47,7 @@ class EditOutput:
     previewed: bool = False  # the image came from the fast preview decoder, not the full one
     source: Callable[[], torch.Tensor | None] = field(default=lambda: None, repr=False)  # makes the source branch's top-stage latent
     decode: Callable | None = field(default=None, repr=False)  # the top stage's decoder, for `source_image`
+    guidance: float | None = None  # the target branch's guidance, as used (the model's default when none was given)
     _made: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
@@ -123,7 +124,7 @@ def edit(
         return None if result.source_latent is None else _through_sr_stages(cascade, stages, stages[0].prompt, result.source_latent)
 
     return EditOutput(image, ed.name, result.params, meter.nfe, meter.seconds, result.mask, result.info, meter.warnings, preview and cascade.top.has_preview,
-                      source, cascade.top.decode)
+                      source, cascade.top.decode, guidance=g)
 
 
 @torch.no_grad()

@@ -161,6 +161,11 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
         "lpips": m["lpips"],
         "latent_psnr": _cap(latent_psnr(latents[-1], stages[-1].x0)),
         "vae_psnr": codec_bound(model, x),
+        # what was used, echoed: the model's defaults where none were given
+        "seed": stages[0].seed,
+        "guidance": stages[0].guidance,
+        "negative_prompt": stages[0].negative_prompt,
+        "size": list(x.shape[-2:]),
     }
     report.update(_uncorrected(cascade, stages, x))
     if cascade.multistage and per_stage:
