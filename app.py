@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     engine = Engine(a.model)
     if engine.notice:
-        print(engine.notice.replace("**", ""), flush=True)
+        print(engine.notice.replace("**", "") + " On a GPU start it with --model lcm-dreamshaper-v7.", flush=True)
     demo = build(engine)
     demo.queue(max_size=64, default_concurrency_limit=1)
     demo.launch(server_name=a.host, server_port=a.port, share=a.share, max_file_size="50mb", theme=gr.themes.Soft(), css=CSS)

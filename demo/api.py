@@ -82,7 +82,7 @@ def add_endpoints(engine: Engine) -> None:
         """Invert (or reuse the session's inversion) and edit; returns the edit, the reconstruction and the metrics."""
         req = EditRequest(inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model), target_prompt or "",
                           editor, edit_guidance, _json_params(editor_params), region=edit_region)
-        r = engine.edit(session_of(request), req)
+        r = engine.edit_record(engine.edit(session_of(request), req))
         return to_pil(r["edit"]), to_pil(r["reconstruction"]), r["metrics"]
 
     @gpu("compare")
@@ -90,7 +90,7 @@ def add_endpoints(engine: Engine) -> None:
     def compare(image, source_prompt="", steps=None, seed=0, inversion_guidance=None, model="", request: gr.Request = None):
         """Every inverter on one image; returns their reconstructions and one row of metrics each."""
         rows = engine.compare(session_of(request), inversion_request(image, source_prompt, "ddim", steps, seed, inversion_guidance, "{}", model))
-        return [(to_pil(r["reconstruction"]), r["inverter"]) for r in rows], [{k: v for k, v in r.items() if k not in ("reconstruction", "residuals")} for r in rows]
+        return [(to_pil(r["reconstruction"]), r["inverter"]) for r in rows], [{k: v for k, v in r.items() if k not in ("reconstruction", "reconstruction_uncorrected", "residuals", "edits")} for r in rows]
 
     b_invert.click(invert, [image, source, inverter, steps, seed, guidance, inv_params, model], [out_recon, out_json], api_name="invert", concurrency_id="model")
     b_edit.click(edit, [image, source, target, inverter, editor, steps, seed, guidance, edit_guidance, inv_params, ed_params, model, region], [out_image, out_recon, out_json], api_name="edit", concurrency_id="model")

@@ -24,15 +24,17 @@ class Entry:
 
     inversion: object
     x: torch.Tensor  # the input as the model took it
-    reconstruction: torch.Tensor
-    report: dict  # inversion.pipeline.evaluate's numbers
     notes: tuple[str, ...] = ()  # what happened to the input on its way in (resized, cropped)
     warnings: tuple[str, ...] = ()  # what the model raised while inverting (a float16 fallback)
     size: tuple[int, int] | None = None  # the upload's (width, height): where a painted region lives
+    # measured after the first edit is on the page (Engine.measured): not on the edit's critical path
+    reconstruction: torch.Tensor | None = None
+    report: dict | None = None  # inversion.pipeline.evaluate's numbers
 
     @property
     def nbytes(self) -> int:
-        return self.inversion.nbytes() + (self.x.numel() + self.reconstruction.numel()) * 4
+        images = self.x.numel() + (0 if self.reconstruction is None else self.reconstruction.numel())
+        return self.inversion.nbytes() + images * 4
 
 
 class InversionCache:
@@ -64,6 +66,10 @@ class InversionCache:
                 oldest.popitem(last=False)
                 if not oldest:
                     self.sessions.popitem(last=False)
+
+    def entries(self, session: str) -> list[tuple[str, Entry]]:
+        with self.lock:
+            return list(self.sessions.get(session, {}).items())
 
     def _total(self) -> int:
         return sum(e.nbytes for st in self.sessions.values() for e in st.values())

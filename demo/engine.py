@@ -9,6 +9,7 @@ Requests are small dataclasses; everything a user can get wrong raises a
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -25,7 +26,9 @@ from inversion.errors import ImageError, IncompatibleChoice, ModelError, Paramet
 from inversion.images import centre_cropped_to, load_image, mask_on_upload
 from inversion.inverters import INVERTERS
 from inversion.models import MODELS, as_cascade, base_stage, is_available, load_model, stages_of
-from inversion.pipeline import evaluate, invert
+from inversion.noise_stats import noise_statistics
+from inversion.pipeline import evaluate, invert, reconstruct_uncorrected
+from inversion.result import stage_inversions
 
 from . import report
 from .cache import Entry, InversionCache
@@ -43,6 +46,29 @@ FALLBACKS = ("shapes-lcm", "shapes", "tiny-sd")  # what the app runs when the as
 
 class OutOfMemory(UserError):
     """The GPU ran out of memory; the message says which size should fit."""
+
+
+def request(kind: str):
+    """An Engine method that serves one request of `kind` for its session (the first argument): an
+    earlier Cancel no longer applies, and the session counts as running it until it returns."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        def serve(self, session, *args, **kwargs):
+            self.stops.setdefault(session, threading.Event()).clear()
+            self.running[session] = kind
+            try:
+                return method(self, session, *args, **kwargs)
+            finally:
+                self.running.pop(session, None)
+
+        return serve
+
+    return wrap
+
+
+class Cancelled(UserError):
+    """The visitor stopped the request: raised at the next UNet call after the Cancel click."""
 
 
 # ---------------------------------------------------------------- requests ----------------
@@ -67,10 +93,11 @@ class EditRequest:
     params: dict = field(default_factory=dict)
     region: object = None  # an optional painted mask (H x W array or image file, nonzero = edit here) of the input
     preview: bool = False  # live mode: decode with the model's fast preview decoder where it has one
+    live: bool = False  # live mode: the target prompt is being typed (its last word may be half a word)
 
 
-def check_whole(value, name: str, low: int, high: int) -> int:
-    """An integer in [low, high]; refuses 2.5, NaN, empty fields and text."""
+def check_whole(value, name: str, low: int, high: int, why: str = "") -> int:
+    """An integer in [low, high]; refuses 2.5, NaN, empty fields and text (`why`: said after the range)."""
     if isinstance(value, str):
         value = value.strip()
         try:
@@ -83,7 +110,7 @@ def check_whole(value, name: str, low: int, high: int) -> int:
         raise ParameterError(f"{name} must be a whole number, got {value}")
     value = int(value)
     if not low <= value <= high:
-        raise ParameterError(f"{name} must be between {low} and {high}, got {value}")
+        raise ParameterError(f"{name} must be between {low} and {high}{why}, got {value}")
     return value
 
 
@@ -117,7 +144,7 @@ class Models:
                 requested = "lcm-dreamshaper-v7"
             else:
                 name = self._first_loadable(FALLBACKS)
-                return name, f"No GPU here: running the small offline model **{name}** ({MODELS[name].description}). Start with `--model lcm-dreamshaper-v7` on a GPU for photos."
+                return name, "This server has no GPU, so it runs a small model that draws flat shapes; with a GPU the page edits photos (LCM Dreamshaper)."
         try:
             self.get(requested)
             return requested, ""
@@ -171,6 +198,37 @@ class Engine:
         self.models = Models(model_name)
         self.lock = threading.Lock()
         self.cache = InversionCache()
+        self.stops: dict[str, threading.Event] = {}  # session -> set by its Cancel click
+        self.running: dict[str, str] = {}  # session -> the kind of its request in progress
+        self.timings: dict[tuple[str, str], float] = {}  # (model, inverter) -> seconds of its last inversion: the page's cost hint
+        self.codec_bounds: dict[tuple[str, str], float] = {}  # (model, image digest) -> the codec bound: a property of the image
+
+    # ---- cancelling -----------------------------------------------------------------
+    def adopt(self, session: str, source: str = "examples") -> None:
+        """Give `session` the inversions made for `source` (the example shown when the page loads), so
+        the visitor's first re-edit of it needs no inversion."""
+        for key, entry in self.cache.entries(source):
+            self.cache.put(session, key, entry)
+
+    def cancel(self, session: str) -> str | None:
+        """Stop `session`'s running request at its next UNet call; returns its kind (None: none runs)."""
+        self.stops.setdefault(session, threading.Event()).set()
+        return self.running.get(session)
+
+    @contextlib.contextmanager
+    def working(self, session: str, model, x: torch.Tensor):
+        """Model work for `session`: the lock, the out-of-memory message, and a meter whose check stops
+        the work at the next UNet call once the session cancels (yields the meter)."""
+        stop = self.stops.setdefault(session, threading.Event())
+
+        def check() -> None:
+            if stop.is_set():
+                raise Cancelled("stopped: nothing from this run was kept")
+
+        check()  # cancelled while it waited for the lock
+        with self.lock, oom_guard(x), as_cascade(model).measure() as meter:
+            meter.check = check
+            yield meter
 
     @property
     def notice(self) -> str:
@@ -209,9 +267,12 @@ class Engine:
     def _resolved(self, req: InversionRequest, model) -> tuple[int, int, float | None]:
         """(steps, seed, guidance) checked; the inverter and its parameters checked too."""
         base = self.base(model)
-        steps = base.default_steps if req.steps is None else check_whole(req.steps, "steps", 1, MAX_STEPS)
+        top = min(MAX_STEPS, base.max_steps)
+        why = f" ({model.name} samples from a {base.max_steps}-step skeleton)" if base.max_steps < MAX_STEPS else ""
+        steps = base.default_steps if req.steps is None else check_whole(req.steps, "steps", 1, top, why)
         seed = check_whole(req.seed, "seed", 0, SEED_LIMIT - 1)
         guidance = check_guidance(req.guidance, "the inversion guidance")
+        guidance = base.default_guidance if guidance is None else guidance  # one cache key for "the default" and its value
         if req.inverter not in INVERTERS:
             raise ParameterError(f"unknown inverter {req.inverter!r}; choose one of: {', '.join(INVERTERS)}")
         if not isinstance(req.params, dict):
@@ -233,12 +294,30 @@ class Engine:
         hit = self.cache.get(session, key)
         if hit is not None:  # the same pixels may come from another upload: its notes and size are this one's
             return (hit if hit.size == size else replace(hit, notes=notes, size=size)), True
-        with self.lock, oom_guard(x), as_cascade(model).measure() as meter:
+        with self.working(session, model, x) as meter:
             inv = invert(model, x, req.prompt, req.inverter, steps, guidance, "", seed, progress=progress, **req.params)
-            result, recon = evaluate(model, x, inv, per_stage=False)
-        entry = Entry(inv, x, recon, result, notes, tuple(meter.warnings), size)
+        self.timings[(model.name, req.inverter)] = inv.seconds
+        entry = Entry(inv, x, notes, tuple(meter.warnings), size)
         self.cache.put(session, key, entry)
         return entry, False
+
+    def measured(self, session: str, model, entry: Entry) -> Entry:
+        """The entry with its reconstruction and metrics (inversion.pipeline.evaluate), computed once
+        and kept with the cached entry: after the first edit is on the page, not before it."""
+        if entry.report is None:
+            with self.working(session, model, entry.x):
+                report, recon = evaluate(model, entry.x, entry.inversion, per_stage=False, codec=self._codec_bound(model, entry.x))
+            entry.reconstruction, entry.report = recon, report
+        return entry
+
+    def _codec_bound(self, model, x: torch.Tensor):
+        """A function giving the codec bound of `x`, remembered per model and image (one VAE round trip each)."""
+        from inversion.pipeline import codec_bound
+
+        key = (model.name, hashlib.sha1(x.detach().cpu().numpy().tobytes()).hexdigest())
+        if key not in self.codec_bounds:
+            self.codec_bounds[key] = codec_bound(model, x)
+        return self.codec_bounds[key]
 
     @staticmethod
     def _region(model, region, size: tuple[int, int]) -> torch.Tensor | None:
@@ -266,18 +345,24 @@ class Engine:
     def with_defaults(req: InversionRequest, model) -> InversionRequest:
         return req if req.inverter else replace(req, inverter=base_stage(model).default_inverter)
 
+    @request("invert")
     def inversion_record(self, session: str, req: InversionRequest, progress=None) -> tuple[Entry, dict]:
         model = self.model_for(req.model)
         req = self.with_defaults(req, model)
         entry, cached = self.invert(session, req, progress.phase(f"inverting ({req.inverter})", 0.0, 1.0, stages(model)) if progress else None)
+        entry = self.measured(session, model, entry)
         record = report.inversion_record(model, entry, cached)
         record["warnings"] = report.warnings_for(model, entry, [req.prompt])
         return entry, record
 
     # ---- editing --------------------------------------------------------------------
+    @request("edit")
     def edit(self, session: str, req: EditRequest, progress=None) -> dict:
-        """Invert (or reuse) and edit; the record holds images, tensors and metrics."""
+        """Invert (or reuse) and edit: the edit and what it needs to be shown, no more. The reconstruction,
+        its metrics and the record follow with `edit_record` (after the edit is on the page)."""
         model = self.model_for(req.source.model)
+        if req.source.image is None:
+            raise ImageError("upload an image first (or click one of the examples)")
         req = replace(req, source=self.with_defaults(req.source, model))
         if req.editor not in EDITORS:
             raise ParameterError(f"unknown editor {req.editor!r}; choose one of: {', '.join(EDITORS)}")
@@ -291,13 +376,20 @@ class Engine:
             raise IncompatibleChoice(f"{EDITORS[req.editor].title} needs at least {min_steps} steps (one free for the new layout)")
         entry, cached = self.invert(session, req.source, progress.phase(f"inverting ({req.source.inverter})", 0.0, 0.6, stages(model)) if progress else None)
         region = self._region(model, req.region, entry.size)
-        with self.lock, oom_guard(entry.x):
+        with self.working(session, model, entry.x):
             out = edit(model, entry.inversion, req.target_prompt, req.editor, guidance, progress=progress.phase("editing", 0.6, 1.0) if progress else None, region=region, preview=req.preview, **params)
-        metrics = report.edit_record(model, entry, cached, out)
+        return {"x": entry.x, "edit": out.image, "mask": out.mask, "inversion": entry.inversion,
+                "entry": entry, "cached": cached, "out": out, "req": req, "model": model, "session": session}
+
+    def edit_record(self, r: dict) -> dict:
+        """`edit`'s result completed: the reconstruction and the metrics record (measured once per
+        inversion), the warnings, the edit's region on the upload."""
+        model, entry, out, req = r["model"], r["entry"], r["out"], r["req"]
+        entry = self.measured(r["session"], model, entry)
+        metrics = report.edit_record(model, entry, r["cached"], out)
         metrics["warnings"] = report.warnings_for(model, entry, [req.source.prompt, req.target_prompt], req, out) + out.warnings
         upload_mask = None if out.mask is None else self._mask_on_upload(model, out.mask, entry.x, entry.size)
-        return {"x": entry.x, "reconstruction": entry.reconstruction, "edit": out.image, "mask": out.mask, "upload_mask": upload_mask,
-                "inversion": entry.inversion, "metrics": metrics}
+        return {**r, "reconstruction": entry.reconstruction, "metrics": metrics, "upload_mask": upload_mask}
 
     def _like(self, model, image, x_like: torch.Tensor, name: str):
         """`image` as another input of the same shape as `x_like` needs it: a single model keeps each
@@ -308,6 +400,7 @@ class Engine:
         fitted, note = centre_cropped_to(image, (x_like.shape[-1], x_like.shape[-2]), name)
         return fitted, [note]
 
+    @request("interpolate")
     def interpolate(self, session: str, first: InversionRequest, image2, prompt2: str, frames, progress=None) -> dict:
         """Frames between two uploads, each inverted with the same choices (cached); the second
         prompt defaults to the first."""
@@ -319,12 +412,14 @@ class Engine:
         image2, notes = self._like(model, image2, a.x, "the second image")
         second = replace(first, image=image2, prompt=(prompt2 or "").strip() or first.prompt)
         b, _ = self.invert(session, second, progress.phase("inverting the second image", 0.25, 0.5, stages(model)) if progress else None)
-        with self.lock, oom_guard(a.x):
+        with self.working(session, model, a.x):
             out = interpolate(model, a.inversion, b.inversion, frames=frames, progress=progress.phase("sampling the frames", 0.5, 1.0) if progress else None)
-        return {"frames": out.frames, "interpolation": out, "notes": list(a.notes) + notes,
+        notes = [f"Input: {n}." for n in a.notes] + notes + report.vocabulary_warning(model, [first.prompt, second.prompt])
+        return {"frames": out.frames, "interpolation": out, "notes": notes,
                 "metrics": {"model": model.name, "inverter": a.inversion.inverter, "frames": frames, "nfe": out.nfe, "seconds": round(out.seconds, 3),
                             "inversions": [a.inversion.inverter, b.inversion.inverter], "warnings": out.warnings}}
 
+    @request("seeds")
     def more_like_these(self, session: str, base: InversionRequest, references: list, prompt: str, samples, strength, progress=None) -> dict:
         """New samples of `prompt` started from the inverted noise of 1-4 reference images (each
         inverted with the left column's choices and this prompt; cached), one reference per sample
@@ -348,24 +443,38 @@ class Engine:
             entry, _ = self.invert(session, replace(base, image=ref, prompt=prompt), phase)
             first = first or entry
             invs.append(entry.inversion)
-        with self.lock, oom_guard(first.x):
+        with self.working(session, model, first.x):
             out = sample_seeds(model, concept_seeds(model, invs), prompt, samples=samples, strength=strength, seed=check_whole(base.seed, "seed", 0, SEED_LIMIT - 1),
                                progress=progress.phase("sampling", 0.6, 1.0) if progress else None)
-        return {"images": out.images, "notes": list(first.notes) + notes + out.warnings,
+        notes = [f"Input: {n}." for n in first.notes] + notes + report.vocabulary_warning(model, [prompt]) + out.warnings
+        return {"images": out.images, "notes": notes,
                 "metrics": {"model": model.name, "inverter": invs[0].inverter, "references": len(invs), "samples": samples, "strength": out.strength,
                             "nfe": out.nfe, "seconds": round(out.seconds, 3)}}
 
-    def compare(self, session: str, req: InversionRequest, progress=None) -> list[dict]:
-        """Every inverter on one image (cached per inverter), in registry order."""
+    @request("compare")
+    def compare(self, session: str, req: InversionRequest, progress=None, target_prompt: str = "", editors: tuple[str, ...] = ()) -> list[dict]:
+        """Every inverter on one image (cached per inverter), in registry order: what each recovers
+        (its reconstruction, and on an LCM the one without the last recorded residual, which is where
+        they differ), whether its noise is noise, and, given a target prompt, the edit each editor of
+        `editors` makes from it."""
         model = self.model_for(req.model)
         names = self.inverters(req.model)
+        if editors:
+            for ed in editors:
+                validate_edit(model, req.prompt, target_prompt, ed)
         rows = []
         for i, name in enumerate(names):
-            sub = progress.phase(f"inverter {i + 1} of {len(names)}: {name}", i / len(names), (i + 1) / len(names), stages(model)) if progress else None
+            span = (i / len(names), (i + 1) / len(names))
+            sub = progress.phase(f"inverter {i + 1} of {len(names)}: {name}", *span, stages(model)) if progress else None
             entry, cached = self.invert(session, InversionRequest(**{**req.__dict__, "inverter": name, "params": {}}), sub)
-            rows.append(report.compare_row(entry, cached))
+            entry = self.measured(session, model, entry)
+            with self.working(session, model, entry.x):
+                uncorrected = reconstruct_uncorrected(model, entry.inversion)
+                edits = {ed: edit(model, entry.inversion, target_prompt, ed) for ed in editors}
+            base = stage_inversions(entry.inversion)[0]
+            stats = noise_statistics(base, self.base(model).alphas_cumprod)
+            rows.append(report.compare_row(entry, cached, uncorrected, stats, edits))
         return rows
-
 
 def stages(model) -> int:
     return len(stages_of(model))

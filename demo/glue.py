@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import inspect
 import logging
 import tempfile
 import time
@@ -56,15 +57,26 @@ BUDGET = GpuBudget()
 
 def gpu(kind: str):
     """Route a handler's model work through ZeroGPU's `spaces.GPU` (a no-op without the package),
-    with a duration that fits `kind` of request; successful runs are timed for the next ones."""
+    with a duration that fits `kind` of request; successful runs are timed for the next ones
+    (a streaming handler from its start to its last update)."""
 
     def wrap(fn):
-        @functools.wraps(fn)  # keeps the signature: gradio injects gr.Request / gr.Progress from it
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            out = fn(*args, **kwargs)
-            BUDGET.record(kind, time.perf_counter() - start)
-            return out
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)  # keeps the signature: gradio injects gr.Request / gr.Progress from it
+            def timed(*args, **kwargs):
+                start = time.perf_counter()
+                yield from fn(*args, **kwargs)
+                BUDGET.record(kind, time.perf_counter() - start)
+
+        else:
+
+            @functools.wraps(fn)
+            def timed(*args, **kwargs):
+                start = time.perf_counter()
+                out = fn(*args, **kwargs)
+                BUDGET.record(kind, time.perf_counter() - start)
+                return out
 
         return timed if spaces is None else spaces.GPU(duration=BUDGET.duration(kind))(timed)
 
@@ -125,6 +137,46 @@ def user_errors(fn):
     return wrapped
 
 
+def _message(e: Exception, where: str) -> str:
+    """A user error's own message; anything else logged with its traceback, shown with a reference."""
+    if isinstance(e, UserError):
+        return str(e)
+    if isinstance(e, gr.Error):
+        return e.message
+    ref = uuid.uuid4().hex[:8]
+    log.error("internal error %s in %s:\n%s", ref, where, traceback.format_exc())
+    return f"Internal error (reference {ref}); the server log has the details. Your inputs are kept."
+
+
+def shown_errors(target, live: bool = False):
+    """For the page's handlers: a failure is said once, in `target` (where the result would have been),
+    instead of a toast that stacks with every click (`user_errors` keeps raising for the API). Works on
+    plain and streaming (generator) handlers. `live`: a half-typed prompt's failure shows nothing."""
+
+    def wrap(fn):
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def streamed(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except Exception as e:  # noqa: BLE001 -- every failure becomes a message on the page
+                    yield {target: gr.skip() if live and isinstance(e, UserError) else f"⚠️ {_message(e, fn.__name__)}"}
+
+            return streamed
+
+        @functools.wraps(fn)
+        def plain(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001
+                return {target: f"⚠️ {_message(e, fn.__name__)}"}
+
+        return plain
+
+    return wrap
+
+
 def show(x: torch.Tensor, at_least: int = DISPLAY_SIDE) -> Image.Image:
     """A display copy: small images enlarged by an integer factor, nearest neighbour (pixel-exact)."""
     img = to_pil(x)
@@ -132,11 +184,13 @@ def show(x: torch.Tensor, at_least: int = DISPLAY_SIDE) -> Image.Image:
     return img if k <= 1 else img.resize((img.size[0] * k, img.size[1] * k), resample=Image.Resampling.NEAREST)
 
 
-def write_downloads(result: dict) -> tuple[str, str]:
-    """The edit as PNG and the inversion as safetensors, in a fresh temporary folder."""
+def write_downloads(result: dict) -> tuple[str | None, str]:
+    """The edit as PNG (when there is one) and the inversion as safetensors, in a fresh temporary folder."""
     d = Path(tempfile.mkdtemp(prefix="edit-"))
-    png = d / "edit.png"
-    to_pil(result["edit"]).save(png)
+    png = None
+    if result.get("edit") is not None:
+        png = d / "edit.png"
+        to_pil(result["edit"]).save(png)
     inv_path = d / "inversion.safetensors"
     result["inversion"].save(inv_path)
-    return str(png), str(inv_path)
+    return None if png is None else str(png), str(inv_path)

@@ -8,7 +8,10 @@ codec_psnr, and psnr_uncorrected for LCM samplers), `warnings`; /edit adds
 
 from __future__ import annotations
 
+import functools
+import json
 import re
+from pathlib import Path
 
 from inversion.metrics import psnr, ssim
 from inversion.models import as_cascade, base_stage
@@ -69,9 +72,13 @@ def edit_record(model, entry, cached: bool, out) -> dict:
     return record
 
 
-def compare_row(entry, cached: bool) -> dict:
+def compare_row(entry, cached: bool, uncorrected=None, stats: dict | None = None, edits: dict | None = None) -> dict:
+    """One inverter's line of the comparison: its cost, its reconstruction (with and, on an LCM, without
+    the last recorded residual), the statistics of the noise it recovered, and its edits."""
+    from inversion.noise_stats import looks_gaussian
+
     inv, r = entry.inversion, entry.report
-    return {
+    row = {
         "inverter": inv.inverter,
         "cached": cached,
         "nfe": inv.nfe,
@@ -79,30 +86,51 @@ def compare_row(entry, cached: bool) -> dict:
         "psnr": _round(r.get("psnr"), 2),
         "ssim": _round(r.get("ssim")),
         "lpips": _round(r.get("lpips")),
+        "psnr_uncorrected": _round(r.get("psnr_uncorrected"), 2),
         "reconstruction": entry.reconstruction,
+        "reconstruction_uncorrected": uncorrected,
         "residuals": inv.residuals,
     }
+    if stats is not None:
+        noise = stats["implied_noise"]
+        row.update(noise_std=_round(noise["std"], 3), noise_ks=_round(noise["ks"], 3), noise_gaussian=looks_gaussian(noise))
+    row["edits"] = {}
+    for name, out in (edits or {}).items():
+        row["edits"][name] = {"image": out.image, "change_psnr": _round(min(psnr(out.image, entry.x), PSNR_CAP), 2), "nfe": out.nfe, "seconds": round(out.seconds, 3)}
+    return row
 
 
 def _words(prompt: str) -> list[str]:
     return re.findall(r"[a-z']+", prompt.lower())
 
 
+def vocabulary_warning(model, prompts: list[str], typing: bool = False) -> list[str]:
+    """A model trained on a closed set of words (shapes) ignores or garbles others: say which. `typing`:
+    the last prompt is being typed, so its last word may be half a word (a prefix of a known one is no news)."""
+    vocab = getattr(base_stage(model), "vocabulary", None)
+    if not vocab:
+        return []
+    words = {w for p in prompts for w in _words(p)}
+    if typing and prompts and _words(prompts[-1]):
+        last = _words(prompts[-1])[-1]
+        if any(v.startswith(last) for v in vocab) and not any(last in _words(p) for p in prompts[:-1]):
+            words.discard(last)
+    unknown = sorted(words - vocab)
+    if not unknown:
+        return []
+    return [
+        f"{model.name} was trained only on captions with the words {', '.join(sorted(vocab))}; "
+        f"{', '.join(repr(w) for w in unknown)} {'is' if len(unknown) == 1 else 'are'} new to it, so expect it to ignore or garble "
+        f"{'it' if len(unknown) == 1 else 'them'}."
+    ]
+
+
 def warnings_for(model, entry, prompts: list[str], req=None, out=None) -> list[str]:
     """What a newcomer should know about this result: the input's way in, words the model
     never learned, a reconstruction the model cannot make, an editor used against its grain."""
     notes = [f"Input: {n}." for n in entry.notes] + list(entry.warnings)
-    base = base_stage(model)
-    vocab = getattr(base, "vocabulary", None)
-    if vocab:
-        unknown = sorted({w for p in prompts for w in _words(p)} - vocab)
-        if unknown:
-            notes.append(
-                f"{model.name} was trained only on captions with the words {', '.join(sorted(vocab))}; "
-                f"{', '.join(repr(w) for w in unknown)} {'is' if len(unknown) == 1 else 'are'} new to it, so expect it to ignore or garble "
-                f"{'it' if len(unknown) == 1 else 'them'}."
-            )
-    value = entry.report.get("psnr")
+    notes += vocabulary_warning(model, prompts, typing=req is not None and getattr(req, "live", False))
+    value = None if entry.report is None else entry.report.get("psnr")
     if value is not None and value < LOW_PSNR:
         notes.append(
             f"The reconstruction is only {value:.1f} dB: {model.name} cannot represent this image well, so edits will not look like it. "
@@ -118,28 +146,63 @@ def warnings_for(model, entry, prompts: list[str], req=None, out=None) -> list[s
 
 
 def summary_markdown(record: dict) -> str:
-    """The numbers a person reads first, as a small table (two decimals)."""
+    """The numbers a person reads first: a line saying what ran and what it cost, then a three-column
+    table (it fits a phone)."""
     rec, inv = record["reconstruction"], record["inversion"]
 
     def f(v, unit=""):
         return "n/a" if v is None else f"{v:.2f}{unit}" if isinstance(v, float) else str(v)
 
     with_lpips = rec.get("lpips") is not None
-    head = "| | PSNR | SSIM |" + (" LPIPS |" if with_lpips else "") + " cost |"
-    rule = "|---|---|---|" + ("---|" if with_lpips else "") + "---|"
-    cost = "inversion reused (0 NFE)" if inv["cached"] else f"inversion {f(inv['seconds'], ' s')}, {inv['nfe']} NFE"
+    blank = " |" if with_lpips else ""
+    head = "| | PSNR | SSIM |" + (" LPIPS |" if with_lpips else "")
+    rule = "|---|---|---|" + ("---|" if with_lpips else "")
     lp = f" {f(rec.get('lpips'))} |" if with_lpips else ""
-    lines = [head, rule, f"| Reconstruction ({record['inverter']}, {record['steps']} steps) | {f(rec['psnr'], ' dB')} | {f(rec['ssim'])} |{lp} {cost} |"]
+    lines = [head, rule, f"| Reconstruction | {f(rec['psnr'], ' dB')} | {f(rec['ssim'])} |{lp}"]
     if rec.get("psnr_uncorrected") is not None:
-        lines.append(f"| … without the last step's recorded residual | {f(rec['psnr_uncorrected'], ' dB')} | |" + (" |" if with_lpips else "") + " |")
-    codec = "none (pixel model: exact)" if rec["codec_psnr"] is None else f"{rec['codec_psnr']:.2f} dB (VAE encode/decode)"
-    lines.append(f"| Best possible (codec bound) | {codec} | |" + (" |" if with_lpips else "") + " |")
+        lines.append(f"| … without the last residual | {f(rec['psnr_uncorrected'], ' dB')} | |{blank}")
+    codec = "exact (pixels)" if rec["codec_psnr"] is None else f"{rec['codec_psnr']:.2f} dB"
+    lines.append(f"| Best possible (codec) | {codec} | |{blank}")
+    cost = "reused, 0 calls" if inv["cached"] else f"{f(inv['seconds'], ' s')}, {inv['nfe']} calls"
+    what = [f"**{record['model']}**", f"{record['inverter']} inversion, {record['steps']} steps: {cost}"]
     if "edit" in record:
         e = record["edit"]
-        lines.append(
-            f"| Change from input ({e['editor']}) | {f(e['change_psnr'], ' dB')} | {f(e['change_ssim'])} |" + (" |" if with_lpips else "") + f" edit {f(e['seconds'], ' s')}, {e['nfe']} NFE |"
-        )
-    text = f"**{record['model']}**\n\n" + "\n".join(lines)
+        what.append(f"{e['editor']} edit: {f(e['seconds'], ' s')}, {e['nfe']} calls")
+        lines.append(f"| Edit vs input | {f(e['change_psnr'], ' dB')} | {f(e['change_ssim'])} |{blank}")
+    text = " · ".join(what) + "\n\n" + "\n".join(lines)
     if record.get("warnings"):
         text += "\n\n" + "\n".join(f"> ⚠️ {w}" for w in record["warnings"])
     return text
+
+
+BENCHMARKS = {  # measured edit benchmarks (python -m shapes.edit_bench), by model
+    "shapes": Path(__file__).resolve().parents[1] / "assets" / "shapes" / "eval.json",
+    "shapes-lcm": Path(__file__).resolve().parents[1] / "assets" / "shapes" / "eval_lcm.json",
+}
+RARELY_EDITS = 0.3  # judged success below this in the benchmark: the page warns before the visitor waits
+
+
+@functools.lru_cache(maxsize=8)
+def _bench_rows(path: Path, mtime: float) -> dict:
+    rows = json.loads(path.read_text()).get("edit_bench", {}).get("rows", [])
+    return {(r["inverter"], r["editor"]): r for r in rows}
+
+
+def benchmark_note(model: str, inverter: str, editor: str) -> str:
+    """How this inverter and editor did in the model's edit benchmark, measured with their defaults:
+    a warning when they rarely edit, so a visitor does not wait for a failure."""
+    path = BENCHMARKS.get(model)
+    if path is None or not path.exists():
+        return ""
+    row = _bench_rows(path, path.stat().st_mtime).get((inverter, editor))
+    if row is None:
+        return ""
+    text = f"{row['success']:.0%} of {row['scenes']} benchmark edits with {inverter} + {editor} on {model} succeeded (default settings)."
+    return f"⚠️ {text} This pair rarely edits on this model." if row["success"] < RARELY_EDITS else text
+
+
+def model_problem(name: str, error: Exception, models) -> str:
+    """Why the picked model cannot run here, in a visitor's words, with the models that can."""
+    can = [n for n in models.choices() if models.status(n).startswith("available")]
+    why = "it is not downloaded and this server cannot download it" if "network" in str(error) or "cache" in str(error) else str(error).split(". ")[0]
+    return f"{name} cannot run here: {why}. Pick one marked available: {', '.join(can)}."

@@ -3,12 +3,15 @@
 Handlers take their inputs as one {component: value} dict (gradio's set-of-inputs
 form) and return {component: update}, so no value travels by position, and
 gradio always injects the visitor's request (hence the session) and progress.
+A visitor's mistake is said where the result would have appeared (`shown_errors`),
+once, instead of as a toast that stacks with every click.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,28 +24,46 @@ from editing import EDITORS
 from inversion.errors import ImageError, ModelError
 from inversion.images import load_image
 from inversion.inverters import INVERTERS
-from inversion.models import as_cascade
 from inversion.params import Param
 
 from . import api, report
 from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, EditRequest, Engine, InversionRequest
-from .glue import gpu, progress_of, session_of, show, uploaded_image, user_errors, write_downloads
+from .glue import gpu, progress_of, session_of, show, shown_errors, uploaded_image, write_downloads
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES_EXAMPLES = ROOT / "assets" / "shapes" / "examples"
 PHOTO_EXAMPLES = [
-    ("chelsea.jpg", "a photo of a cat", "a photo of a tiger", "p2p"),
-    ("astronaut.jpg", "a photo of an astronaut", "a photo of an astronaut smiling", "masactrl"),
-    ("coffee.jpg", "a cup of coffee on a plate", "a cup of tea on a plate", "diffedit"),
+    {"image": str(ROOT / "assets" / "chelsea.jpg"), "source": "a photo of a cat", "target": "a photo of a tiger", "editor": "p2p"},
+    {"image": str(ROOT / "assets" / "astronaut.jpg"), "source": "a photo of an astronaut", "target": "a photo of an astronaut smiling", "editor": "masactrl"},
+    {"image": str(ROOT / "assets" / "coffee.jpg"), "source": "a cup of coffee on a plate", "target": "a cup of tea on a plate", "editor": "diffedit"},
 ]
+INVERTER_HELP = {
+    "ddim": "**DDIM** runs the sampler backwards, one network call per step: fast and approximate.",
+    "easyinv": "**EasyInv** is DDIM that blends each latent with the one before over a few steps: as fast, a little smoother.",
+    "rnri": "**RNRI** solves each step with a few Newton iterations, kept near the noise the model expects: accurate and fast.",
+    "renoise": "**ReNoise** re-noises each step several times and averages the estimates: accurate, slower.",
+    "fixed-point": "**Fixed-point** iterates each step to convergence (Anderson-accelerated): accurate, a few calls per step.",
+    "iterinv": "**IterInv** optimises the super-resolution stage of a pixel cascade by gradient descent: accurate, the slowest.",
+}
 EDITOR_HELP = {
     "p2p": "**Prompt-to-Prompt** changes words (a colour, an object, a style) and keeps the layout.",
     "masactrl": "**MasaCtrl** changes shape or pose and keeps the appearance (colours, textures).",
-    "diffedit": "**DiffEdit** makes a local change inside an automatic mask; outside it the image stays the input.",
+    "diffedit": "**DiffEdit** makes a local change inside an automatic mask and keeps the rest of the input.",
 }
+LCM_GOOD_STEPS = 8  # consistency models are distilled for a few steps: the slider stops here
 CSS = """
 #input img, #input .image-frame { max-height: 230px; object-fit: contain; }
-.compact-examples td { padding: 2px 6px !important; }
+#summary, #compare-summary { overflow-x: auto; }
+#summary table, #summary td, #summary th { word-break: normal !important; overflow-wrap: normal !important; hyphens: none; }
+/* galleries wrap their thumbnails into rows instead of clipping them at the right edge */
+#references .grid-container { grid-template-columns: repeat(auto-fill, minmax(76px, 1fr)) !important; }
+#strip .grid-container { grid-template-columns: repeat(auto-fill, minmax(64px, 1fr)) !important; }
+#seeded .grid-container, #gallery .grid-container, #compare-edits-gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(110px, 1fr)) !important; }
+@media (max-width: 640px) {
+  #intro p { font-size: 0.9em; margin: 0; }
+  #model-line p { font-size: 0.85em; }
+  .tab-wrapper button { padding-left: 6px !important; padding-right: 6px !important; font-size: 0.9em; }
+}
 """
 
 
@@ -56,7 +77,7 @@ class Page:
     ed_params: dict = field(default_factory=dict)  # editor -> {param: component}
     inv_boxes: dict = field(default_factory=dict)
     ed_boxes: dict = field(default_factory=dict)
-    examples: list = field(default_factory=list)
+    examples: dict = field(default_factory=dict)  # gallery key -> its example specs
 
     @property
     def first_inverter(self) -> str:
@@ -74,82 +95,99 @@ def _is_shapes(model) -> bool:
 
 
 def _model_line(engine: Engine, model) -> str:
+    """The running model in plain words, and why this one (a visitor cannot pick a GPU)."""
+    line = f"Running **{model.name}**: {model.description}."
+    return f"{line} {engine.notice}" if engine.notice else line
+
+
+def _max_steps(model) -> int:
     base = Engine.base(model)
-    kind = "pixel cascade" if as_cascade(model).multistage else "latent model"
-    return f"**{model.name}** ({kind}, {base.sampler_kind.upper()} sampler, {base.default_steps} steps by default): {model.description}"
+    return min(MAX_STEPS, base.max_steps, LCM_GOOD_STEPS if base.sampler_kind == "lcm" else MAX_STEPS)
+
+
+def _steps_label(model) -> str:
+    return f"Steps (1 to {LCM_GOOD_STEPS}: a consistency model is made for few steps)" if Engine.base(model).sampler_kind == "lcm" else "Steps"
 
 
 # ---------------------------------------------------------------- layout ------------------
 def _param_component(name: str, spec: Param, family: tuple[str, ...]):
     default = spec.default_for(family)
-    label = f"{name}: {spec.help}" if spec.help else name
+    label, info = name.replace("_", " ").capitalize(), spec.help or None
     if spec.choices:
-        return gr.Dropdown(list(spec.choices), value=default, label=label)
+        return gr.Dropdown(list(spec.choices), value=default, label=label, info=info)
     if spec.kind is bool:
-        return gr.Checkbox(value=bool(default), label=label)
+        return gr.Checkbox(value=bool(default), label=label, info=info)
     if spec.kind is str:
-        return gr.Textbox(value=default, label=label)
+        return gr.Textbox(value=default, label=label, info=info)
     if spec.kind is int and spec.low is not None and spec.high is not None and spec.high - spec.low <= 100:
-        return gr.Slider(spec.low, spec.high, value=default, step=1, label=label)
-    return gr.Number(value=default, label=label, precision=0 if spec.kind is int else None)
+        return gr.Slider(spec.low, spec.high, value=default, step=1, label=label, info=info)
+    return gr.Number(value=default, label=label, info=info, precision=0 if spec.kind is int else None)
 
 
 def _parameter_boxes(page: Page, family: tuple[str, ...]) -> None:
     """One accordion per kind; inside, one group per inverter (editor), shown when it is picked."""
     kinds = (("Inverter", INVERTERS, page.inv_params, page.inv_boxes, page.first_inverter), ("Editor", EDITORS, page.ed_params, page.ed_boxes, "p2p"))
     for title, registry, params, boxes, shown in kinds:
-        with gr.Accordion(f"{title} parameters (defaults from the papers)", open=False):
+        with gr.Accordion(f"{title} settings (this model's defaults)", open=False):
             for name, algo in registry.items():
                 with gr.Group(visible=name == shown) as box:
-                    cost = f". UNet calls per step: {algo.nfe_per_step}" if hasattr(algo, "nfe_per_step") else ""
-                    gr.Markdown(f"**{name}**: {algo.paper}{cost}")
+                    cost = f" Network calls per step: {algo.nfe_per_step}." if hasattr(algo, "nfe_per_step") else ""
+                    gr.Markdown(f"**{name}**: {algo.paper}.{cost}")
                     params[name] = {k: _param_component(k, s, family) for k, s in algo.params.items()}
                 boxes[name] = box
 
 
+def _shape_specs() -> list[dict]:
+    out = []
+    for s in json.loads((SHAPES_EXAMPLES / "examples.json").read_text()):
+        s = {**s, "image": str(SHAPES_EXAMPLES / s["image"])}
+        if s.get("region"):
+            s["region"] = str(SHAPES_EXAMPLES / s["region"])
+        out.append(s)
+    return out
+
+
+def example_specs(model) -> list[dict]:
+    """The examples for `model`'s kind of images: each an image, prompts and editor, and optionally the
+    inverter it is about and a painted region (a mask file)."""
+    return _shape_specs() if _is_shapes(model) else PHOTO_EXAMPLES
+
+
+def example_caption(spec: dict) -> str:
+    """'red circle → green · p2p': what the edit changes, the editor, and the inverter or painted
+    region when the example is about one."""
+    old, new = spec["source"].split(), spec["target"].split()
+    changed, gone = [w for w in new if w not in old], [w for w in old if w not in new]
+    subject = " ".join(w for w in old if w not in ("a", "an", "on", "the"))[:40] if not gone else " ".join(gone)
+    extra = [spec["editor"]] + ([spec["inverter"]] if spec.get("inverter") else []) + (["painted region"] if spec.get("region") else [])
+    return f"{subject} → **{' '.join(changed) or spec['target']}** · {', '.join(extra)}"
+
+
 def _examples(page: Page, model) -> None:
-    """Examples right under the image; clicking one fills the inputs and runs the edit (wired in `_wire`)."""
+    """Example thumbnails above everything: a click fills the inputs, runs the edit and scrolls to it."""
     c = page.c
-    inputs = [c["image"], c["source"], c["target"], c["inverter"], c["editor"]]
-    scenes = json.loads((SHAPES_EXAMPLES / "examples.json").read_text())
-    inv = Engine.base(model).default_inverter
-    shape_rows = [[str(SHAPES_EXAMPLES / m["image"]), m["source"], m["target"], inv, m["editor"]] for m in scenes]
-    photo_rows = [[str(ROOT / "assets" / f), s, t, inv, e] for f, s, t, e in PHOTO_EXAMPLES]
-    page.examples = []
-    for key, rows, visible in (("shape_examples", shape_rows, _is_shapes(model)), ("photo_examples", photo_rows, not _is_shapes(model))):
-        with gr.Column(visible=visible, elem_classes="compact-examples", elem_id=key.replace("_", "-")) as col:
-            # No example cache: it is keyed by block, so it would outlive a model change.
-            labels = [_example_label(r[1], r[2], r[4]) for r in rows]
-            page.examples.append(gr.Examples(rows, inputs=inputs, cache_examples=False, label="Examples: click one to edit it",
-                                             examples_per_page=4, visible_columns=[0], example_labels=labels))
-        c[key] = col
-
-
-def _example_label(source: str, target: str, editor: str) -> str:
-    """'a red circle on a blue background → green · p2p': the source and the words the edit changes."""
-    new = [w for w in target.split() if w not in source.split()]
-    return f"{source} → {' '.join(new) or target} · {editor}"
+    page.examples = {"shape_examples": _shape_specs(), "photo_examples": PHOTO_EXAMPLES}
+    for key, specs in page.examples.items():
+        visible = (key == "shape_examples") == _is_shapes(model)
+        c[key] = gr.Dataset(components=["image", "markdown"], samples=[[s["image"], example_caption(s)] for s in specs], headers=["", "edit"],
+                            type="index", layout="table", label="Examples: click one to edit it", samples_per_page=8, visible=visible,
+                            elem_id=key.replace("_", "-"))
 
 
 def _input_column(page: Page, model) -> None:
     c, engine, base = page.c, page.engine, Engine.base(model)
-    c["model"] = gr.Dropdown(page.engine.models.labelled(), value=model.name, label="Model", elem_id="model")
-    c["image"] = uploaded_image(label="Input image", elem_id="input", sources=["upload", "clipboard"], height=240)
-    # Made first (unrendered) so the examples right under the image can fill them.
-    c["source"] = gr.Textbox(label="Source prompt (describes the image)", elem_id="source", max_lines=2, render=False)
-    c["target"] = gr.Textbox(label="Target prompt (describes the edit)", elem_id="target", max_lines=2, render=False)
-    c["inverter"] = gr.Dropdown(engine.inverters(model.name), value=base.default_inverter, label="Inverter", elem_id="inverter", render=False)
-    c["editor"] = gr.Dropdown(list(EDITORS), value="p2p", label="Editor", elem_id="editor", render=False)
     _examples(page, model)
-    c["source"].render()
-    c["target"].render()
+    c["image"] = uploaded_image(label="Input image", elem_id="input", sources=["upload", "clipboard"], height=240)
+    c["source"] = gr.Textbox(label="Source prompt (describes the image)", elem_id="source", max_lines=2)
+    c["target"] = gr.Textbox(label="Target prompt (describes the edit; Enter runs it)", elem_id="target", max_lines=2)
     with gr.Row():
-        c["inverter"].render()
-        c["editor"].render()
-    c["choice_note"] = gr.Markdown(EDITOR_HELP["p2p"], elem_id="choice-note")
+        c["inverter"] = gr.Dropdown(engine.inverters(model.name), value=base.default_inverter, label="Inverter", elem_id="inverter")
+        c["editor"] = gr.Dropdown(list(EDITORS), value="p2p", label="Editor", elem_id="editor")
+    c["choice_note"] = gr.Markdown(_choice_note(engine, model, base.default_inverter, "p2p"), elem_id="choice-note")
     with gr.Row():
-        c["invert_btn"] = gr.Button("Invert only", elem_id="invert-btn")
-        c["edit_btn"] = gr.Button("Edit", variant="primary", elem_id="edit-btn")
+        c["invert_btn"] = gr.Button("Invert only", elem_id="invert-btn", min_width=80)
+        c["edit_btn"] = gr.Button("Edit", variant="primary", elem_id="edit-btn", min_width=80)
+        c["stop_btn"] = gr.Button("Stop", variant="stop", elem_id="stop-btn", min_width=60)
     c["live"] = gr.Checkbox(label="Live: re-edit as you type the target prompt (the inversion is reused)", value=False, elem_id="live")
     with gr.Accordion("Paint the region to edit (optional)", open=False, elem_id="region-box") as c["region_box"]:
         gr.Markdown("Paint over what should change: it becomes DiffEdit's mask, P2P's LocalBlend and MasaCtrl's foreground. "
@@ -158,26 +196,29 @@ def _input_column(page: Page, model) -> None:
             type="numpy", sources=[], transforms=(), layers=False, elem_id="region", height=260, show_label=False,
             brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=12),
         )
-    with gr.Accordion("Steps, seed and guidance", open=False):
+    with gr.Accordion("Model, steps, seed and guidance", open=False, elem_id="settings"):
+        c["model"] = gr.Dropdown(page.engine.models.labelled(), value=model.name, label="Model", elem_id="model")
+        c["steps"] = gr.Slider(1, _max_steps(model), value=base.default_steps, step=1, label=_steps_label(model), elem_id="steps")
         with gr.Row():
-            c["steps"] = gr.Slider(1, MAX_STEPS, value=base.default_steps, step=1, label="Steps", elem_id="steps")
-            c["seed"] = gr.Number(value=0, precision=0, label="Seed", elem_id="seed", minimum=0)
+            c["seed"] = gr.Number(value=0, precision=0, label="Seed", elem_id="seed", minimum=0, scale=3)
+            c["random_seed"] = gr.Button("🎲 Random seed", elem_id="random-seed", size="sm", scale=1)
         with gr.Row():
-            c["guidance"] = gr.Number(value=base.default_guidance, label="Inversion guidance (source branch)", minimum=0, maximum=30)
-            c["edit_guidance"] = gr.Number(value=base.default_edit_guidance, label="Edit guidance (target branch)", minimum=0, maximum=30)
+            c["guidance"] = gr.Number(value=base.default_guidance, label="Inversion guidance (source)", minimum=0, maximum=30, elem_id="guidance")
+            c["edit_guidance"] = gr.Number(value=base.default_edit_guidance, label="Edit guidance (target)", minimum=0, maximum=30, elem_id="edit-guidance")
+        c["reset"] = gr.Button("Reset every setting to this model's defaults", size="sm", elem_id="reset")
     _parameter_boxes(page, base.defaults)
 
 
 def _output_column(page: Page) -> None:
     c = page.c
-    with gr.Tabs():
-        with gr.Tab("Edit"):
+    with gr.Tabs(elem_id="tabs"):
+        with gr.Tab("Edit", elem_id="edit-tab"):
             c["slider"] = gr.ImageSlider(label="Original | edit (drag the handle)", type="pil", format="png", elem_id="slider")
+            c["summary"] = gr.Markdown(elem_id="summary")
             with gr.Row():
-                c["shown_input"] = gr.Image(label="Original, as the model sees it", type="pil", format="png", interactive=False, elem_id="shown-input", height=230)
+                c["shown_input"] = gr.Image(label="Input as seen", type="pil", format="png", interactive=False, elem_id="shown-input", height=230)
                 c["recon"] = gr.Image(label="Reconstruction", type="pil", format="png", interactive=False, elem_id="recon", height=230)
                 c["edited"] = gr.Image(label="Edit", type="pil", format="png", interactive=False, elem_id="edited", height=230)
-            c["summary"] = gr.Markdown(elem_id="summary")
             c["mask_view"] = gr.Image(label="Edit region (painted, or the editor's own mask)", type="pil", format="png", interactive=False, elem_id="mask-view", height=200, visible=False)
             c["mask_to_canvas"] = gr.Button("Correct this region: put it on the painting canvas", size="sm", visible=False, elem_id="mask-to-canvas")
             # the region on the uploaded image (a hidden image, not gr.State: State keeps a heartbeat stream open)
@@ -185,11 +226,11 @@ def _output_column(page: Page) -> None:
             with gr.Accordion("All metrics (JSON)", open=False):
                 c["metrics"] = gr.JSON(label="Metrics and timings", elem_id="metrics")
             with gr.Row():
-                c["edit_file"] = gr.File(label="Edited image (PNG)")
-                c["inv_file"] = gr.File(label="Inversion (safetensors)")
-            gr.Markdown("Edit the downloaded inversion again without inverting: "
+                c["edit_file"] = gr.File(label="Edited image (PNG)", elem_id="edit-file")
+                c["inv_file"] = gr.File(label="Inversion (safetensors)", elem_id="inv-file")
+            gr.Markdown("Edit the downloaded inversion again without inverting, on your machine: "
                         "`python -m editing edit --model MODEL --inversion inversion.safetensors --editor p2p --target-prompt \"...\"`")
-        with gr.Tab("Interpolate"):
+        with gr.Tab("Interpolate", elem_id="interpolate-tab"):
             gr.Markdown("Morph from the input image (its prompt, inverter and steps on the left) to a second image: both are inverted, "
                         "their noises mixed spherically and their prompts linearly; the first and last frames are the two reconstructions.")
             with gr.Row():
@@ -198,32 +239,52 @@ def _output_column(page: Page) -> None:
                     c["prompt2"] = gr.Textbox(label="Its prompt (empty: the source prompt)", elem_id="prompt2", max_lines=2)
                     c["frames"] = gr.Slider(2, MAX_FRAMES, value=8, step=1, label="Frames", elem_id="frames")
                     c["interpolate_btn"] = gr.Button("Interpolate", variant="primary", elem_id="interpolate-btn")
-            c["strip"] = gr.Gallery(label="Frames (click one to enlarge)", columns=8, height=190, object_fit="contain", format="png", elem_id="strip")
+                    c["interpolate_example"] = gr.Button("Try an example", size="sm", elem_id="interpolate-example")
             c["interp_summary"] = gr.Markdown(elem_id="interp-summary")
+            c["strip"] = gr.Gallery(label="Frames (click one to enlarge)", columns=8, height="auto", object_fit="contain", format="png", elem_id="strip")
             c["gif_file"] = gr.File(label="Animation (GIF)", elem_id="gif-file")
-        with gr.Tab("More like these"):
+        with gr.Tab("More like these", elem_id="seeds-tab"):
             gr.Markdown("New images of something the model rarely draws: upload 1 to 4 pictures of it. Each is inverted (the inverter, steps and seed "
                         "on the left) and its noise starts new samples of the prompt, mixed with fresh noise at the strength below "
                         "(0: the references' reconstructions; 1: ordinary generation). The RNRI paper's second application.")
             with gr.Row():
-                c["references"] = gr.File(label=f"Reference images (1 to {MAX_REFERENCES})", file_count="multiple", file_types=["image"], type="filepath", elem_id="references", height=200)
+                c["references"] = gr.Gallery(label=f"Reference images (1 to {MAX_REFERENCES}; drop or click to add)", type="filepath", interactive=True,
+                                             columns=4, height=200, object_fit="contain", elem_id="references", file_types=["image"])
                 with gr.Column():
                     c["concept"] = gr.Textbox(label="What they show (empty: the source prompt)", elem_id="concept", max_lines=2)
                     with gr.Row():
                         c["samples"] = gr.Slider(1, MAX_SAMPLES, value=4, step=1, label="Samples", elem_id="samples")
                         c["strength"] = gr.Slider(0, 1, value=0.5, step=0.05, label="Fresh noise (strength)", elem_id="strength")
                     c["seeds_btn"] = gr.Button("Make more like these", variant="primary", elem_id="seeds-btn")
-            c["seeded"] = gr.Gallery(label="New samples", columns=4, height=230, object_fit="contain", format="png", elem_id="seeded")
+                    c["seeds_example"] = gr.Button("Try an example", size="sm", elem_id="seeds-example")
             c["seeds_summary"] = gr.Markdown(elem_id="seeds-summary")
-        with gr.Tab("Compare inverters"):
-            c["compare_btn"] = gr.Button("Invert with every inverter", elem_id="compare-btn")
+            c["seeded"] = gr.Gallery(label="New samples", columns=4, height="auto", object_fit="contain", format="png", elem_id="seeded")
+        with gr.Tab("Compare", elem_id="compare-tab"):
+            gr.Markdown("Every inverter on the input image: what each recovers, whether the noise it finds looks like noise, "
+                        "and, with a target prompt, the edit each gives.")
+            with gr.Row():
+                c["compare_edits"] = gr.Radio(["no edits", "the chosen editor", "every editor"], value="the chosen editor", label="Also edit with the target prompt",
+                                              elem_id="compare-edits")
+                c["compare_btn"] = gr.Button("Compare every inverter", variant="primary", elem_id="compare-btn")
+            c["compare_summary"] = gr.Markdown(elem_id="compare-summary")
             c["gallery"] = gr.Gallery(label="Reconstructions", columns=3, height="auto", format="png", elem_id="gallery")
+            c["compare_gallery"] = gr.Gallery(label="Edits", columns=3, height="auto", format="png", elem_id="compare-edits-gallery")
             c["table"] = gr.Dataframe(label="Reconstruction quality and cost", elem_id="compare-table", wrap=True)
             c["plot"] = gr.LinePlot(x="inversion step", y="log10 residual", color="inverter", label="Residual of each step's solution (lower: the step was solved better)")
 
 
 def _edit_outputs(page: Page) -> list:
     return [page.c[k] for k in ("slider", "shown_input", "recon", "edited", "summary", "metrics", "edit_file", "inv_file", "mask_view", "mask_to_canvas", "upload_mask")]
+
+
+def _cleared(page: Page) -> dict:
+    """Every result of the input image off the page (a new image or model: nothing stale stays)."""
+    c = page.c
+    out = {c[k]: None for k in ("slider", "shown_input", "recon", "edited", "metrics", "edit_file", "inv_file", "upload_mask", "strip", "gif_file", "gallery",
+                                "compare_gallery", "table")}
+    out.update({c["summary"]: "", c["interp_summary"]: "", c["compare_summary"]: "", c["mask_view"]: gr.update(value=None, visible=False),
+                c["mask_to_canvas"]: gr.update(visible=False)})
+    return out
 
 
 def _painted(value) -> np.ndarray | None:
@@ -242,6 +303,19 @@ def _mask_overlay(x, mask):
     m = F.interpolate(mask.float().cpu(), size=x.shape[-2:], mode="nearest")
     tint = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1)
     return show(x.cpu() * (1 - 0.5 * m) + tint * 0.5 * m)
+
+
+def _choice_note(engine: Engine, model, inverter: str, editor: str, steps=None) -> str:
+    """One line on each choice, what it costs here, and how the pair did in this model's benchmark."""
+    first = INVERTER_HELP.get(inverter, inverter)
+    last = engine.timings.get((model.name, inverter))
+    if last is not None:
+        first += f" Its last inversion here took {last:.1f} s."
+    bench = report.benchmark_note(model.name, inverter, editor)
+    notes = [first, EDITOR_HELP[editor] + (f" {bench}" if bench else "")]
+    if EDITORS[editor].needs_attention and steps is not None and int(steps) < 2:
+        notes.append(f"⚠️ **{editor}** needs at least 2 steps.")
+    return "\n\n".join(notes)
 
 
 # ---------------------------------------------------------------- events ------------------
@@ -281,51 +355,84 @@ def _edit_request(page: Page, data: dict) -> EditRequest:
                        region=_painted(data.get(page.c["region"])))
 
 
+def _edit_steps(page: Page, r: dict):
+    """The two updates of an edit: the edit itself as soon as it is decoded, then what measuring adds
+    (the reconstruction, its metrics, the files, the mask) -- `r` is `Engine.edit`'s result."""
+    c, engine = page.c, page.engine
+    x, e = show(r["x"]), show(r["edit"])
+    yield {c["slider"]: (x, e), c["shown_input"]: x, c["edited"]: e, c["summary"]: "Edit done; measuring the reconstruction…"}
+    r = engine.edit_record(r)
+    png, inv_path = write_downloads(r)
+    mask = gr.update(value=_mask_overlay(r["x"], r["mask"]), visible=True) if r["mask"] is not None else gr.update(value=None, visible=False)
+    yield {c["recon"]: show(r["reconstruction"]), c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: png,
+           c["inv_file"]: inv_path, c["mask_view"]: mask, c["mask_to_canvas"]: gr.update(visible=r["upload_mask"] is not None),
+           c["upload_mask"]: None if r["upload_mask"] is None else r["upload_mask"].astype(np.uint8) * 255}
+
+
 def _work_handlers(page: Page):
     """The handlers that run the model: edit, live edit, invert, compare."""
     engine, c = page.engine, page.c
     outputs = _edit_outputs(page)
 
-    def edit_result(r: dict) -> dict:
-        png, inv_path = write_downloads(r)
-        x, e = show(r["x"]), show(r["edit"])
-        mask = gr.update(value=_mask_overlay(r["x"], r["mask"]), visible=True) if r["mask"] is not None else gr.update(value=None, visible=False)
-        return {c["slider"]: (x, e), c["shown_input"]: x, c["recon"]: show(r["reconstruction"]), c["edited"]: e,
-                c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: png, c["inv_file"]: inv_path, c["mask_view"]: mask,
-                c["mask_to_canvas"]: gr.update(visible=r["upload_mask"] is not None),
-                c["upload_mask"]: None if r["upload_mask"] is None else r["upload_mask"].astype(np.uint8) * 255}
-
     @gpu("edit")
-    @user_errors
+    @shown_errors(c["summary"])
     def on_edit(data: dict, request: gr.Request, progress=gr.Progress()):
-        return edit_result(engine.edit(session_of(request), _edit_request(page, data), progress_of(progress)))
+        yield from _edit_steps(page, engine.edit(session_of(request), _edit_request(page, data), progress_of(progress)))
 
     @gpu("edit")
-    @user_errors
+    @shown_errors(c["summary"], live=True)
     def on_live(data: dict, request: gr.Request, progress=gr.Progress()):
         if not data[c["live"]] or not (data[c["target"]] or "").strip() or data[c["image"]] is None:
-            return {k: gr.skip() for k in outputs}
-        return edit_result(engine.edit(session_of(request), replace(_edit_request(page, data), preview=True), progress_of(progress)))
+            yield {k: gr.skip() for k in outputs}
+            return
+        req = replace(_edit_request(page, data), preview=True, live=True)
+        yield from _edit_steps(page, engine.edit(session_of(request), req, progress_of(progress)))
 
     @gpu("invert")
-    @user_errors
+    @shown_errors(c["summary"])
     def on_invert(data: dict, request: gr.Request, progress=gr.Progress()):
         entry, record = engine.inversion_record(session_of(request), _inversion_request(page, data), progress_of(progress))
-        return {c["shown_input"]: show(entry.x), c["recon"]: show(entry.reconstruction), c["summary"]: report.summary_markdown(record), c["metrics"]: record}
+        _, inv_path = write_downloads({"inversion": entry.inversion})
+        return {c["shown_input"]: show(entry.x), c["recon"]: show(entry.reconstruction), c["summary"]: report.summary_markdown(record), c["metrics"]: record,
+                c["inv_file"]: inv_path, c["slider"]: None, c["edited"]: None, c["edit_file"]: None, c["mask_view"]: gr.update(value=None, visible=False),
+                c["mask_to_canvas"]: gr.update(visible=False), c["upload_mask"]: None}
 
     @gpu("compare")
-    @user_errors
+    @shown_errors(c["compare_summary"])
     def on_compare(data: dict, request: gr.Request, progress=gr.Progress()):
-        import pandas as pd
-
-        rows = engine.compare(session_of(request), _inversion_request(page, data), progress_of(progress))
-        pics = [(show(r["reconstruction"]), f"{r['inverter']}\n{r['psnr']:.2f} dB, {r['nfe']} NFE") for r in rows]
-        shown = ["inverter", "nfe", "seconds", "psnr", "ssim"] + (["lpips"] if any(r["lpips"] is not None for r in rows) else [])
-        names = {"inverter": "inverter", "nfe": "UNet calls", "seconds": "seconds", "psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS"}
-        frame = pd.DataFrame([{names[k]: r[k] for k in shown} for r in rows])
-        return {c["gallery"]: pics, c["table"]: frame, c["plot"]: residual_frame(rows)}
+        which = data[c["compare_edits"]]
+        target = (data[c["target"]] or "").strip()
+        editors = () if which == "no edits" or not target else tuple(EDITORS) if which == "every editor" else (data[c["editor"]],)
+        rows = engine.compare(session_of(request), _inversion_request(page, data), progress_of(progress), target, editors)
+        return compare_updates(page, rows, target, editors, which != "no edits" and not target)
 
     return on_edit, on_live, on_invert, on_compare
+
+
+def compare_updates(page: Page, rows: list[dict], target: str, editors: tuple, missing_target: bool) -> dict:
+    """The comparison on the page: reconstructions (on an LCM without the last recorded residual, where
+    inverters differ), the edits, and a table whose every number belongs to the images beside it."""
+    import pandas as pd
+
+    c = page.c
+    lcm = any(r["reconstruction_uncorrected"] is not None for r in rows)
+    if lcm:
+        pics = [(show(r["reconstruction_uncorrected"]), f"{r['inverter']}: {r['psnr_uncorrected']:.2f} dB without the last residual") for r in rows]
+    else:
+        pics = [(show(r["reconstruction"]), f"{r['inverter']}: {r['psnr']:.2f} dB, {r['nfe']} calls") for r in rows]
+    edits = [(show(r["edits"][ed]["image"]), f"{r['inverter']} + {ed}: {r['edits'][ed]['change_psnr']:.2f} dB from the input") for r in rows for ed in editors]
+    names = {"inverter": "inverter", "nfe": "network calls", "seconds": "seconds", "psnr": "PSNR (dB)", "psnr_uncorrected": "PSNR without the last residual (dB)",
+             "ssim": "SSIM", "lpips": "LPIPS", "noise_std": "noise std", "noise_ks": "noise: distance from N(0,1)", "noise_gaussian": "noise looks Gaussian"}
+    shown = ["inverter", "nfe", "seconds", "psnr"] + (["psnr_uncorrected"] if lcm else []) + ["ssim"] + (["lpips"] if any(r["lpips"] is not None for r in rows) else [])
+    shown += ["noise_std", "noise_ks", "noise_gaussian"]
+    frame = pd.DataFrame([{names[k]: r.get(k) for k in shown} for r in rows])
+    text = ("On an LCM every inverter reconstructs exactly through the noise it records, so the images show each reconstruction without the "
+            "last step's recorded residual: that is where the inverters differ." if lcm else "")
+    if missing_target:
+        text += "\n\nType a target prompt on the left to compare the edits too."
+    return {c["gallery"]: gr.update(value=pics, label="Reconstructions" + (" without the last recorded residual" if lcm else "")),
+            c["compare_gallery"]: gr.update(value=edits or None, label=f"Edits: {target}" if edits else "Edits"), c["table"]: frame,
+            c["plot"]: residual_frame(rows), c["compare_summary"]: text.strip()}
 
 
 def _application_handlers(page: Page):
@@ -333,64 +440,104 @@ def _application_handlers(page: Page):
     engine, c = page.engine, page.c
 
     @gpu("interpolate")
-    @user_errors
+    @shown_errors(c["interp_summary"])
     def on_interpolate(data: dict, request: gr.Request, progress=gr.Progress()):
         r = engine.interpolate(session_of(request), _inversion_request(page, data), data[c["image2"]], data[c["prompt2"]], data[c["frames"]], progress_of(progress))
         gif = Path(tempfile.mkdtemp(prefix="interpolation-")) / "interpolation.gif"
         r["interpolation"].save_gif(gif, pingpong=True)
         m = r["metrics"]
-        text = f"{m['frames']} frames, {m['nfe']} UNet calls, {m['seconds']:.2f} s" + "".join(f"\n\n⚠️ {n}" for n in r["notes"] + m["warnings"])
+        text = f"{m['frames']} frames, {m['nfe']} network calls, {m['seconds']:.2f} s" + "".join(f"\n\n⚠️ {n}" for n in r["notes"] + m["warnings"])
         return {c["strip"]: [(show(f[None]), f"{i}") for i, f in enumerate(r["frames"])], c["interp_summary"]: text, c["gif_file"]: str(gif)}
 
     @gpu("seeds")
-    @user_errors
+    @shown_errors(c["seeds_summary"])
     def on_seeds(data: dict, request: gr.Request, progress=gr.Progress()):
-        r = engine.more_like_these(session_of(request), _inversion_request(page, data), data[c["references"]], data[c["concept"]], data[c["samples"]],
+        refs = [item[0] if isinstance(item, (tuple, list)) else item for item in data[c["references"]] or []]
+        r = engine.more_like_these(session_of(request), _inversion_request(page, data), refs, data[c["concept"]], data[c["samples"]],
                                    data[c["strength"]], progress_of(progress))
         m = r["metrics"]
-        text = f"{m['samples']} samples from {m['references']} reference(s), {m['nfe']} UNet calls, {m['seconds']:.2f} s" + "".join(f"\n\n⚠️ {n}" for n in r["notes"])
+        text = f"{m['samples']} samples from {m['references']} reference(s), {m['nfe']} network calls, {m['seconds']:.2f} s" + "".join(f"\n\n⚠️ {n}" for n in r["notes"])
         return {c["seeded"]: [show(x[None]) for x in r["images"]], c["seeds_summary"]: text}
 
     return on_interpolate, on_seeds
 
 
+def _defaults(page: Page, model) -> dict:
+    """Every setting back to `model`'s defaults."""
+    c, base = page.c, Engine.base(model)
+    updates = {c["steps"]: gr.update(value=base.default_steps, maximum=_max_steps(model), label=_steps_label(model)), c["seed"]: 0,
+               c["guidance"]: base.default_guidance, c["edit_guidance"]: base.default_edit_guidance,
+               c["inverter"]: gr.update(choices=page.engine.inverters(model.name), value=base.default_inverter)}
+    for owner, params in ((INVERTERS, page.inv_params), (EDITORS, page.ed_params)):
+        for n, comps in params.items():
+            for k, comp in comps.items():
+                updates[comp] = gr.update(value=owner[n].params[k].default_for(base.defaults))
+    return updates
+
+
 def _setting_handlers(page: Page):
-    """The handlers that change settings: the model picker, the inverter and editor choices."""
+    """The handlers that change settings: the model picker, the inverter and editor choices, defaults, seed."""
     engine, c = page.engine, page.c
 
-    @user_errors
     def on_model(data: dict, request: gr.Request, progress=gr.Progress()):
         name = data[c["model"]]
         progress(0.1, desc=f"loading {name}")
+        problem = ""
         try:
             model = engine.model_for(name)
         except ModelError as e:  # say what to do, and go back to the app's model
-            gr.Warning(str(e))
+            problem = f"⚠️ {report.model_problem(name, e, engine.models)}"
             name = engine.models.default
             model = engine.model_for(name)
-        base = Engine.base(model)
-        updates = {c["model"]: gr.update(value=name), c["steps"]: gr.update(value=base.default_steps), c["guidance"]: gr.update(value=base.default_guidance),
-                   c["edit_guidance"]: gr.update(value=base.default_edit_guidance),
-                   c["inverter"]: gr.update(choices=engine.inverters(name), value=base.default_inverter),
-                   c["shape_examples"]: gr.update(visible=_is_shapes(model)), c["photo_examples"]: gr.update(visible=not _is_shapes(model)),
-                   c["model_line"]: _model_line(engine, model)}
-        for owner, params in ((INVERTERS, page.inv_params), (EDITORS, page.ed_params)):
-            for n, comps in params.items():
-                for k, comp in comps.items():
-                    updates[comp] = gr.update(value=owner[n].params[k].default_for(base.defaults))
+        updates = {**_cleared(page), **_defaults(page, model)}
+        updates.update({c["model"]: gr.update(value=name), c["shape_examples"]: gr.update(visible=_is_shapes(model)),
+                        c["photo_examples"]: gr.update(visible=not _is_shapes(model)), c["model_line"]: _model_line(engine, model),
+                        c["summary"]: problem})
         return updates
 
     def on_choice(data: dict):
         inv, ed, steps = data[c["inverter"]], data[c["editor"]], data[c["steps"]]
-        notes = [EDITOR_HELP[ed]]
-        if EDITORS[ed].needs_attention and steps is not None and int(steps) < 2:
-            notes.append(f"⚠️ **{ed}** needs at least 2 steps.")
+        model = engine.model_for(data[c["model"]])
         updates = {box: gr.update(visible=n == inv) for n, box in page.inv_boxes.items()}
         updates.update({box: gr.update(visible=n == ed) for n, box in page.ed_boxes.items()})
-        updates[c["choice_note"]] = "\n\n".join(notes)
+        updates[c["choice_note"]] = _choice_note(engine, model, inv, ed, steps)
         return updates
 
-    return on_model, on_choice
+    def on_reset(data: dict):
+        return _defaults(page, engine.model_for(data[c["model"]]))
+
+    return on_model, on_choice, on_reset
+
+
+def _example_handlers(page: Page):
+    """Clicking an example: its inputs on the page (the inverter only if the example is about one), the
+    region it paints on the canvas; the edit then runs as the Edit button's does."""
+    c = page.c
+
+    def on_example(key: str):
+        def fill(index: int):
+            spec = page.examples[key][index]
+            canvas = _canvas_of(spec["image"])
+            if spec.get("region"):
+                canvas, _ = _canvas_with(np.asarray(load_image(spec["region"]))[..., 0], spec["image"])
+            updates = {**_cleared(page), c["image"]: spec["image"], c["source"]: spec["source"], c["target"]: spec["target"], c["editor"]: spec["editor"],
+                       c["region"]: canvas}
+            if spec.get("inverter"):
+                updates[c["inverter"]] = spec["inverter"]
+            return updates
+
+        return fill
+
+    def on_interpolate_example():
+        scenes = SHAPES_EXAMPLES
+        return {c["image"]: str(scenes / "scene0.png"), c["source"]: "a red circle on a blue background", c["image2"]: str(scenes / "scene1.png"),
+                c["prompt2"]: "a yellow square on a purple background"}
+
+    def on_seeds_example():
+        refs = [str(SHAPES_EXAMPLES / "seeds" / f) for f in ("ref0.png", "ref1.png", "ref2.png")]
+        return {c["references"]: refs, c["concept"]: json.loads((SHAPES_EXAMPLES / "seeds" / "concept.json").read_text())["prompt"]}
+
+    return on_example, on_interpolate_example, on_seeds_example
 
 
 def _canvas_of(path):
@@ -421,36 +568,101 @@ def _canvas_with(mask, path):
 
 
 def _wire(page: Page) -> None:
-    c = page.c
+    c, engine = page.c, page.engine
     all_inputs = {c[k] for k in ("model", "image", "source", "target", "inverter", "editor", "steps", "seed", "guidance", "edit_guidance", "live", "region")}
     for comps in [*page.inv_params.values(), *page.ed_params.values()]:
         all_inputs |= set(comps.values())
     outputs = _edit_outputs(page)
     on_edit, on_live, on_invert, on_compare = _work_handlers(page)
     on_interpolate, on_seeds = _application_handlers(page)
-    on_model, on_choice = _setting_handlers(page)
+    on_model, on_choice, on_reset = _setting_handlers(page)
+    on_example, on_interpolate_example, on_seeds_example = _example_handlers(page)
+    cleared = list(_cleared(page))
     choice_out = [*page.inv_boxes.values(), *page.ed_boxes.values(), c["choice_note"]]
     for comp in (c["inverter"], c["editor"], c["steps"]):
-        comp.change(on_choice, {c["inverter"], c["editor"], c["steps"]}, choice_out, queue=False, api_visibility="private")
-    model_out = [c["model"], c["steps"], c["guidance"], c["edit_guidance"], c["inverter"], c["shape_examples"], c["photo_examples"], c["model_line"]]
+        comp.change(on_choice, {c["model"], c["inverter"], c["editor"], c["steps"]}, choice_out, queue=False, api_visibility="private")
+    model_out = [*cleared, c["model"], c["steps"], c["seed"], c["guidance"], c["edit_guidance"], c["inverter"], c["shape_examples"], c["photo_examples"], c["model_line"]]
     model_out += [comp for params in (page.inv_params, page.ed_params) for comps in params.values() for comp in comps.values()]
     c["model"].input(on_model, {c["model"]}, model_out, api_visibility="private", concurrency_id="model")
-    progress_on = [c["summary"]]
-    c["edit_btn"].click(on_edit, all_inputs, outputs, api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
-    c["invert_btn"].click(on_invert, all_inputs, [c["shown_input"], c["recon"], c["summary"], c["metrics"]], api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
-    # Live: only the latest keystroke's edit runs once the running one ends (always_last).
-    c["target"].input(on_live, all_inputs, outputs, trigger_mode="always_last", api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
-    # The painting canvas shows the uploaded image; a new image clears old strokes.
-    c["image"].change(_canvas_of, c["image"], c["region"], queue=False, api_visibility="private")
-    c["image"].change(lambda _: (None, gr.update(visible=False)), c["image"], [c["upload_mask"], c["mask_to_canvas"]], queue=False, api_visibility="private")
+    c["reset"].click(on_reset, {c["model"]}, [o for o in model_out if o not in cleared and o not in (c["model"], c["shape_examples"], c["photo_examples"], c["model_line"])],
+                     queue=False, api_visibility="private")
+    c["random_seed"].click(lambda: random.randrange(2**31), None, c["seed"], queue=False, api_visibility="private")
+    busy = dict(api_visibility="private", concurrency_id="model", show_progress_on=[c["summary"]])
+    # on a phone the result is a screen below the button: bring it into view (no move when it is in view)
+    into_view = dict(fn=None, js="() => document.querySelector('#slider').scrollIntoView({block: 'nearest', behavior: 'smooth'})", queue=False)
+    edits = [c["edit_btn"].click(on_edit, all_inputs, outputs, **busy),
+             c["target"].submit(on_edit, all_inputs, outputs, **busy),
+             c["invert_btn"].click(on_invert, all_inputs, outputs, **busy),
+             # Live: only the latest keystroke's edit runs once the running one ends (always_last).
+             c["target"].input(on_live, all_inputs, outputs, trigger_mode="always_last", **busy)]
+    # A new upload (or none): every old result leaves the page; the painting canvas shows the new image.
+    for event in (c["image"].upload, c["image"].clear):
+        event(lambda: _cleared(page), None, cleared, queue=False, api_visibility="private")
+        event(_canvas_of, c["image"], c["region"], queue=False, api_visibility="private")
     c["mask_to_canvas"].click(_canvas_with, [c["upload_mask"], c["image"]], [c["region"], c["region_box"]], queue=False, api_visibility="private")
-    for ex in page.examples:
-        ex.load_input_event.then(on_edit, all_inputs, outputs, api_visibility="private", concurrency_id="model", show_progress_on=progress_on)
-    c["compare_btn"].click(on_compare, all_inputs, [c["gallery"], c["table"], c["plot"]], api_visibility="private", concurrency_id="model", show_progress_on=[c["table"]])
-    c["seeds_btn"].click(on_seeds, all_inputs | {c["references"], c["concept"], c["samples"], c["strength"]}, [c["seeded"], c["seeds_summary"]],
-                         api_visibility="private", concurrency_id="model", show_progress_on=[c["seeds_summary"]])
-    c["interpolate_btn"].click(on_interpolate, all_inputs | {c["image2"], c["prompt2"], c["frames"]}, [c["strip"], c["interp_summary"], c["gif_file"]],
-                               api_visibility="private", concurrency_id="model", show_progress_on=[c["interp_summary"]])
+    example_out = [*cleared, c["image"], c["source"], c["target"], c["editor"], c["inverter"], c["region"]]
+    for key in ("shape_examples", "photo_examples"):
+        edits.append(c[key].click(on_example(key), c[key], example_out, queue=False, api_visibility="private")
+                     .then(on_edit, all_inputs, outputs, **busy))
+    edits.append(c["compare_btn"].click(on_compare, all_inputs | {c["compare_edits"]}, [c["gallery"], c["compare_gallery"], c["table"], c["plot"], c["compare_summary"]],
+                                        api_visibility="private", concurrency_id="model", show_progress_on=[c["compare_summary"]]))
+    seeds_in = all_inputs | {c["references"], c["concept"], c["samples"], c["strength"]}
+    seeds_out = [c["seeded"], c["seeds_summary"]]
+    edits.append(c["seeds_btn"].click(on_seeds, seeds_in, seeds_out, api_visibility="private", concurrency_id="model", show_progress_on=[c["seeds_summary"]]))
+    edits.append(c["seeds_example"].click(on_seeds_example, None, [c["references"], c["concept"]], queue=False, api_visibility="private")
+                 .then(on_seeds, seeds_in, seeds_out, api_visibility="private", concurrency_id="model", show_progress_on=[c["seeds_summary"]]))
+    interp_in = all_inputs | {c["image2"], c["prompt2"], c["frames"]}
+    interp_out = [c["strip"], c["interp_summary"], c["gif_file"]]
+    edits.append(c["interpolate_btn"].click(on_interpolate, interp_in, interp_out, api_visibility="private", concurrency_id="model", show_progress_on=[c["interp_summary"]]))
+    edits.append(c["interpolate_example"].click(on_interpolate_example, None, [c["image"], c["source"], c["image2"], c["prompt2"]], queue=False, api_visibility="private")
+                 .then(on_interpolate, interp_in, interp_out, api_visibility="private", concurrency_id="model", show_progress_on=[c["interp_summary"]]))
+
+    # the references are what the gallery shows: an upload beyond four keeps the newest four
+    c["references"].upload(lambda files: (files or [])[-MAX_REFERENCES:], c["references"], c["references"], queue=False, api_visibility="private")
+
+    said = {"edit": c["summary"], "invert": c["summary"], "compare": c["compare_summary"], "interpolate": c["interp_summary"], "seeds": c["seeds_summary"]}
+
+    def on_stop(request: gr.Request):
+        kind = engine.cancel(session_of(request))
+        return {said[kind]: "⏹ Stopped: nothing from that run was kept."} if kind in said else {}
+
+    c["stop_btn"].click(on_stop, None, list(dict.fromkeys(said.values())), cancels=edits, queue=False, api_visibility="private")
+    for event in (c["edit_btn"].click, c["target"].submit, c["invert_btn"].click, c["shape_examples"].click, c["photo_examples"].click):
+        event(**into_view)
+
+
+def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
+    """The page opens with the first example's edit on it: made once, at the first visit (inside a GPU
+    call on ZeroGPU, where start-up has no GPU), then shown to every visitor with its inversion."""
+    c, engine, made = page.c, page.engine, {}
+    outputs = [*_edit_outputs(page), c["image"], c["source"], c["target"], c["editor"], c["region"]]
+
+    @gpu("edit")
+    def make() -> dict:
+        return _first_result(page, model)
+
+    def on_load(request: gr.Request):
+        if not made:
+            made.update(make() or {"none": True})
+        engine.adopt(session_of(request))  # the shown example's inversion is the visitor's too
+        return {k: v for k, v in made.items() if k != "none"}
+
+    demo.load(on_load, None, outputs, api_visibility="private", concurrency_id="model")
+
+
+def _first_result(page: Page, model) -> dict:
+    """The first example's inputs and its result: the page shows an edit before the visitor has done anything."""
+    c, engine = page.c, page.engine
+    spec = example_specs(model)[0]
+    req = EditRequest(InversionRequest(spec["image"], spec["source"], spec.get("inverter"), model=model.name), spec["target"], spec["editor"])
+    try:
+        steps = list(_edit_steps(page, engine.edit("examples", req)))
+    except Exception:  # a model that cannot run its own example still serves the page
+        return {}
+    shown = {k: v for step in steps for k, v in step.items()}
+    shown.update({c["image"]: spec["image"], c["source"]: spec["source"], c["target"]: spec["target"], c["editor"]: spec["editor"],
+                  c["region"]: _canvas_of(spec["image"])})
+    return shown
 
 
 def residual_frame(rows: list[dict]):
@@ -469,14 +681,14 @@ def build(engine: Engine) -> gr.Blocks:
     model = engine.model
     page = Page(engine)
     with gr.Blocks(title="Inversion-based image editing") as demo:
-        gr.Markdown("# Inversion-based image editing\nInvert an image to noise with the inverter of your choice, then edit it with the editor of your choice.")
+        gr.Markdown("# Inversion-based image editing\nPick an inverter to turn your image into noise, and an editor to change it with words.", elem_id="intro")
         page.c["model_line"] = gr.Markdown(_model_line(engine, model), elem_id="model-line")
-        gr.Markdown(f"> ⚠️ {engine.notice}" if engine.notice else "", elem_id="notice", visible=bool(engine.notice))
-        with gr.Row():
-            with gr.Column(scale=1, min_width=360):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=340):
                 _input_column(page, model)
-            with gr.Column(scale=2):
+            with gr.Column(scale=2, min_width=340):
                 _output_column(page)
         _wire(page)
         api.add_endpoints(engine)
+        _first_on_load(demo, page, model)
     return demo

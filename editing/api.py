@@ -28,6 +28,7 @@ from inversion.sampling import reconstruct_latent
 
 from .base import Editor
 from .diffedit import DiffEdit
+from .loop import run_branches
 from .masactrl import MasaCtrl
 from .p2p import P2P
 
@@ -117,7 +118,9 @@ def edit(
         painted = latent_region(region, stages[0].x0)
         # the finiteness of the base stage's noise predictions is read once, after the edit (fp16 fallback: the edit again)
         result = cascade.base.checked(lambda: ed.edit(cascade.base, stages[0], target_prompt, g, p, progress=progress, region=painted))
-        image = _through_sr_stages(cascade, stages, target_prompt, result.latent)
+        # DiffEdit promises the input outside its mask: the SR stages paste their own inverted trajectory there too
+        kept = result.mask if ed.name == "diffedit" and result.mask is not None else None
+        image = _through_sr_stages(cascade, stages, target_prompt, result.latent, kept)
         image = (cascade.top.preview if preview else cascade.top.decode)(image)
 
     def source():
@@ -128,13 +131,24 @@ def edit(
 
 
 @torch.no_grad()
-def _through_sr_stages(cascade: Cascade, stages: list[Inversion], prompt: str, latent: torch.Tensor) -> torch.Tensor:
+def _through_sr_stages(cascade: Cascade, stages: list[Inversion], prompt: str, latent: torch.Tensor, kept: torch.Tensor | None = None) -> torch.Tensor:
     """A base-stage latent through a cascade's SR stages: each samples from its own inverted z_T (and
-    recorded noise), conditioned on `prompt` and the stage below's image."""
+    recorded noise), conditioned on `prompt` and the stage below's image. `kept`: the base stage's edit
+    mask; outside it (brought to each stage's grid, any overlap counting as edited) every SR step is
+    pasted from the stage's inverted trajectory, so the input stays the input there at full size."""
     for s in range(1, len(cascade.stages)):
-        r = stages[s]
+        stage, r = cascade.stages[s], stages[s]
         cond = cascade.condition(s, prompt, r.guidance, r.negative_prompt, cascade.stages[s - 1].decode(latent), r.condition_noise)
-        latent = reconstruct_latent(cascade.stages[s], r, cond)
+        if kept is None:
+            latent = reconstruct_latent(stage, r, cond)
+            continue
+        m = (F.interpolate(kept.float(), size=r.x0.shape[-2:], mode="bilinear", align_corners=False) > 0).float().to(stage.device)
+        trajectory = r.to(stage.device)
+
+        def paste(j, x, m=m, trajectory=trajectory):
+            return x * m + trajectory.latent_after(j).to(x) * (1 - m)
+
+        latent = run_branches(stage, r, cond, r.z_T, after_step=paste)
     return latent
 
 

@@ -136,11 +136,13 @@ def codec_bound(model: DiffusionModel | Cascade, x: torch.Tensor) -> float:
     return _cap(psnr(top.decode(top.encode_image(x)), x))
 
 
-def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInversion, seed: int = 0, per_stage: bool = True) -> tuple[dict, torch.Tensor]:
+def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInversion, seed: int = 0, per_stage: bool = True,
+             codec: float | None = None) -> tuple[dict, torch.Tensor]:
     """(the JSON contract's numbers for one inversion (see docs/ARCHITECTURE.md), the reconstruction).
 
     `per_stage` adds, for cascades, each SR stage reconstructed from the *true* low-res
-    input (what it inverted): one more pass per SR stage.
+    input (what it inverted): one more pass per SR stage. `codec`: the image's codec bound when the
+    caller knows it already (it depends on the image alone; the app remembers it per image).
     """
     cascade, stages = _matching_stages(model, inv)
     start = time.perf_counter()
@@ -160,7 +162,7 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
         "ssim": m["ssim"],
         "lpips": m["lpips"],
         "latent_psnr": _cap(latent_psnr(latents[-1], stages[-1].x0)),
-        "vae_psnr": codec_bound(model, x),
+        "vae_psnr": codec_bound(model, x) if codec is None else codec,
         # what was used, echoed: the model's defaults where none were given
         "seed": stages[0].seed,
         "guidance": stages[0].guidance,
@@ -173,19 +175,37 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
     return report, recon
 
 
-def _uncorrected(cascade: Cascade, stages: list[Inversion], x: torch.Tensor) -> dict:
-    """LCM reconstructs exactly through the last step's recorded residual; without it (as
-    diffusers samples) the error left is the inverter's own. Every LCM stage loses its last
-    residual; for a cascade (shapes-lcm) the latent figure is the base stage's and the image
-    goes through the SR stages."""
+def uncorrected_stages(stages: list[Inversion]) -> list[Inversion] | None:
+    """The stages with every LCM stage's last recorded residual removed (the last step sampled as
+    diffusers samples it); None when no stage has one."""
     if not any(s.sampler == "lcm" and s.noises is not None for s in stages):
-        return {}
+        return None
     bare = []
     for s in stages:
         if s.sampler == "lcm" and s.noises is not None:
             s = replace(s, noises=s.noises.clone())
             s.noises[-1] = 0
         bare.append(s)
+    return bare
+
+
+@torch.no_grad()
+def reconstruct_uncorrected(model: DiffusionModel | Cascade, inv: Inversion | CascadeInversion) -> torch.Tensor | None:
+    """The reconstruction without the last step's recorded residual (None for samplers without one):
+    what separates inverters on an LCM, whose recorded noise makes every reconstruction exact."""
+    cascade, stages = _matching_stages(model, inv)
+    bare = uncorrected_stages(stages)
+    return None if bare is None else cascade.top.decode(stage_latents(cascade, bare)[-1])
+
+
+def _uncorrected(cascade: Cascade, stages: list[Inversion], x: torch.Tensor) -> dict:
+    """LCM reconstructs exactly through the last step's recorded residual; without it (as
+    diffusers samples) the error left is the inverter's own. Every LCM stage loses its last
+    residual; for a cascade (shapes-lcm) the latent figure is the base stage's and the image
+    goes through the SR stages."""
+    bare = uncorrected_stages(stages)
+    if bare is None:
+        return {}
     latents = stage_latents(cascade, bare)
     return {"latent_psnr_uncorrected": _cap(latent_psnr(latents[0], stages[0].x0)), "psnr_uncorrected": _cap(psnr(cascade.top.decode(latents[-1]), x))}
 

@@ -21,7 +21,7 @@ from typing import TypeVar
 import torch
 from PIL import Image
 
-from ..errors import ModelError, PromptError
+from ..errors import ModelError, ParameterError, PromptError
 from ..images import to_model_tensor
 from ..schedule import LCM_TIMESTEP_SCALING, Sampler, clamp_x0
 
@@ -40,6 +40,7 @@ class Meter:
     warnings: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
+    check: Callable[[], None] | None = None  # called before every UNet call: raises to stop the operation (a cancel)
 
 
 @contextlib.contextmanager
@@ -171,6 +172,7 @@ class DiffusionModel:
     latent_channels: int = 4
     latent_scale: int = 1  # image pixels per latent pixel (8 for SD's VAE)
     default_steps: int = 50
+    max_steps: int = 1000  # the most its sampler supports (LCM: its distillation skeleton, original_inference_steps)
     default_guidance: float = 1.0  # guidance used for inversion and the source branch
     default_edit_guidance: float = 7.5  # guidance of an edit's target branch
     uses_cfg: bool = True  # False: LCM-distilled, guidance is the w-embedding
@@ -196,6 +198,8 @@ class DiffusionModel:
     def timesteps(self, num_steps: int) -> list[int]:
         if num_steps < 1:
             raise ValueError(f"steps must be at least 1, got {num_steps}")
+        if num_steps > self.max_steps:
+            raise ParameterError(f"{self.name}'s {self.sampler_kind.upper()} sampler takes at most {self.max_steps} steps, got {num_steps}")
         return [int(t) for t in self.timestep_fn(num_steps)]
 
     def measure(self):
@@ -262,6 +266,8 @@ class DiffusionModel:
         if x.shape[0] != len(cond):
             raise ValueError(f"batch of {x.shape[0]} latents but {len(cond)} conditioning rows")
         for m in self.meters:
+            if m.check is not None:
+                m.check()
             m.nfe += 1
         eps = self._guided(x, t, cond)
         check = self.checks.get(threading.get_ident())

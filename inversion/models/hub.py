@@ -54,7 +54,7 @@ def _from_pretrained(cls, repo: str, name: str, **kwargs):
             )
         else:
             hint = "this machine has no network access to the Hugging Face hub and the weights are not in its cache; run once with internet (or set HF_HOME to a cache that has them)"
-        raise ModelError(f"cannot load {name!r} ({repo}): {hint}. Offline, use 'shapes', 'tiny-sd', 'tiny-lcm', 'tiny-if' or 'oracle'. [{type(e).__name__}: {text[:300]}]") from e
+        raise ModelError(f"cannot load {name!r} ({repo}): {hint}. Offline, use 'shapes-lcm' or 'shapes'. [{type(e).__name__}: {text[:300]}]") from e
 
 
 LOADED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")  # what the loaders read; safety checker, feature extractor, watermarker are skipped

@@ -100,12 +100,12 @@ def shapes(device: str = "cpu", lcm: bool = False, lcm_state: dict | None = None
         unet_module=sr.eval().requires_grad_(False).to(device),
         **common,
     )
-    what = "4 + 4 steps: the consistency-distilled base stage, then the SR stage sampled the LCM way" if lcm else "20 DDIM steps per stage"
+    what = "distilled to need only 4 steps" if lcm else "20 steps"
     return Cascade(
         name=base_stage.name,
         stages=[base_stage, sr_stage],
         noise_levels=[arch.SR_NOISE_LEVEL],
         align_corners=False,
         family="shapes",
-        description=f"our small trained text-to-image cascade of flat shapes (32 px -> 64 px), trained on CPU; {what}",
+        description=f"a small model we trained on a CPU to draw flat coloured shapes (circles, squares, triangles, stars and crosses) at 64 px, {what}",
     )

@@ -34,8 +34,11 @@ def final_alpha(scheduler) -> float:
 def schedule_fields(scheduler) -> dict:
     """The DiffusionModel fields a diffusers scheduler defines: training schedule, final level, timesteps,
     and (LCMScheduler) the boundary condition's timestep scaling."""
-    return {"alphas_cumprod": scheduler.alphas_cumprod.double(), "final_alpha": final_alpha(scheduler), "timestep_fn": scheduler_timestep_fn(scheduler),
-            "timestep_scaling": float(scheduler.config.get("timestep_scaling", LCM_TIMESTEP_SCALING))}
+    fields = {"alphas_cumprod": scheduler.alphas_cumprod.double(), "final_alpha": final_alpha(scheduler), "timestep_fn": scheduler_timestep_fn(scheduler),
+              "timestep_scaling": float(scheduler.config.get("timestep_scaling", LCM_TIMESTEP_SCALING))}
+    if scheduler.config.get("original_inference_steps"):  # LCMScheduler: it samples from this skeleton, no finer
+        fields["max_steps"] = int(scheduler.config["original_inference_steps"])
+    return fields
 
 
 def guidance_embedding(w: torch.Tensor, dim: int) -> torch.Tensor:
