@@ -331,6 +331,17 @@ def test_a_failing_item_is_recorded_counted_and_tried_again(pie_data, tmp_path, 
     assert next(r for r in again["rows"] if r["group"] == "all")["ok"] == 2 and again["failures"] == []
 
 
+def test_source_branch_at_the_edit_guidance_changes_the_recorded_guidance_only(tiny_sd, tiny_if, cat_image):
+    from inversion import invert
+
+    inv = invert(tiny_sd, cat_image, "a cat", "ddim", 2)
+    g = runner.source_sampled_at(inv, 7.5)
+    assert (g.guidance, inv.guidance) == (7.5, 1.0) and g.latents is inv.latents and g.prompt == inv.prompt
+    cascade = invert(tiny_if, cat_image, "a cat", "ddim", 2)  # a pixel cascade: the edited base stage only
+    cg = runner.source_sampled_at(cascade, 7.5)
+    assert cg.stages[0].guidance == 7.5 and cg.stages[1] is cascade.stages[1] and cascade.stages[0].guidance != 7.5
+
+
 def test_table_counts_failed_and_nan_items_as_stated():
     m = runner.methods("ddim", "p2p")[0]
     ok = {"status": "ok", "nfe": 100, "seconds": 2.0, "metrics": {"psnr_unedit_part": 20.0, "mse_unedit_part": 0.01}}

@@ -179,8 +179,6 @@ def source_sampled_at(inv, guidance: float):
     """The inversion with its base stage's source branch sampled at `guidance` (z_T, trajectory and
     noise unchanged): PnPInversion's scripts sample both branches at the edit's guidance."""
     stages = stage_inversions(inv)
-    if not stages[0].prompt:  # the empty prompt: guided and unguided predictions are the same
-        return inv
     return packed([replace(stages[0], guidance=guidance), *stages[1:]], isinstance(inv, CascadeInversion))
 
 
