@@ -7,17 +7,18 @@ authors' evaluator; the code is ours):
   0-255 values (not divided by 255: the evaluator feeds them so, and its numbers depend on it),
   resized so the short side is 224 (long side at most 480; bilinear, no antialiasing, as
   torchvision's tensor `Resize` did before 0.17), normalised with ImageNet's 0-1 mean and std,
-  through DINO ViT-B/8; the keys of the last block's self-attention (block 11 of 12), heads
-  concatenated, give a token x token cosine-similarity matrix (CLS token included); the distance is
-  the mean squared difference of the two matrices. Reported x 10^3.
+  through DINO ViT-B/8 (the hub's transformers conversion of the weights the evaluator loads through
+  torch.hub; its layer-norm epsilon may be ViTConfig's 1e-12 where DINO's own is 1e-6, small against
+  these activations' variance; not measured); the keys of the last block's self-attention (block 11
+  of 12), heads concatenated, give a token x token cosine-similarity matrix (CLS token included);
+  the distance is the mean squared difference of the two matrices. Reported x 10^3.
 - **background ("unedit part") PSNR, MSE, SSIM, LPIPS**: both images in [0, 1] multiplied by
   (1 - mask), i.e. the edited region set to black in both, and compared as whole images: the mean
   squared error is over all H x W x 3 values, masked ones included (so it is the squared error
   outside the mask divided by the whole image's size, not by the background's). PSNR = 10 log10(1 / MSE)
   (data range 1; capped at 100 dB for identical images, the project's rule, where torchmetrics says
   inf); MSE reported x 10^4; SSIM as torchmetrics' (Gaussian 11 x 11 window, sigma 1.5, K1 0.01,
-  K2 0.03, mean over the valid region; `ssim`, checked against scikit-image),
-  x 10^2; LPIPS with SqueezeNet on the masked images scaled to [-1, 1] (`lpips_squeeze`), x 10^3.
+  K2 0.03, mean over the valid region; `ssim`, checked against scikit-image), x 10^2; LPIPS with SqueezeNet on the masked images scaled to [-1, 1] (`lpips_squeeze`), x 10^3.
   All four are NaN when the mask covers the whole image (nothing left to compare), as the evaluator's "nan".
 - **CLIP similarity** (torchmetrics' CLIPScore with openai/clip-vit-large-patch14): 100 x the
   cosine of the image and text embeddings, floored at 0; the image through CLIP's processor (short
