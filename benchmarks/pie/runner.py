@@ -19,7 +19,7 @@ An edit is saved at the source image's size: a model that edits at another size 
 cascade's 64 px, `tiny-sd`'s 64 px) is resized to 512 (bicubic up, Lanczos down) first. Files keep
 the image's own extension and PIL's defaults, as the authors' scripts save them (JPEG quality 75:
 the metrics see the same compressed pixels their evaluator would; the metrics are computed from
-the file read back). `--source-guidance edit` (default) samples the source branch at the edit's
+the file read back). Pixels are rounded to 8 bits where their scripts truncate (at most one level). `--source-guidance edit` (default) samples the source branch at the edit's
 guidance, as their scripts do (inversion at guidance 1, both branches at 7.5: the reason DDIM + P2P
 loses the background); `inversion` keeps this library's rule, the source branch at the inversion's
 guidance (the reconstruction).
@@ -188,6 +188,8 @@ def run(data: Path, model_name: str, method_list: list[Method], out: Path, steps
     """Edit and measure every (item, method) not done yet; returns the summary (`report.summarise`)."""
     if source_guidance not in SOURCE_GUIDANCE:
         raise ParameterError(f"--source-guidance takes {' or '.join(SOURCE_GUIDANCE)}, not {source_guidance!r}")
+    if limit is not None and limit < 0:
+        raise ParameterError(f"--limit takes a count of items (0 or more), not {limit}")
     unknown = set(metric_names) - set(M.METRICS)
     if unknown:
         raise ParameterError(f"unknown metric {', '.join(sorted(unknown))}; PIE-Bench's: {', '.join(M.METRICS)}")
