@@ -29,16 +29,17 @@ def shape_target(s: Scene) -> str:
     return SHAPES[(i + 1) % len(SHAPES)]
 
 
-def edit_task(s: Scene, editor: str) -> tuple[str, str, str, np.ndarray]:
+def edit_task(s: Scene, editor: str, size: int = 64) -> tuple[str, str, str, np.ndarray]:
     """(target prompt, wanted colour, wanted shape, edit region) for one scene and editor.
 
-    The region is the object's mask, united with the new shape's for a shape change."""
+    The region is the object's mask, united with the new shape's for a shape change, at `size`
+    pixels (the PIE-Bench export asks for 512)."""
     src = s.shapes[0]
-    masks = render(s, 64)[1]
+    masks = render(s, size)[1]
     if editor == "masactrl":
         kind = shape_target(s)
         new = Scene((Shape(kind, src.colour, src.cx, src.cy, src.size),), s.background)
-        region = masks[0] | render(new, 64)[1][0]
+        region = masks[0] | render(new, size)[1][0]
         return s.caption.replace(f"{src.colour} {src.kind}", f"{src.colour} {kind}", 1), src.colour, kind, region
     colour = colour_target(s)
     return s.caption.replace(f"{src.colour} {src.kind}", f"{colour} {src.kind}", 1), colour, src.kind, masks[0]
