@@ -27,6 +27,7 @@ from .models.cascade import Cascade, as_cascade, base_stage
 from .models.oracle import OracleModel
 from .result import CascadeInversion, Inversion, packed, stage_inversions
 from .sampling import reconstruct_latent, sample
+from .schedule import STOCHASTIC
 
 PSNR_CAP = 100.0  # identical images have infinite PSNR; JSON gets this cap instead
 
@@ -174,15 +175,15 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
 
 
 def _uncorrected(cascade: Cascade, stages: list[Inversion], x: torch.Tensor) -> dict:
-    """LCM reconstructs exactly through the last step's recorded residual; without it (as
-    diffusers samples) the error left is the inverter's own. Every LCM stage loses its last
-    residual; for a cascade (shapes-lcm) the latent figure is the base stage's and the image
-    goes through the SR stages."""
-    if not any(s.sampler == "lcm" and s.noises is not None for s in stages):
+    """Stochastic samplers (LCM, Euler ancestral) reconstruct exactly through the last step's
+    recorded residual; without it (as diffusers samples) the error left is the inverter's own.
+    Every such stage loses its last residual; for a cascade (shapes-lcm) the latent figure is
+    the base stage's and the image goes through the SR stages."""
+    if not any(s.sampler in STOCHASTIC and s.noises is not None for s in stages):
         return {}
     bare = []
     for s in stages:
-        if s.sampler == "lcm" and s.noises is not None:
+        if s.sampler in STOCHASTIC and s.noises is not None:
             s = replace(s, noises=s.noises.clone())
             s.noises[-1] = 0
         bare.append(s)
