@@ -37,7 +37,7 @@ GUIDANCE_LIMITS = (0.0, 30.0)  # beyond 30 classifier-free guidance only saturat
 SEED_LIMIT = 2**63  # torch generators take a signed 64-bit seed
 OOM_SHRINK = 0.7  # after an out-of-memory, suggest 70% of the long side (about half the pixels)
 OFFLINE_CHOICES = ("shapes-lcm", "shapes")
-HUB_CHOICES = ("lcm-dreamshaper-v7", "sd-1.5", "sd-1.4", "sd-1.5-lcm-lora", "deepfloyd-if")
+HUB_CHOICES = ("lcm-dreamshaper-v7", "sdxl-turbo", "sd-1.5", "sd-1.4", "sd-1.5-lcm-lora", "lcm-sdxl", "sdxl", "deepfloyd-if")
 FALLBACKS = ("shapes-lcm", "shapes", "tiny-sd")  # what the app runs when the asked model cannot load
 
 

@@ -76,7 +76,8 @@ def _is_shapes(model) -> bool:
 def _model_line(engine: Engine, model) -> str:
     base = Engine.base(model)
     kind = "pixel cascade" if as_cascade(model).multistage else "latent model"
-    return f"**{model.name}** ({kind}, {base.sampler_kind.upper()} sampler, {base.default_steps} steps by default): {model.description}"
+    sampler = {"euler_a": "Euler ancestral"}.get(base.sampler_kind, base.sampler_kind.upper())
+    return f"**{model.name}** ({kind}, {sampler} sampler, {base.default_steps} steps by default): {model.description}"
 
 
 # ---------------------------------------------------------------- layout ------------------
