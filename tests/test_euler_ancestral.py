@@ -167,3 +167,17 @@ def test_renoise_takes_the_official_demo_settings_on_euler_samplers(euler_oracle
     assert (p["noise_reg_steps"], p["lambda_ac"], p["lambda_kl"], p["ac_rolls"], p["strength"]) == (4, 20.0, 0.065, 5, 1.0)
     easy = get_inverter("easyinv").resolve_params(euler_oracle.defaults)
     assert (easy["inject_start"], easy["inject_length"]) == (0.2, 0.6)  # a window that holds steps at 4 steps
+
+
+def test_interpolation_and_concept_seeds_replay_euler_inversions(euler_oracle, oracle):
+    """The recorded Euler noises are mixed as LCM's: the strip's ends are the two reconstructions, and a
+    seed at strength 0 with the recorded noise reused is the reconstruction."""
+    from editing import concept_seeds, interpolate, sample_seeds
+
+    a = invert(euler_oracle, oracle.sample_data(6), "", "ddim", steps=4, strength=1.0)
+    b = invert(euler_oracle, oracle.sample_data(7), "", "ddim", steps=4, strength=1.0)
+    strip = interpolate(euler_oracle, a, b, frames=3)
+    assert torch.allclose(strip.frames[0:1], reconstruct(euler_oracle, a), atol=1e-5)
+    assert torch.allclose(strip.frames[-1:], reconstruct(euler_oracle, b), atol=1e-5)
+    same = sample_seeds(euler_oracle, concept_seeds(euler_oracle, [a]), "", samples=1, strength=0.0, step_noise="reuse", guidance=a.guidance)
+    assert torch.allclose(same.images, reconstruct(euler_oracle, a), atol=1e-5)
