@@ -108,10 +108,13 @@ def test_the_app_runs_sdxl_turbo_from_the_cache_through_zerogpu(app_on_sdxl_turb
     edited, recon, metrics = client.predict(**args, api_name="/edit")
     assert metrics["model"] == "sdxl-turbo" and metrics["inverter"] == "rnri" and metrics["steps"] == 4 and metrics["inversion"]["nfe"] == 6
     assert metrics["reconstruction"]["latent_psnr"] > 60 and metrics["edit"]["nfe"] == 2  # exact through the recorded noise; 2 steps edited
+    frames, info = client.predict(image=handle_file(str(cat_image)), image2=handle_file(str(cat_image)), source_prompt="a cat sitting",
+                                  frames=2, api_name="/interpolate")  # RNRI's strength 0.6 would leave no noise to mix: the whole schedule here
+    assert info["inverter"] == "rnri" and info["frames"] == 2 and len(frames) == 2
     calls = _calls(log)
     assert not [c for c in calls if "outside" in c]
     assert {c["model_call"] for c in calls if "model_call" in c} >= {"UNet2DConditionModel", "AutoencoderKL", "CLIPTextModel", "CLIPTextModelWithProjection"}
-    assert [c["call"] for c in calls if "call" in c] == ["edit"]
+    assert [c["call"] for c in calls if "call" in c] == ["edit", "interpolate"]
 
 
 def test_the_gpu_budget_grows_with_the_slowest_successful_run_of_a_kind():
