@@ -40,7 +40,7 @@ GUIDANCE_LIMITS = (0.0, 30.0)  # beyond 30 classifier-free guidance only saturat
 SEED_LIMIT = 2**63  # torch generators take a signed 64-bit seed
 OOM_SHRINK = 0.7  # after an out-of-memory, suggest 70% of the long side (about half the pixels)
 OFFLINE_CHOICES = ("shapes-lcm", "shapes")
-HUB_CHOICES = ("lcm-dreamshaper-v7", "sd-1.5", "sd-1.4", "sd-1.5-lcm-lora", "deepfloyd-if")
+HUB_CHOICES = ("lcm-dreamshaper-v7", "sdxl-turbo", "sd-1.5", "sd-1.4", "sd-1.5-lcm-lora", "lcm-sdxl", "sdxl", "deepfloyd-if")
 FALLBACKS = ("shapes-lcm", "shapes", "tiny-sd")  # what the app runs when the asked model cannot load
 
 
@@ -400,10 +400,22 @@ class Engine:
         fitted, note = centre_cropped_to(image, (x_like.shape[-1], x_like.shape[-2]), name)
         return fitted, [note]
 
+    def _whole(self, req: InversionRequest) -> InversionRequest:
+        """The request inverting the whole schedule unless it says otherwise: interpolation and concept
+        seeds mix the inverted noise, which an inversion of strength < 1 (RNRI's default on SDXL-Turbo,
+        the official demo's 0.6) does not reach. Requests that invert it all anyway stay as they are
+        (their cached inversions serve)."""
+        base = self.base(self.model_for(req.model))
+        inverter = INVERTERS.get(req.inverter or base.default_inverter)
+        if "strength" in req.params or inverter is None or inverter.resolve_params(base.defaults)["strength"] >= 1:
+            return req
+        return replace(req, params={**req.params, "strength": 1.0})
+
     @request("interpolate")
     def interpolate(self, session: str, first: InversionRequest, image2, prompt2: str, frames, progress=None) -> dict:
-        """Frames between two uploads, each inverted with the same choices (cached); the second
-        prompt defaults to the first."""
+        """Frames between two uploads, each inverted with the same choices (cached; the whole schedule);
+        the second prompt defaults to the first."""
+        first = self._whole(first)
         model = self.model_for(first.model)
         frames = check_whole(frames, "frames", 2, MAX_FRAMES)
         if image2 is None:
@@ -423,7 +435,8 @@ class Engine:
     def more_like_these(self, session: str, base: InversionRequest, references: list, prompt: str, samples, strength, progress=None) -> dict:
         """New samples of `prompt` started from the inverted noise of 1-4 reference images (each
         inverted with the left column's choices and this prompt; cached), one reference per sample
-        in turn, mixed with fresh noise at `strength` (editing.seeds)."""
+        in turn, mixed with fresh noise at `strength` (editing.seeds); the references invert the whole schedule."""
+        base = self._whole(base)
         model = self.model_for(base.model)
         references = [r for r in references or [] if r is not None]
         if not references:

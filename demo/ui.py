@@ -50,7 +50,7 @@ EDITOR_HELP = {
     "masactrl": "**MasaCtrl** changes shape or pose and keeps the appearance (colours, textures).",
     "diffedit": "**DiffEdit** makes a local change inside an automatic mask and keeps the rest of the input.",
 }
-LCM_GOOD_STEPS = 8  # consistency models are distilled for a few steps: the slider stops here
+FEW_STEPS = 8  # distilled few-step models (LCM, Turbo) are made for a handful of steps: the slider stops here
 CSS = """
 #input img, #input .image-frame { max-height: 230px; object-fit: contain; }
 #summary, #compare-summary { overflow-x: auto; }
@@ -102,11 +102,16 @@ def _model_line(engine: Engine, model) -> str:
 
 def _max_steps(model) -> int:
     base = Engine.base(model)
-    return min(MAX_STEPS, base.max_steps, LCM_GOOD_STEPS if base.sampler_kind == "lcm" else MAX_STEPS)
+    return min(MAX_STEPS, base.max_steps, FEW_STEPS if _few_step(model) else MAX_STEPS)
+
+
+def _few_step(model) -> bool:
+    """A distilled few-step model (LCM, SDXL-Turbo): made for a handful of steps, not fifty."""
+    return Engine.base(model).default_steps <= FEW_STEPS
 
 
 def _steps_label(model) -> str:
-    return f"Steps (1 to {LCM_GOOD_STEPS}: a consistency model is made for few steps)" if Engine.base(model).sampler_kind == "lcm" else "Steps"
+    return f"Steps (1 to {FEW_STEPS}: this model is made for few steps)" if _few_step(model) else "Steps"
 
 
 # ---------------------------------------------------------------- layout ------------------

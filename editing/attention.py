@@ -44,6 +44,7 @@ class LayerInfo:
     transformer: int
     kind: str  # "self" or "cross"
     level: int  # 0 = full latent resolution, grows with depth
+    side: int  # the level's map side at the UNet's native size (config sample_size): SD at 512 px 64, 32, 16, 8
     order: int  # execution order among all controlled attention layers
     block_order: int  # execution order of its transformer block (attn1/attn2 share it)
 
@@ -55,6 +56,8 @@ class LayerInfo:
 def layer_registry(unet) -> list[LayerInfo]:
     """Parse every attention processor of a UNet2DConditionModel into LayerInfo, in execution order."""
     n_levels = len(unet.config.block_out_channels)
+    native = unet.config.sample_size or 64
+    native = min(native) if isinstance(native, (list, tuple)) else native
     parsed = []
     for name in unet.attn_processors:
         m = _NAME.match(name)
@@ -73,7 +76,7 @@ def layer_registry(unet) -> list[LayerInfo]:
     parsed.sort()
     blocks = sorted({k[:4] for k, *_ in parsed})
     return [
-        LayerInfo(name, place, block, att, tb, kind, level, order, blocks.index(key[:4]))
+        LayerInfo(name, place, block, att, tb, kind, level, -(-native // 2**level), order, blocks.index(key[:4]))
         for order, (key, name, place, block, att, tb, kind, level) in enumerate(parsed)
     ]
 
@@ -101,11 +104,29 @@ def attention_levels(layers: list[LayerInfo], kind: str) -> list[int]:
     return sorted({info.level for info in layers if info.kind == kind})
 
 
+OFFICIAL_SIDE = 16  # the official P2P and MasaCtrl codes' word maps: SD's 16x16 level at its native 512 px
+
+
+def _official_level(layers: list[LayerInfo], kind: str) -> int:
+    """The coarsest `kind` level whose maps are still at least 16x16 at the UNet's native size (SD and
+    LCM Dreamshaper: level 2, 16x16 at 512 px, 24x24 at 768; SDXL: level 2, 32x32 at 1024 px, 16x16 at
+    SDXL-Turbo's 512; our shapes: level 1, 16x16 at 32 px); where none is, the finest (the tiny test models)."""
+    levels = {info.level: info.side for info in layers if info.kind == kind}
+    wide = [level for level, side in levels.items() if side >= OFFICIAL_SIDE]
+    return max(wide) if wide else min(levels)
+
+
 def word_map_level(layers: list[LayerInfo]) -> int:
-    """The level word maps are read from (P2P's LocalBlend, MasaCtrl's masks): SD's 16x16, the
-    second-deepest cross-attention level of any UNet (the only one where there is one)."""
-    levels = attention_levels(layers, "cross")
-    return levels[-2] if len(levels) > 1 else levels[-1]
+    """The cross-attention level word maps are read from (P2P's LocalBlend, MasaCtrl's masks): the
+    official codes read SD's 16x16 maps, here the level that plays their part at any UNet's native size."""
+    return _official_level(layers, "cross")
+
+
+def deep_levels(layers: list[LayerInfo], kind: str = "self") -> set[int]:
+    """P2P's self-attention levels: the official code replaces maps of at most 16x16 at SD's 512 px, here
+    the word-map level and every coarser one (SD: 16x16 and 8x8; SDXL: its deepest level only)."""
+    first = _official_level(layers, kind)
+    return {info.level for info in layers if info.kind == kind and info.level >= first}
 
 
 class WordMaps:

@@ -63,7 +63,7 @@ class DiffEdit(Editor):
         "mask_strength": Param(0.5, float, 0.0, 1.0, "noise level of the mask samples (fraction of the schedule)"),
         "mask_clamp": Param(3.0, float, 0.1, 100.0, "clamp at this multiple of the mean difference"),
         "mask_guidance": Param(-1.0, float, -1.0, 50.0, "guidance of the mask pass (-1: the edit's); with classifier-free guidance any nonzero value gives the same mask (up to rounding)"),
-        "encode_ratio": Param({"default": 0.8, "lcm": 1.0}, float, 0.0, 1.0, "how far along the inversion the edit starts"),
+        "encode_ratio": Param({"default": 0.8, "lcm": 1.0, "euler_a": 1.0}, float, 0.0, 1.0, "how far along the inversion the edit starts"),
         "background": Param("inversion", str, choices=("inversion", "reconstruction"), help="where the unmasked region comes from"),
         "mask_seed": Param(0, int, 0, 2**31 - 1, "seed of the mask noise"),
     }

@@ -228,17 +228,14 @@ def mixed_inversion(stage: DiffusionModel, ra: Inversion, rb: Inversion, alpha: 
 
 
 def mixed_condition(ca: Conditioning, cb: Conditioning, alpha: float) -> Conditioning:
-    """Prompt and negative-prompt embeddings and guidance mixed linearly; `ca` / `cb` at the ends."""
+    """Prompt and negative-prompt embeddings (SDXL's pooled ones and size conditioning too) and
+    guidance mixed linearly; `ca` / `cb` at the ends. A super-resolution condition is set after."""
     if alpha == 0:
         return ca
     if alpha == 1:
         return cb
-    return Conditioning(
-        prompts=list(ca.prompts if alpha < 0.5 else cb.prompts),
-        text=lerp(ca.text, cb.text, alpha),
-        uncond=None if ca.uncond is None else lerp(ca.uncond, cb.uncond, alpha),
-        guidance=lerp(ca.guidance, cb.guidance, alpha),
-    )
+    mixed = {name: None if getattr(ca, name) is None else lerp(getattr(ca, name), getattr(cb, name), alpha) for name in Conditioning.ROWS if name not in ("image", "noise_level")}
+    return Conditioning(prompts=list(ca.prompts if alpha < 0.5 else cb.prompts), **mixed)
 
 
 def _checked_alphas(alphas) -> list[float]:

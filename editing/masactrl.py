@@ -8,13 +8,15 @@ keeps the source's content and appearance while its own prompt (cross-attention
 is untouched) changes layout and pose: SDPA(q_tgt, k_src, v_src).
 Schedules are fractions, so they mean the same at 4 LCM steps and at 50 DDIM
 steps: the official start step 4 of 50 is 0.08, start layer 10 of SD's 16
-transformer blocks is 0.625 (the decoder's 32 and 64 px levels); at least step 0
+transformer blocks is 0.625 (the decoder's 32 and 64 px levels), and on SDXL's 70
+blocks 0.625 rounds to block 44, the first of the official SDXL script's start layers
+(44, 54, 64 of 70, step 4 of 50); at least step 0
 stays free (the target forms its layout) and at least one step is controlled.
 Optional mask guidance (the paper's MasaCtrl-Mask with automatic masks, as the
 official MaskAuto): `mask_word` names the object in the source prompt and
 `mask_target_word` in the target prompt (the same word by default); their
-cross-attention maps of the previous step at the 16x16-resolution level (SD's;
-the second-deepest cross-attention level of any UNet) are min-max normalised and
+cross-attention maps of the previous step at the official 16x16 level (SD's at 512 px;
+SDXL's deepest level, 16x16 at SDXL-Turbo's 512 px; `word_map_level`) are min-max normalised and
 thresholded into fore- and background masks for both branches; target foreground
 queries attend to source foreground keys, background to background. A word
 missing from its prompt, or a flat map, is refused with a message (a flat map is

@@ -3,8 +3,8 @@ Attention Control", ICLR 2023) on the shared attention substrate.
 
 The target branch's cross-attention maps are replaced by the source's during
 the first `cross_replace` fraction of the steps, and its self-attention maps in
-the deepest two attention levels (SD's 16x16 and 8x8) during the first
-`self_replace` fraction. Edit types:
+the deep levels (the official "at most 16x16" at SD's 512 px: SD's 16x16 and 8x8;
+SDXL's deepest level; `deep_levels`) during the first `self_replace` fraction. Edit types:
 - replace (same word count): A_tgt <- A_src M, M the word-swap token mapper;
 - refine (words added/removed): A_tgt[:, t] <- A_src[:, idx_t] where the target
   token aligns to a source token, its own map elsewhere;
@@ -15,8 +15,8 @@ Every edit is linear in the token axis, so maps are never built: they become
 value mixing inside SDPA, A M v = SDPA(q_src, k_src, M v_tgt) (and the same for
 refine/reweight); self-attention replacement is SDPA(q_src, k_src, v_tgt).
 Only the conditional rows are edited (the unconditional half runs untouched).
-LocalBlend (`blend_words`): the words' cross-attention maps at the second-deepest
-level (SD's 16x16), summed over steps, 3x3 max-pooled, max-normalised and
+LocalBlend (`blend_words`): the words' cross-attention maps at the official 16x16
+level (SD's; SDXL's deepest, `word_map_level`), summed over steps, 3x3 max-pooled, max-normalised and
 thresholded, give a mask; outside it the target latent is reset to the source.
 Defaults: cross 0.8, self 0.4 (the paper's examples), LocalBlend threshold 0.3.
 
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from inversion.params import Param
 
-from .attention import Controller, WordMaps, attention_levels, fraction_to_steps, layer_registry, word_map_level
+from .attention import Controller, WordMaps, deep_levels, fraction_to_steps, layer_registry, word_map_level
 from .base import EditLatents, Editor
 from .loop import edit_both
 from .words import WordError, equalizer, find_word, refine_alignment, replace_mapper
@@ -49,8 +49,7 @@ class P2PController(Controller):
         self.mode = mode
         self.mapper, self.index, self.alpha, self.eq = mapper, index, alpha, eq
         self.cross_steps, self.self_steps = cross_steps, self_steps
-        levels = attention_levels(layers, "self")
-        self.self_levels = set(levels[-2:])
+        self.self_levels = deep_levels(layers, "self")
 
     def wants(self, info) -> bool:
         return (not info.is_self) or info.level in self.self_levels

@@ -107,7 +107,7 @@ def average(reports: list[dict], count: int) -> dict:
 def cmd_list(what: str) -> None:
     if what == "models":
         for s in MODELS.values():
-            print(f"{s.name:20s} {'offline' if s.offline else 'hub    '}  {s.kind:14s} {s.sampler:5s} {s.description}")
+            print(f"{s.name:20s} {'offline' if s.offline else 'hub    '}  {s.kind:14s} {s.sampler:7s} {s.description}")
     else:
         params = [("every inverter", SHARED_PARAMS)]
         params += [(f"{inv.name:12s} NFE/step {inv.nfe_per_step:10s} {inv.paper}", inv.params) for inv in INVERTERS.values()]

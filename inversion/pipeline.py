@@ -27,6 +27,7 @@ from .models.cascade import Cascade, as_cascade, base_stage
 from .models.oracle import OracleModel
 from .result import CascadeInversion, Inversion, packed, stage_inversions
 from .sampling import reconstruct_latent, sample
+from .schedule import STOCHASTIC
 
 PSNR_CAP = 100.0  # identical images have infinite PSNR; JSON gets this cap instead
 
@@ -176,13 +177,13 @@ def evaluate(model: DiffusionModel | Cascade, image, inv: Inversion | CascadeInv
 
 
 def uncorrected_stages(stages: list[Inversion]) -> list[Inversion] | None:
-    """The stages with every LCM stage's last recorded residual removed (the last step sampled as
-    diffusers samples it); None when no stage has one."""
-    if not any(s.sampler == "lcm" and s.noises is not None for s in stages):
+    """The stages with every stochastic stage's (LCM, Euler ancestral) last recorded residual removed
+    (the last step sampled as diffusers samples it); None when no stage has one."""
+    if not any(s.sampler in STOCHASTIC and s.noises is not None for s in stages):
         return None
     bare = []
     for s in stages:
-        if s.sampler == "lcm" and s.noises is not None:
+        if s.sampler in STOCHASTIC and s.noises is not None:
             s = replace(s, noises=s.noises.clone())
             s.noises[-1] = 0
         bare.append(s)
@@ -192,17 +193,17 @@ def uncorrected_stages(stages: list[Inversion]) -> list[Inversion] | None:
 @torch.no_grad()
 def reconstruct_uncorrected(model: DiffusionModel | Cascade, inv: Inversion | CascadeInversion) -> torch.Tensor | None:
     """The reconstruction without the last step's recorded residual (None for samplers without one):
-    what separates inverters on an LCM, whose recorded noise makes every reconstruction exact."""
+    what separates inverters on a stochastic sampler, whose recorded noise makes every reconstruction exact."""
     cascade, stages = _matching_stages(model, inv)
     bare = uncorrected_stages(stages)
     return None if bare is None else cascade.top.decode(stage_latents(cascade, bare)[-1])
 
 
 def _uncorrected(cascade: Cascade, stages: list[Inversion], x: torch.Tensor) -> dict:
-    """LCM reconstructs exactly through the last step's recorded residual; without it (as
-    diffusers samples) the error left is the inverter's own. Every LCM stage loses its last
-    residual; for a cascade (shapes-lcm) the latent figure is the base stage's and the image
-    goes through the SR stages."""
+    """Stochastic samplers (LCM, Euler ancestral) reconstruct exactly through the last step's
+    recorded residual; without it (as diffusers samples) the error left is the inverter's own.
+    Every such stage loses its last residual; for a cascade (shapes-lcm) the latent figure is
+    the base stage's and the image goes through the SR stages."""
     bare = uncorrected_stages(stages)
     if bare is None:
         return {}

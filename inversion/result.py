@@ -26,10 +26,10 @@ class Inversion:
     inverter: str
     prompt: str
     guidance: float
-    sampler: str  # "ddim" or "lcm"
+    sampler: str  # "ddim", "lcm" or "euler_a"
     timesteps: tuple[int, ...]  # sampling order (descending)
     latents: torch.Tensor  # (N+1, B, C, H, W); [0] = clean x0, [k] at timesteps[N-k], [N] = z_T
-    noises: torch.Tensor | None = None  # (N, B, C, H, W): the noise of sampling step j (zeros if none)
+    noises: torch.Tensor | None = None  # (N, B, C, H, W): the noise of sampling step j, the last step's residual (stochastic samplers)
     params: dict = field(default_factory=dict)
     nfe: int = 0
     seconds: float = 0.0

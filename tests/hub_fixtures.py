@@ -46,6 +46,22 @@ TINY = {
 }
 
 
+# SDXL (SDXL-Turbo and SDXL base): widths made tiny, every depth and size kept -- the transformer depths
+# (1, 2, 10 per level) and layers per block give the editors SDXL's 70 transformer blocks under their
+# real names. Heads become 1-2 (SDXL's attention_head_dim lists head counts), the cross-attention
+# width is the two text encoders' hidden sizes side by side (32 + 32), and the added-embedding input is
+# 6 time ids x addition_time_embed_dim + text_encoder_2's projection (6 x 8 + 32; published 6 x 256 + 1280).
+SDXL_TEXT = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2, "projection_dim": 32}
+SDXL_UNET = {"block_out_channels": [32, 32, 64], "attention_head_dim": [1, 1, 2], "cross_attention_dim": 64, "addition_time_embed_dim": 8,
+             "projection_class_embeddings_input_dim": 80}
+TINY_SDXL = {  # sample_size stays published (SDXL-Turbo 64: 512 px, SDXL 128: 1024 px): the editors' levels follow it
+    "unet/config.json": SDXL_UNET,
+    "vae/config.json": TINY["vae/config.json"],
+    "text_encoder/config.json": SDXL_TEXT,
+    "text_encoder_2/config.json": SDXL_TEXT,
+}
+
+
 def revision(repo: str) -> str:
     """A stable 40-hex-digit commit id per repository (the cache needs one)."""
     return hashlib.sha1(repo.encode()).hexdigest()
@@ -90,7 +106,8 @@ def save_weights(module, folder: Path, variants: tuple[str, ...]) -> None:
 
 def clip_tokenizer(folder: Path, files: dict[str, dict]) -> None:
     """vocab.json and merges.txt (CLIP's BPE files) of our in-code vocabulary, beside the published
-    tokenizer_config.json and special_tokens_map.json (special-token ids moved to our vocabulary)."""
+    tokenizer_config.json and special_tokens_map.json (special-token ids moved to our vocabulary;
+    SDXL's tokenizer_2 pads with "!", which is id 0 in ours as in CLIP's)."""
     from inversion.models.tokenizers import WORDS, clip_vocab
 
     vocab, merges = clip_vocab(tuple(WORDS))
@@ -98,7 +115,7 @@ def clip_tokenizer(folder: Path, files: dict[str, dict]) -> None:
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        data = dict(files[f"tokenizer/{name}"])
+        data = dict(files[f"{folder.name}/{name}"])
         if "added_tokens_decoder" in data:
             data["added_tokens_decoder"] = {str(vocab[t["content"]]): t for t in data["added_tokens_decoder"].values()}
         write_json(folder / name, data)
@@ -108,7 +125,7 @@ def component(kind: str, config: dict, vocab_size: int):
     """A randomly initialised model of the class `kind` names, built from `config`."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig, CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPConfig, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     if kind == "UNet2DConditionModel":
         unet = UNet2DConditionModel.from_config(config)
@@ -118,16 +135,17 @@ def component(kind: str, config: dict, vocab_size: int):
     if kind == "AutoencoderKL":
         return AutoencoderKL.from_config(config)
     fields = {k: v for k, v in config.items() if not k.startswith("_")}
-    if kind == "CLIPTextModel":
-        return CLIPTextModel(CLIPTextConfig(**{**fields, "vocab_size": vocab_size}))
+    if kind in ("CLIPTextModel", "CLIPTextModelWithProjection"):
+        return {"CLIPTextModel": CLIPTextModel, "CLIPTextModelWithProjection": CLIPTextModelWithProjection}[kind](CLIPTextConfig(**{**fields, "vocab_size": vocab_size}))
     if kind == "StableDiffusionSafetyChecker":
         return StableDiffusionSafetyChecker(CLIPConfig(**{k: v for k, v in fields.items() if not k.endswith("_dict")}))
     raise ValueError(f"no fixture for {kind}")
 
 
 def sd_repo(cache: Path, repo: str, *, fp16: bool) -> Path:
-    """A Stable-Diffusion-layout repository (SD 1.x, LCM Dreamshaper): the published config files,
-    tiny random weights for every model component model_index.json lists."""
+    """A Stable-Diffusion-layout repository (SD 1.x, LCM Dreamshaper; SDXL with its second text encoder
+    and tokenizer): the published config files, tiny random weights for every model component
+    model_index.json lists."""
     from inversion.models.tokenizers import WORDS, clip_vocab
 
     torch.manual_seed(int(revision(repo)[:8], 16))
@@ -135,31 +153,32 @@ def sd_repo(cache: Path, repo: str, *, fp16: bool) -> Path:
     files = published(repo)
     vocab_size = len(clip_vocab(tuple(WORDS))[0])
     variants = ("", "fp16") if fp16 else ("",)
+    tiny = TINY_SDXL if repo in SDXL_REPOS else TINY
     for path, data in files.items():
-        if path.startswith("tokenizer/"):
+        if path.startswith("tokenizer"):
             continue
-        config = merged(data, TINY.get(path, {}))
+        config = merged(data, tiny.get(f"{repo}/{path}", tiny.get(path, {})))
         if path.endswith("/config.json"):
             kind = files["model_index.json"][path.split("/")[0]][1]
-            if kind == "CLIPTextModel":
+            if kind.startswith("CLIPTextModel"):
                 config["vocab_size"] = vocab_size
             save_weights(component(kind, config, vocab_size), snap / path.split("/")[0], variants)
         write_json(snap / path, config)  # after save_pretrained: the published key set, not this version's
-    clip_tokenizer(snap / "tokenizer", files)
+    for folder in sorted({path.split("/")[0] for path in files if path.startswith("tokenizer")}):
+        clip_tokenizer(snap / folder, files)
     return snap
 
 
-def lcm_lora_repo(cache: Path, sd_snapshot: Path) -> Path:
-    """latent-consistency/lcm-lora-sdv1-5: a LoRA for the tiny SD UNet in the published file's
-    format (kohya key names over diffusers module names, an fp16 alpha per module; attention, resnet
-    and resampler layers), under the published file name."""
+def lcm_lora_repo(cache: Path, sd_snapshot: Path, repo: str = "latent-consistency/lcm-lora-sdv1-5") -> Path:
+    """latent-consistency/lcm-lora-sdv1-5 (or lcm-lora-sdxl, on the SDXL base): a LoRA for the tiny
+    UNet in the published file's format (kohya key names over diffusers module names, an fp16 alpha
+    per module; attention, resnet and resampler layers), under the published file name."""
     from diffusers import UNet2DConditionModel
     from diffusers.utils import convert_state_dict_to_kohya
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    repo = "latent-consistency/lcm-lora-sdv1-5"
     torch.manual_seed(int(revision(repo)[:8], 16))
     snap = snapshot(cache, repo)
     unet = UNet2DConditionModel.from_pretrained(sd_snapshot / "unet")
@@ -303,14 +322,32 @@ def taesd_repo(cache: Path) -> Path:
     return snap
 
 
+SDXL_VAE_FP16 = "madebyollin/sdxl-vae-fp16-fix"
+
+
+def sdxl_vae_fp16_repo(cache: Path) -> Path:
+    """madebyollin/sdxl-vae-fp16-fix: an AutoencoderKL at the repository's root (fp32 weight file)."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(int(revision(SDXL_VAE_FP16)[:8], 16))
+    snap = snapshot(cache, SDXL_VAE_FP16)
+    config = merged(published(SDXL_VAE_FP16)["config.json"], TINY["vae/config.json"])
+    save_weights(AutoencoderKL.from_config(config), snap, ("",))
+    write_json(snap / "config.json", config)
+    return snap
+
+
 LORA_FILE = "pytorch_lora_weights.safetensors"
-SD_REPOS = {  # repository -> has fp16 variant files (SD: unet, vae, text_encoder, safety_checker; LCM: none seen)
+SDXL_REPOS = ("stabilityai/sdxl-turbo", "stabilityai/stable-diffusion-xl-base-1.0")
+SD_REPOS = {  # repository -> has fp16 variant files (SD: unet, vae, text_encoder, safety_checker; LCM: none seen; SDXL: unet, vae, both text encoders)
     "SimianLuo/LCM_Dreamshaper_v7": False,
     "stable-diffusion-v1-5/stable-diffusion-v1-5": True,
     "CompVis/stable-diffusion-v1-4": True,
+    **dict.fromkeys(SDXL_REPOS, True),
 }
 LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"
-ALL = (*SD_REPOS, LCM_LORA, IF_STAGE_1, IF_STAGE_2, TAESD)
+LCM_LORA_SDXL = "latent-consistency/lcm-lora-sdxl"
+ALL = (*SD_REPOS, LCM_LORA, LCM_LORA_SDXL, SDXL_VAE_FP16, IF_STAGE_1, IF_STAGE_2, TAESD)
 
 
 def build_hub_cache(cache: Path, repos: tuple[str, ...] = ALL) -> Path:
@@ -322,9 +359,11 @@ def build_hub_cache(cache: Path, repos: tuple[str, ...] = ALL) -> Path:
     for repo, fp16 in SD_REPOS.items():
         if repo in repos:
             sd_repo(cache, repo, fp16=fp16)
-    if LCM_LORA in repos:
-        base = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-        lcm_lora_repo(cache, snapshot(cache, base) if base in repos else sd_repo(cache / ".base", base, fp16=False))
+    for lora, base in ((LCM_LORA, "stable-diffusion-v1-5/stable-diffusion-v1-5"), (LCM_LORA_SDXL, "stabilityai/stable-diffusion-xl-base-1.0")):
+        if lora in repos:
+            lcm_lora_repo(cache, snapshot(cache, base) if base in repos else sd_repo(cache / ".base", base, fp16=False), lora)
+    if SDXL_VAE_FP16 in repos:
+        sdxl_vae_fp16_repo(cache)
     for repo in (IF_STAGE_1, IF_STAGE_2):
         if repo in repos:
             if_repo(cache, repo)

@@ -118,7 +118,7 @@ class InjectSelf(Controller):
 
 
 def info(name="attn", kind="self", level=0):
-    return LayerInfo(name=name, place="down", block=0, attention=0, transformer=0, kind=kind, level=level, order=0, block_order=0)
+    return LayerInfo(name=name, place="down", block=0, attention=0, transformer=0, kind=kind, level=level, side=64, order=0, block_order=0)
 
 
 # --------------------------------------------------------------------------- models

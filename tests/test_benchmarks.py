@@ -46,6 +46,31 @@ def test_gpu_benchmark_script_smoke_runs_on_cpu(tmp_path):
     assert inversion["vae_decode_s"] == 0 < inversion["vae_encode_s"] and p2p["vae_encode_s"] == 0 < p2p["vae_decode_s"]
 
 
+def test_gpu_benchmark_script_runs_the_sdxl_turbo_proxy_at_tiny_widths(tmp_path):
+    """The SDXL-Turbo-sized proxy (both text encoders, SDXL's VAE, Euler ancestral) at the test widths:
+    RNRI at its official strength inverts 2 of 4 steps (2 iterations + 1 noise correction each)."""
+    out = tmp_path / "sdxl.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_bench.py"), "--tiny", "--device", "cpu", "--arch", "sdxl-turbo", "--repeats", "1",
+                        "--edits", "p2p,masactrl-mask", "--json", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(out.read_text())
+    inversion, p2p, masactrl = r["rows"]
+    assert r["arch"] == "sdxl-turbo" and inversion["nfe"] == 6 and p2p["nfe"] == masactrl["nfe"] == 2
+    assert inversion["text_s"] > 0 and inversion["vae_encode_s"] > 0 and p2p["vae_decode_s"] > 0 and inversion["peak_rss_gb"] > 0
+    assert "targets" not in r  # held to the GPU targets on CUDA only
+
+
+def test_gpu_targets_are_checked_against_the_inversion_and_each_edit():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gpu_bench import TARGETS, targets_met
+
+    rows = [{"what": "rnri inversion", "seconds": 0.35}, {"what": "p2p edit", "seconds": 0.7}]
+    t = targets_met("sdxl-turbo", rows)
+    assert TARGETS["sdxl-turbo"] == {"inversion": 0.4, "inversion + edit": 1.0}
+    assert t["inversion"]["met"] and not t["inversion + p2p edit"]["met"] and t["inversion + p2p edit"]["seconds"] == 0.35 + 0.7
+    assert targets_met("lcm", rows)["inversion"]["met"] is False  # LCM's inversion target is 0.3 s
+
+
 def test_profiled_splits_an_operation_into_its_components_and_restores_the_model(tiny_sd, cat_image):
     from editing import edit
     from inversion.benchmark import PARTS, profiled

@@ -142,13 +142,18 @@ def inv(tiny_sd, cat_image):
     return invert(tiny_sd, cat_image, PROMPT, "ddim", steps=5)
 
 
-def test_word_maps_come_from_the_second_deepest_cross_attention_level():
+def test_word_maps_come_from_the_coarsest_level_of_at_least_16x16_at_the_native_size():
+    """The official codes' 16x16 maps at SD's 512 px; where no level is that wide, the finest."""
     from types import SimpleNamespace
 
-    def layers(*levels):
-        return [SimpleNamespace(kind="cross", level=v) for v in levels] + [SimpleNamespace(kind="self", level=9)]
+    def layers(native, *levels):
+        return [SimpleNamespace(kind="cross", level=v, side=-(-native // 2**v)) for v in levels] + [SimpleNamespace(kind="self", level=9, side=1)]
 
-    assert word_map_level(layers(0, 1, 2, 3)) == 2 and word_map_level(layers(3, 1, 1)) == 1 and word_map_level(layers(2)) == 2
+    assert word_map_level(layers(64, 0, 1, 2, 3)) == 2  # SD at 512 px: 16x16
+    assert word_map_level(layers(96, 0, 1, 2, 3)) == 2  # LCM Dreamshaper at 768 px: 24x24 (12x12 is too coarse)
+    assert word_map_level(layers(128, 1, 2)) == 2 and word_map_level(layers(64, 1, 2)) == 2  # SDXL, SDXL-Turbo: the deepest
+    assert word_map_level(layers(32, 1, 2)) == 1  # shapes: 16x16 at 32 px
+    assert word_map_level(layers(8, 0, 1)) == 0 and word_map_level(layers(8, 3, 1, 1)) == 1  # none that wide: the finest
 
 
 @pytest.mark.parametrize("steps, start_step, start_layer", [(1, 0.5, 0.0), (2, 0.0, 1.0), (5, 0.49, 0.3), (5, 0.5, 0.625), (6, 0.99, 0.07)])
@@ -372,25 +377,30 @@ def test_p2p_plans_its_mode_and_refuses_what_cannot_work(tiny_sd):
         mode(PROMPT, mode="reweight")
 
 
-def three_level_unet():
+def three_level_unet(sample_size=16):
     """A tiny UNet with attention at three resolutions (SD has four; the tiny models have two)."""
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
     return UNet2DConditionModel(
-        sample_size=16, block_out_channels=(8, 16, 32), layers_per_block=1, cross_attention_dim=16, attention_head_dim=4,
+        sample_size=sample_size, block_out_channels=(8, 16, 32), layers_per_block=1, cross_attention_dim=16, attention_head_dim=4,
         norm_num_groups=4, down_block_types=("CrossAttnDownBlock2D",) * 3, up_block_types=("CrossAttnUpBlock2D",) * 3,
     )
 
 
 @pytest.mark.parametrize("unet", ["tiny-sd", "three-level"])
-def test_p2p_controls_every_cross_attention_and_self_attention_in_the_two_deepest_levels(tiny_sd, unet):
+def test_p2p_controls_every_cross_attention_and_self_attention_from_the_word_map_level_down(tiny_sd, unet):
+    """Self-attention in the levels whose maps are at most the official 16x16 at the native size, from the
+    coarsest one at least that wide (tiny-sd, 8 and 4 wide: both; the three-level UNet, 16, 8, 4: all)."""
+    from editing.attention import deep_levels
+
     layers = layer_registry(tiny_sd.unet if unet == "tiny-sd" else three_level_unet())
     levels = sorted({i.level for i in layers if i.is_self})
-    deepest = set(levels[-2:])
     ctrl = p2p_mod.P2PController(layers, "replace", None, None, None, None, 1, 1)
-    assert ctrl.self_levels == deepest and len(deepest) == 2 and len(levels) == (2 if unet == "tiny-sd" else 3)
-    assert [ctrl.wants(i) for i in layers] == [(not i.is_self) or i.level in deepest for i in layers]
+    assert ctrl.self_levels == set(levels) == deep_levels(layers) and len(levels) == (2 if unet == "tiny-sd" else 3)
+    assert [ctrl.wants(i) for i in layers] == [(not i.is_self) or i.level in ctrl.self_levels for i in layers]
+    narrow = three_level_unet(sample_size=64)  # 64, 32, 16 wide: only the deepest
+    assert deep_levels(layer_registry(narrow)) == {2} and word_map_level(layer_registry(narrow)) == 2
 
 
 def test_p2p_samples_the_target_with_the_edit_guidance(tiny_sd, inv):

@@ -545,6 +545,6 @@ def test_the_inverter_list_shows_every_parameter_with_its_help(capsys):
     assert main(["inverters"]) == 0
     out = capsys.readouterr().out
     assert "noise_correction           default True" in out
-    assert "LCM: record the noise (last step: residual) that makes each step exact" in out
+    assert "LCM, Euler ancestral: record the noise (last step: residual) that makes each step exact" in out
     for inv in INVERTERS.values():
         assert all(f"    {k} " in out and p.help in out for k, p in inv.params.items())

@@ -33,11 +33,11 @@ from ..schedule import Sampler
 Progress = Callable[[int, int, str], None]
 
 SHARED_PARAMS = {  # every inverter takes these
-    "noise_correction": Param(True, bool, help="LCM: record the noise (last step: residual) that makes each step exact"),
+    "noise_correction": Param(True, bool, help="LCM, Euler ancestral: record the noise (last step: residual) that makes each step exact"),
     "strength": Param(1.0, float, 0.01, 1.0, "how much of the schedule is inverted: its last int(strength x steps) steps (1: to pure noise; RNRI's official demo 0.6)"),
     "step_noise": Param(
         "drawn", str, choices=("drawn", "predicted"),
-        help="LCM: the noise each step is inverted with: drawn (a seeded Gaussian per step, the official RNRI/ReNoise code's noise list) "
+        help="LCM, Euler ancestral: the noise each step is inverted with: drawn (a seeded Gaussian per step, the official RNRI/ReNoise code's noise list) "
         "or predicted (the model's own eps at x_t: the deterministic, DDIM-like step)",
     ),
 }

@@ -2,7 +2,7 @@
 Editing with Accelerated Iterative Diffusion Inversion", ICCV 2023 -- AIDI).
 
 Each step solves z = F(z) = inverse_step(x_prev, eps(z, t)) by iteration from
-z^0 = x_prev (so the first iterate is plain DDIM). Accelerations:
+z^0 = x_prev (Euler: `Sampler.start`; so the first iterate is plain DDIM inversion). Accelerations:
 - "anderson" (default, ours): Anderson mixing over the last `window` iterates,
   the classical acceleration AIDI cites; it solves the small least-squares
   problem min ||sum_i a_i g_i|| (sum a_i = 1) on the residuals g = F(z) - z.
@@ -45,7 +45,7 @@ class FixedPointInverter(Inverter):
     paper = "Pan et al., Effective Real Image Editing with Accelerated Iterative Diffusion Inversion, ICCV 2023"
     nfe_per_step = "<= iterations"
     params = {
-        "iterations": Param({"default": 5, "lcm": 4}, int, 1, 100, "UNet calls per step at most"),
+        "iterations": Param({"default": 5, "lcm": 4, "euler_a": 4}, int, 1, 100, "UNet calls per step at most"),
         "acceleration": Param("anderson", str, choices=("anderson", "average", "none"), help="anderson (ours, the default) or average (AIDI's empirical acceleration) or none"),
         "window": Param(2, int, 1, 8, "Anderson history length"),
         "tolerance": Param(1e-4, float, 0.0, 1.0, "stop once rms residual <= tolerance x rms(latent)"),
@@ -53,7 +53,7 @@ class FixedPointInverter(Inverter):
 
     def solve_step(self, model, x_prev, j, cond, sampler, noise, p, state):
         t = sampler.timesteps[j]
-        z, zs, fs, res = x_prev, [], [], []
+        z, zs, fs, res = sampler.start(x_prev, j), [], [], []
         scale = self.scale(x_prev)
         last = p["iterations"] - 1
         for k in range(p["iterations"]):

@@ -62,7 +62,7 @@ class IterInvInverter(Inverter):
         if p["precondition"]:
             size /= 2 * sampler.alpha_next(j) / sampler.alpha(j)
         t = sampler.timesteps[j]
-        z, res = x_prev.clone(), []
+        z, res = sampler.start(x_prev, j).clone(), []
         with torch.enable_grad():
             for _ in range(p["iterations"]):
                 z = z.detach().requires_grad_(True)

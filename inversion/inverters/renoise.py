@@ -28,8 +28,9 @@ the shared `noise_correction` parameter: ours solves for the noise exactly, wher
 the official code moves the noise at most 10 normalised gradient steps of 1.8
 towards it (a bounded correction; README). Paper defaults (SDXL-Turbo, 4 steps):
 K = 9, averaging (8, 10), lambda_ac 20, lambda_kl 0.065, 4 regularisation steps,
-5 rolls; we keep those for LCM samplers and use K = 4, no regularisation for
-50-step DDIM models (the paper's SD examples use K = 1).
+5 rolls; they are our defaults on SDXL-Turbo's Euler ancestral sampler (the official demo's
+model, with the official strength 1: every step inverted) and on LCM samplers, and we use
+K = 4, no regularisation for 50-step DDIM models (the paper's SD examples use K = 1).
 NFE per step: K + 1 (+1 for eps_opt when regularising, +1 for LCM noise correction).
 
 Host reads: the divergence guard decides whether the UNet is called again, so it is read on the
@@ -116,11 +117,11 @@ class ReNoiseInverter(Inverter):
     paper = "Garibi et al., ReNoise: Real Image Inversion Through Iterative Noising, ECCV 2024"
     nfe_per_step = "K + 1 (+1 with noise regularisation)"
     params = {
-        "renoise_steps": Param({"default": 4, "lcm": 9}, int, 0, 100, "K: re-noising iterations per step"),
+        "renoise_steps": Param({"default": 4, "lcm": 9, "euler_a": 9}, int, 0, 100, "K: re-noising iterations per step"),
         "first_step_max": Param(5, int, 0, 100, f"K is capped at this where t < {FIRST_STEP_T}"),
-        "average_last": Param({"default": 2, "lcm": 2}, int, 1, 100, "how many final noise estimates are averaged"),
-        "first_step_average": Param({"default": 0, "lcm": 5}, int, 0, 100, f"where t < {FIRST_STEP_T}: average the first this many estimates (official 5; 0 = as other steps)"),
-        "noise_reg_steps": Param({"default": 0, "lcm": 4}, int, 0, 20, "noise-regularisation steps per estimate (0 = off)"),
+        "average_last": Param({"default": 2, "lcm": 2, "euler_a": 2}, int, 1, 100, "how many final noise estimates are averaged"),
+        "first_step_average": Param({"default": 0, "lcm": 5, "euler_a": 5}, int, 0, 100, f"where t < {FIRST_STEP_T}: average the first this many estimates (official 5; 0 = as other steps)"),
+        "noise_reg_steps": Param({"default": 0, "lcm": 4, "euler_a": 4}, int, 0, 20, "noise-regularisation steps per estimate (0 = off)"),
         "lambda_ac": Param(20.0, float, 0.0, 1000.0, "auto-correlation weight"),
         "lambda_kl": Param(0.065, float, 0.0, 100.0, "patch-KL weight"),
         "ac_rolls": Param(5, int, 1, 50, "random rolls of the auto-correlation term"),
@@ -143,8 +144,8 @@ class ReNoiseInverter(Inverter):
         first, stop = self.averaging_range(t, p)
         gen = torch.Generator().manual_seed(SEED + j)
         regularise = p["noise_reg_steps"] > 0
-        z, averaged, res, ref = x_prev, [], [], None
-        best_r, best_z = torch.full((), float("inf"), device=x_prev.device), x_prev  # the fallback if the iteration diverges
+        z, averaged, res, ref = sampler.start(x_prev, j), [], [], None  # x_prev itself but for Euler (the same sigma-space latent)
+        best_r, best_z = torch.full((), float("inf"), device=x_prev.device), z  # the fallback if the iteration diverges
         kept = None  # at the last iteration: whether the guard passed, and the best candidate before it
         for k in range(stop):
             if k == 0 and regularise:  # eps at z^(0) and eps_opt in one UNet batch

@@ -28,6 +28,15 @@ def _hub_sd(name):
     return build
 
 
+def _hub_sdxl(name):
+    def build(device=None):
+        from .hub import load_sdxl
+
+        return load_sdxl(name, device=device)
+
+    return build
+
+
 def _hub_if(device=None):
     from .hub import load_deepfloyd_if
 
@@ -71,6 +80,9 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("sd-1.5", False, "latent", "ddim", "Stable Diffusion 1.5 (stable-diffusion-v1-5/stable-diffusion-v1-5)", _hub_sd("sd-1.5")),
         ModelSpec("sd-1.4", False, "latent", "ddim", "Stable Diffusion 1.4 (CompVis/stable-diffusion-v1-4)", _hub_sd("sd-1.4")),
         ModelSpec("sd-1.5-lcm-lora", False, "latent", "lcm", "SD 1.5 + LCM-LoRA (latent-consistency/lcm-lora-sdv1-5)", _hub_sd("sd-1.5-lcm-lora")),
+        ModelSpec("sdxl-turbo", False, "latent", "euler_a", "SDXL-Turbo (stabilityai/sdxl-turbo): 4 steps, Euler ancestral, 512 px; the RNRI and ReNoise demos' model", _hub_sdxl("sdxl-turbo")),
+        ModelSpec("lcm-sdxl", False, "latent", "lcm", "SDXL base + LCM-LoRA (latent-consistency/lcm-lora-sdxl): 4-8 steps, 1024 px", _hub_sdxl("lcm-sdxl")),
+        ModelSpec("sdxl", False, "latent", "ddim", "Stable Diffusion XL base 1.0 (stabilityai/stable-diffusion-xl-base-1.0), DDIM, 1024 px", _hub_sdxl("sdxl")),
         ModelSpec("deepfloyd-if", False, "pixel cascade", "ddim", "DeepFloyd IF-I-M + IF-II-M (gated licence)", _hub_if),
         ModelSpec("shapes-lcm", True, "pixel cascade", "lcm", "shapes distilled to a consistency model: 4 + 4 steps (weights in assets/)", _shapes(True)),
         ModelSpec("shapes", True, "pixel cascade", "ddim", "our trained flat-shapes cascade, 32 -> 64 px (weights in assets/)", _shapes(False)),

@@ -82,7 +82,10 @@ class Conditioning:
     guidance 1 use the conditional prediction alone. For LCM-distilled models
     guidance enters as the UNet's w-embedding instead (no unconditional pass).
     `image` / `noise_level` are the (noise-augmented, upsampled) low-resolution
-    condition of a super-resolution stage.
+    condition of a super-resolution stage. SDXL adds the second text encoder's pooled
+    embedding (`pooled`, `uncond_pooled` for the negative prompt) and its size
+    micro-conditioning `time_ids` (original size, crop corner, target size); without
+    `time_ids` the model takes the size of the latent it denoises (diffusers' default).
     """
 
     prompts: list[str]
@@ -91,7 +94,12 @@ class Conditioning:
     guidance: torch.Tensor  # (B,)
     image: torch.Tensor | None = None  # (B, C, H, W)
     noise_level: torch.Tensor | None = None  # (B,)
+    pooled: torch.Tensor | None = None  # (B, P) SDXL: text_encoder_2's pooled, projected embedding
+    uncond_pooled: torch.Tensor | None = None  # (B, P) the same for the negative prompt
+    time_ids: torch.Tensor | None = None  # (B, 6) SDXL: (orig_h, orig_w, crop_top, crop_left, target_h, target_w)
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see `memo`
+
+    ROWS = ("text", "uncond", "guidance", "image", "noise_level", "pooled", "uncond_pooled", "time_ids")  # the per-row tensors
 
     def __len__(self) -> int:
         return self.text.shape[0]
@@ -115,14 +123,11 @@ class Conditioning:
         def pick(t):
             return None if t is None else t[idx.to(t.device)]
 
-        return Conditioning(
-            prompts=[self.prompts[i] for i in index],
-            text=pick(self.text),
-            uncond=pick(self.uncond),
-            guidance=pick(self.guidance),
-            image=pick(self.image),
-            noise_level=pick(self.noise_level),
-        )
+        return Conditioning(prompts=[self.prompts[i] for i in index], **{name: pick(getattr(self, name)) for name in self.ROWS})
+
+    def unconditional(self) -> Conditioning:
+        """The negative prompt's rows in place of the prompt's (the guidance pass's first half)."""
+        return replace(self, text=self.uncond, pooled=self.uncond_pooled)
 
     def with_guidance(self, guidance: float | list[float]) -> Conditioning:
         g = torch.as_tensor(guidance, dtype=torch.float32).expand(len(self)).clone()
@@ -141,14 +146,7 @@ class Conditioning:
                 raise ValueError(f"cannot batch conditionings where only some have {name}")
             return torch.cat(vals)
 
-        return Conditioning(
-            prompts=[p for c in items for p in c.prompts],
-            text=join("text"),
-            uncond=join("uncond"),
-            guidance=join("guidance"),
-            image=join("image"),
-            noise_level=join("noise_level"),
-        )
+        return Conditioning(prompts=[p for c in items for p in c.prompts], **{name: join(name) for name in Conditioning.ROWS})
 
 
 def inverted_steps(num_steps: int, strength: float) -> int:
@@ -162,7 +160,7 @@ class DiffusionModel:
 
     name: str
     family: str  # "sd", "lcm", "if", "shapes", "oracle"
-    sampler_kind: str  # "ddim" or "lcm"
+    sampler_kind: str  # "ddim", "lcm" or "euler_a"
     alphas_cumprod: torch.Tensor  # float64 training schedule
     final_alpha: float
     timestep_fn: object = None  # callable n -> list[int] (descending)
@@ -283,7 +281,7 @@ class DiffusionModel:
         if not self.uses_guidance_pass(cond):
             return self._eps(x, t, cond)
         g = cond.on_device("guidance", x.device, torch.float32).view(-1, 1, 1, 1)
-        both = cond.memo("guidance pass", lambda: Conditioning.cat([replace(cond, text=cond.uncond), cond]))
+        both = cond.memo("guidance pass", lambda: Conditioning.cat([cond.unconditional(), cond]))
         eps_u, eps_c = self._eps(torch.cat([x, x]), t, both).chunk(2)
         return torch.where(g == 1, eps_c, eps_u + g * (eps_c - eps_u))
 

@@ -1,6 +1,7 @@
 """A `DiffusionModel` stage made of diffusers components (UNet, scheduler, text
 encoder, optional VAE): Stable Diffusion 1.x, LCM, DeepFloyd-IF stages, the tiny
-random models and our trained `shapes` stages all use this one class."""
+random models and our trained `shapes` stages all use this one class (SDXL's second
+text encoder and added conditions: `sdxl.SDXLModel`, a subclass)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,7 @@ class UNetModel(DiffusionModel):
             kwargs["timestep_cond"] = cond.memo(
                 ("w-embedding", proj, str(self.device), self.dtype), lambda: guidance_embedding((cond.guidance - 1).to(self.device), proj).to(self.dtype)
             )
+        kwargs.update(self._added_conditions(x, cond))
         t_in = torch.full((x.shape[0],), t, device=self.device, dtype=torch.long)
         out = unet(sample.to(self.dtype), t_in, encoder_hidden_states=cond.text.to(self.dtype), return_dict=False, **kwargs)[0]
         out = out[:, : x.shape[1]].float()  # drop learned-variance channels (IF)
@@ -107,6 +109,10 @@ class UNetModel(DiffusionModel):
         if self.prediction_type == "sample":
             return (x - a**0.5 * out) / (1 - a) ** 0.5
         raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
+
+    def _added_conditions(self, x: torch.Tensor, cond: Conditioning) -> dict:
+        """Extra UNet inputs beyond the text (SDXL's pooled embedding and size ids); none here."""
+        return {}
 
     def to_float32(self) -> None:
         super().to_float32()

@@ -50,7 +50,8 @@ def _guard(cls, method: str = "forward") -> None:
 
 
 from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel  # noqa: E402
-from transformers import CLIPTextModel, T5EncoderModel  # noqa: E402
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel  # noqa: E402
 
-for _cls, _method in ((UNet2DConditionModel, "forward"), (AutoencoderKL, "encode"), (AutoencoderKL, "decode"), (AutoencoderTiny, "decode"), (CLIPTextModel, "forward"), (T5EncoderModel, "forward")):
+for _cls, _method in ((UNet2DConditionModel, "forward"), (AutoencoderKL, "encode"), (AutoencoderKL, "decode"), (AutoencoderTiny, "decode"), (CLIPTextModel, "forward"),
+                      (CLIPTextModelWithProjection, "forward"), (T5EncoderModel, "forward")):
     _guard(_cls, _method)
