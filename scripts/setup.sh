@@ -7,6 +7,14 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PY="${PYTHON:-python3}"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+# Nothing to do when this environment was set up from these very requirement files (and extras):
+# a stamp of their contents, written after a successful install, skips pip on every later start.
+STAMP="$VENV/.installed"  # one line per requirement file installed: its sha256 and name
+NEED="$(sha256sum requirements.txt $([ "${DEV:-0}" = 1 ] && echo requirements-dev.txt))"
+if [ -f "$STAMP" ] && [ -z "$(comm -23 <(echo "$NEED" | sort) <(sort "$STAMP"))" ] && { [ "${DEV:-0}" != 1 ] || command -v chromium >/dev/null 2>&1; }; then
+  echo "$VENV"
+  exit 0
+fi
 PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip 2>/dev/null || true
 # torch first and pinned: otherwise a dependency pulls a multi-GB CUDA build.
@@ -24,4 +32,5 @@ if [ "${DEV:-0}" = 1 ]; then
 else
   $PIP install -q -r requirements.txt
 fi
+{ cat "$STAMP" 2>/dev/null || true; echo "$NEED"; } | sort -u > "$STAMP.tmp" && mv "$STAMP.tmp" "$STAMP"
 echo "$VENV"

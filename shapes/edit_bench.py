@@ -31,6 +31,7 @@ import torch
 
 from editing import edit
 from inversion import invert, load_model
+from inversion.cli_tools import parse_params
 from inversion.inverters import INVERTERS
 from inversion.metrics import lpips, ssim
 from inversion.pipeline import evaluate
@@ -53,17 +54,18 @@ def background_metrics(edited: torch.Tensor, original: torch.Tensor, region: np.
             "bg_ssim": ssim(blank_e, blank_o), "bg_lpips": lpips(blank_e, blank_o)}
 
 
-def run(model, inverters, count: int, steps: int, seed: int = SEED, progress=print) -> list[dict]:
+def run(model, inverters, count: int, steps: int, seed: int = SEED, progress=print, params: dict | None = None, rows_of=ROWS) -> list[dict]:
+    """Every editor (and pinned row) of `rows_of` with every inverter, `params` given to each inverter."""
     items = scenes(seed, count, held_out=True, single_shape=True)
     rows = []
     for inv_name in inverters:
-        per = {(e, pin): [] for e, pin in ROWS}
+        per = {(e, pin): [] for e, pin in rows_of}
         for s in items:
             img, masks = render(s, 64)
             x = to_tensor(img)
-            inv = invert(model, x, s.caption, inv_name, steps)
+            inv = invert(model, x, s.caption, inv_name, steps, **(params or {}))
             report, _ = evaluate(model, x, inv, per_stage=False)
-            for ed, pin in ROWS:
+            for ed, pin in rows_of:
                 target, colour, shape, region = edit_task(s, ed)
                 start = time.perf_counter()
                 out = edit(model, inv, target, ed, **({"pin_source": True} if pin else {}))
@@ -73,13 +75,39 @@ def run(model, inverters, count: int, steps: int, seed: int = SEED, progress=pri
                               nfe=inv.nfe + out.nfe, seconds=inv.seconds + seconds)
                 per[(ed, pin)].append(result)
         for (ed, pin), results in per.items():
-            row = {"inverter": inv_name, "editor": ed + (" + pin_source" if pin else ""), "scenes": len(results), "steps": steps}
+            row = {"inverter": inv_name, "editor": ed + (" + pin_source" if pin else ""), "scenes": len(results), "steps": steps, "params": dict(params or {})}
             for k in results[0]:
                 vals = [r[k] for r in results if r[k] is not None]
                 row[k] = float(np.mean(vals)) if vals else None
             rows.append(row)
             progress(f"edit bench {inv_name} {row['editor']}: success {row['success']:.0%}, background {row['bg_psnr']:.2f} dB")
     return rows
+
+
+GRID = {"step_noise": ("drawn", "predicted"), "strength": (1.0, 0.5), "noise_correction": (True, False)}  # what keeps a few-step inversion editable
+GRID_EDITORS = [(e, False) for e in ("p2p", "masactrl", "diffedit")]
+
+
+def grid(model, inverters, count: int, steps: int, progress=print) -> dict:
+    """Every inverter with every setting of GRID (stochastic samplers only: on DDIM step_noise is moot),
+    on the three editors; per inverter the setting with the highest mean judged success, ties broken
+    by the background kept. The chosen settings become the defaults for the model's sampler family."""
+    import itertools
+
+    settings = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+    rows, chosen = [], {}
+    for name in inverters:
+        scored = []
+        for setting in settings:
+            got = run(model, [name], count, steps, params=setting, rows_of=GRID_EDITORS, progress=lambda *_: None)
+            rows += got
+            success = float(np.mean([r["success"] for r in got]))
+            background = float(np.mean([r["bg_psnr"] for r in got]))
+            scored.append((success, background, setting))
+            progress(f"grid {name} {setting}: success {success:.0%}, background {background:.2f} dB")
+        best = max(scored, key=lambda t: (round(t[0], 6), t[1]))
+        chosen[name] = {"setting": best[2], "success": best[0], "background": best[1]}
+    return {"rows": rows, "chosen": chosen}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -134,12 +162,25 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--inverters", default=",".join(INVERTERS))
     ap.add_argument("--no-save", action="store_true", help="print only; keep eval*.json and the plot as they are")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--inverter-param", action="append", default=[], metavar="NAME=VALUE", help="given to every inverter (repeatable)")
+    ap.add_argument("--grid", action="store_true", help="choose each inverter's step_noise and strength by this benchmark (-> edit_grid in the JSON)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     model = load_model(a.model)
     steps = a.steps or model.stages[0].default_steps
+    if a.grid:
+        with torch.no_grad():
+            result = grid(model, a.inverters.split(","), a.scenes, steps)
+        for name, c in result["chosen"].items():
+            print(f"{name}: {c['setting']} (success {c['success']:.0%}, background {c['background']:.2f} dB)")
+        if not a.no_save:
+            out = OUT[a.model]
+            results = json.loads(out.read_text()) if out.exists() else {}
+            results["edit_grid"] = {"scenes": a.scenes, "steps": steps, "seed": SEED, "grid": {k: list(v) for k, v in GRID.items()}, **result}
+            out.write_text(json.dumps(results, indent=1))
+        return result["rows"]
     with torch.no_grad():
-        rows = run(model, a.inverters.split(","), a.scenes, steps)
+        rows = run(model, a.inverters.split(","), a.scenes, steps, params=parse_params(a.inverter_param))
     print(markdown(rows))
     if not a.no_save:
         out = OUT[a.model]

@@ -266,8 +266,8 @@ def test_sd_models_take_the_taesd_preview_decoder_from_the_cache_and_live_mode_u
     assert quick.shape == full.shape and quick.abs().max() <= 1 and not torch.allclose(quick, full)
     engine = Engine("lcm-dreamshaper-v7")
     req = EditRequest(InversionRequest(str(cat_image), "a cat sitting", "ddim", 4), "a dog sitting")
-    assert engine.edit("s", req)["metrics"]["edit"]["decoder"] == "full"
-    assert engine.edit("s", replace(req, preview=True))["metrics"]["edit"]["decoder"] == "preview"
+    assert engine.edit_record(engine.edit("s", req))["metrics"]["edit"]["decoder"] == "full"
+    assert engine.edit_record(engine.edit("s", replace(req, preview=True)))["metrics"]["edit"]["decoder"] == "preview"
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     build_hub_cache(tmp_path, ("SimianLuo/LCM_Dreamshaper_v7",))
     assert not load_model("lcm-dreamshaper-v7").has_preview  # previews fall back to the full VAE

@@ -56,7 +56,7 @@ def test_the_app_falls_back_along_the_offline_chain_with_a_notice(monkeypatch):
     from demo.engine import FALLBACKS, Engine
 
     engine = Engine("auto")  # no GPU here: the first offline model that loads
-    assert engine.model.name == FALLBACKS[0] and "No GPU" in engine.notice
+    assert engine.model.name == FALLBACKS[0] and "no GPU" in engine.notice
     fallback = Engine("sd-1.5")  # weights cannot be fetched offline
     assert fallback.model.name == FALLBACKS[0] and "Could not load" in fallback.notice
     monkeypatch.setattr(shapes_mod, "LCM_WEIGHTS", shapes_mod.LCM_WEIGHTS.with_name("missing.safetensors"))
