@@ -19,7 +19,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import gradio as gr  # noqa: E402
 
 from demo.engine import Engine  # noqa: E402
-from demo.ui import CSS, build  # noqa: E402
+from demo.ui import LAUNCH, QUEUE, build  # noqa: E402
 from inversion.models import MODELS  # noqa: E402
 
 
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     if engine.notice:
         print(engine.notice.replace("**", "") + " On a GPU start it with --model lcm-dreamshaper-v7.", flush=True)
     demo = build(engine)
-    demo.queue(max_size=64, default_concurrency_limit=1)
-    demo.launch(server_name=a.host, server_port=a.port, share=a.share, max_file_size="50mb", theme=gr.themes.Soft(), css=CSS)
+    demo.queue(**QUEUE)
+    demo.launch(server_name=a.host, server_port=a.port, share=a.share, theme=gr.themes.Soft(), **LAUNCH)
 
 
 if __name__ == "__main__":

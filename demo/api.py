@@ -21,11 +21,10 @@ import gradio as gr
 
 from editing import EDITORS
 from inversion.errors import ParameterError
-from inversion.images import to_pil
 from inversion.inverters import INVERTERS
 
 from .engine import EditRequest, Engine, InversionRequest
-from .glue import gpu, session_of, uploaded_image, user_errors
+from .glue import gpu, output_folder, png, session_of, uploaded_image, user_errors
 
 
 def _json_params(text) -> dict:
@@ -73,7 +72,7 @@ def add_endpoints(engine: Engine) -> None:
     def invert(image, source_prompt="", inverter="", steps=None, seed=0, inversion_guidance=None, inverter_params="{}", model="", request: gr.Request = None):
         """Invert an image; returns its reconstruction and the metrics."""
         entry, record = engine.inversion_record(session_of(request), inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model))
-        return to_pil(entry.reconstruction), record
+        return png(entry.reconstruction, "reconstruction.png", at_least=1), record
 
     @gpu("edit")
     @user_errors
@@ -83,14 +82,16 @@ def add_endpoints(engine: Engine) -> None:
         req = EditRequest(inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model), target_prompt or "",
                           editor, edit_guidance, _json_params(editor_params), region=edit_region)
         r = engine.edit_record(engine.edit(session_of(request), req))
-        return to_pil(r["edit"]), to_pil(r["reconstruction"]), r["metrics"]
+        folder = output_folder()
+        return png(r["edit"], "edit.png", 1, folder), png(r["reconstruction"], "reconstruction.png", 1, folder), r["metrics"]
 
     @gpu("compare")
     @user_errors
     def compare(image, source_prompt="", steps=None, seed=0, inversion_guidance=None, model="", request: gr.Request = None):
         """Every inverter on one image; returns their reconstructions and one row of metrics each."""
         rows = engine.compare(session_of(request), inversion_request(image, source_prompt, "ddim", steps, seed, inversion_guidance, "{}", model))
-        return [(to_pil(r["reconstruction"]), r["inverter"]) for r in rows], [{k: v for k, v in r.items() if k not in ("reconstruction", "reconstruction_uncorrected", "residuals", "edits")} for r in rows]
+        folder = output_folder()
+        return [(png(r["reconstruction"], f"{r['inverter']}.png", 1, folder), r["inverter"]) for r in rows], [{k: v for k, v in r.items() if k not in ("reconstruction", "reconstruction_uncorrected", "residuals", "edits")} for r in rows]
 
     b_invert.click(invert, [image, source, inverter, steps, seed, guidance, inv_params, model], [out_recon, out_json], api_name="invert", concurrency_id="model")
     b_edit.click(edit, [image, source, target, inverter, editor, steps, seed, guidance, edit_guidance, inv_params, ed_params, model, region], [out_image, out_recon, out_json], api_name="edit", concurrency_id="model")
@@ -106,7 +107,8 @@ def _interpolate_endpoint(engine: Engine, inputs: list, out_gallery, out_json) -
     def interpolate(image, image2=None, source_prompt="", prompt2="", inverter="", steps=None, seed=0, frames=8, model="", request: gr.Request = None):
         """Frames from the first image to the second (both inverted alike); returns the frames and the metrics."""
         r = engine.interpolate(session_of(request), InversionRequest(image, source_prompt or "", inverter or None, steps, seed, None, {}, model or None), image2, prompt2, frames)
-        return [(to_pil(f[None]), str(i)) for i, f in enumerate(r["frames"])], {**r["metrics"], "notes": r["notes"]}
+        folder = output_folder()
+        return [(png(f[None], f"frame{i}.png", 1, folder), str(i)) for i, f in enumerate(r["frames"])], {**r["metrics"], "notes": r["notes"]}
 
     with gr.Row(visible=False):
         button = gr.Button()

@@ -7,6 +7,8 @@ import collections
 import functools
 import inspect
 import logging
+import os
+import shutil
 import tempfile
 import time
 import traceback
@@ -184,13 +186,55 @@ def show(x: torch.Tensor, at_least: int = DISPLAY_SIDE) -> Image.Image:
     return img if k <= 1 else img.resize((img.size[0] * k, img.size[1] * k), resample=Image.Resampling.NEAREST)
 
 
+OUTPUTS = Path(os.environ.get("APP_OUTPUT_DIR", Path(tempfile.gettempdir()) / "inversion-app"))  # every file the app writes
+OUTPUT_AGE = 3600.0  # seconds a written file is kept (gradio's own copies: launch's delete_cache, the same age)
+SWEEP_EVERY = 60.0
+_swept = [0.0]
+
+
+def sweep(now: float | None = None) -> int:
+    """Remove the app's output folders older than OUTPUT_AGE (at most once a minute); returns how many."""
+    now = time.time() if now is None else now
+    if now - _swept[0] < SWEEP_EVERY:
+        return 0
+    _swept[0] = now
+    removed = 0
+    for d in OUTPUTS.glob("*") if OUTPUTS.is_dir() else []:
+        try:
+            if now - d.stat().st_mtime > OUTPUT_AGE:
+                shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def output_folder() -> Path:
+    """A fresh folder for one request's files (old ones swept away as new ones are made)."""
+    sweep()
+    d = OUTPUTS / uuid.uuid4().hex
+    d.mkdir(parents=True)
+    return d
+
+
+def written(path: Path, write) -> str:
+    """`write(tmp)` then an atomic rename to `path`: a reader never sees a partly written file."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.part{path.suffix}")  # the suffix kept: writers infer the format from it
+    write(tmp)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def png(x: torch.Tensor, name: str = "image.png", at_least: int = DISPLAY_SIDE, folder: Path | None = None) -> str:
+    """The display copy of an image as a PNG file, written once and atomically (gradio then serves the file
+    itself instead of encoding a PIL image again into a content-addressed path shared by every request)."""
+    img = show(x, at_least)
+    return written((folder or output_folder()) / name, lambda p: img.save(p, format="PNG"))
+
+
 def write_downloads(result: dict) -> tuple[str | None, str]:
-    """The edit as PNG (when there is one) and the inversion as safetensors, in a fresh temporary folder."""
-    d = Path(tempfile.mkdtemp(prefix="edit-"))
-    png = None
-    if result.get("edit") is not None:
-        png = d / "edit.png"
-        to_pil(result["edit"]).save(png)
-    inv_path = d / "inversion.safetensors"
-    result["inversion"].save(inv_path)
-    return None if png is None else str(png), str(inv_path)
+    """The edit as PNG (when there is one) and the inversion as safetensors, in a fresh folder, atomically."""
+    d = output_folder()
+    edit = None if result.get("edit") is None else written(d / "edit.png", lambda p: to_pil(result["edit"]).save(p, format="PNG"))
+    inv_path = written(d / "inversion.safetensors", lambda p: result["inversion"].save(p))
+    return edit, inv_path

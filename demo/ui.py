@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from inversion.params import Param
 
 from . import api, report
 from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, EditRequest, Engine, InversionRequest
-from .glue import gpu, progress_of, session_of, show, shown_errors, uploaded_image, write_downloads
+from .glue import gpu, output_folder, png, progress_of, session_of, shown_errors, uploaded_image, write_downloads, written
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES_EXAMPLES = ROOT / "assets" / "shapes" / "examples"
@@ -65,6 +64,14 @@ CSS = """
   .tab-wrapper button { padding-left: 6px !important; padding-right: 6px !important; font-size: 0.9em; }
 }
 """
+
+
+# How the app is served (app.py and the tests alike): every event through the queue (api_open=False: no
+# /run/ shortcut around its size and concurrency limit), one model request at a time, gradio's cached
+# copies of uploads and outputs deleted after an hour (checked every ten minutes).
+QUEUE = dict(max_size=64, default_concurrency_limit=1, api_open=False)
+LAUNCH = dict(max_file_size="50mb", css=CSS)
+DELETE_CACHE = (600, 3600)
 
 
 @dataclass
@@ -307,7 +314,7 @@ def _mask_overlay(x, mask):
 
     m = F.interpolate(mask.float().cpu(), size=x.shape[-2:], mode="nearest")
     tint = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1)
-    return show(x.cpu() * (1 - 0.5 * m) + tint * 0.5 * m)
+    return x.cpu() * (1 - 0.5 * m) + tint * 0.5 * m
 
 
 def _choice_note(engine: Engine, model, inverter: str, editor: str, steps=None) -> str:
@@ -364,12 +371,13 @@ def _edit_steps(page: Page, r: dict):
     """The two updates of an edit: the edit itself as soon as it is decoded, then what measuring adds
     (the reconstruction, its metrics, the files, the mask) -- `r` is `Engine.edit`'s result."""
     c, engine = page.c, page.engine
-    x, e = show(r["x"]), show(r["edit"])
+    folder = output_folder()
+    x, e = png(r["x"], "input.png", folder=folder), png(r["edit"], "edit-view.png", folder=folder)
     yield {c["slider"]: (x, e), c["shown_input"]: x, c["edited"]: e, c["summary"]: "Edit done; measuring the reconstruction…"}
     r = engine.edit_record(r)
-    png, inv_path = write_downloads(r)
-    mask = gr.update(value=_mask_overlay(r["x"], r["mask"]), visible=True) if r["mask"] is not None else gr.update(value=None, visible=False)
-    yield {c["recon"]: show(r["reconstruction"]), c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: png,
+    edit_png, inv_path = write_downloads(r)
+    mask = gr.update(value=png(_mask_overlay(r["x"], r["mask"]), "region.png", folder=folder), visible=True) if r["mask"] is not None else gr.update(value=None, visible=False)
+    yield {c["recon"]: png(r["reconstruction"], "reconstruction.png", folder=folder), c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: edit_png,
            c["inv_file"]: inv_path, c["mask_view"]: mask, c["mask_to_canvas"]: gr.update(visible=r["upload_mask"] is not None),
            c["upload_mask"]: None if r["upload_mask"] is None else r["upload_mask"].astype(np.uint8) * 255}
 
@@ -398,7 +406,7 @@ def _work_handlers(page: Page):
     def on_invert(data: dict, request: gr.Request, progress=gr.Progress()):
         entry, record = engine.inversion_record(session_of(request), _inversion_request(page, data), progress_of(progress))
         _, inv_path = write_downloads({"inversion": entry.inversion})
-        return {c["shown_input"]: show(entry.x), c["recon"]: show(entry.reconstruction), c["summary"]: report.summary_markdown(record), c["metrics"]: record,
+        return {c["shown_input"]: png(entry.x, "input.png"), c["recon"]: png(entry.reconstruction, "reconstruction.png"), c["summary"]: report.summary_markdown(record), c["metrics"]: record,
                 c["inv_file"]: inv_path, c["slider"]: None, c["edited"]: None, c["edit_file"]: None, c["mask_view"]: gr.update(value=None, visible=False),
                 c["mask_to_canvas"]: gr.update(visible=False), c["upload_mask"]: None}
 
@@ -421,11 +429,13 @@ def compare_updates(page: Page, rows: list[dict], target: str, editors: tuple, m
 
     c = page.c
     lcm = any(r["reconstruction_uncorrected"] is not None for r in rows)
+    folder = output_folder()
     if lcm:
-        pics = [(show(r["reconstruction_uncorrected"]), f"{r['inverter']}: {r['psnr_uncorrected']:.2f} dB without the last residual") for r in rows]
+        pics = [(png(r["reconstruction_uncorrected"], f"{r['inverter']}.png", folder=folder), f"{r['inverter']}: {r['psnr_uncorrected']:.2f} dB without the last residual") for r in rows]
     else:
-        pics = [(show(r["reconstruction"]), f"{r['inverter']}: {r['psnr']:.2f} dB, {r['nfe']} calls") for r in rows]
-    edits = [(show(r["edits"][ed]["image"]), f"{r['inverter']} + {ed}: {r['edits'][ed]['change_psnr']:.2f} dB from the input") for r in rows for ed in editors]
+        pics = [(png(r["reconstruction"], f"{r['inverter']}.png", folder=folder), f"{r['inverter']}: {r['psnr']:.2f} dB, {r['nfe']} calls") for r in rows]
+    edits = [(png(r["edits"][ed]["image"], f"{r['inverter']}-{ed}.png", folder=folder), f"{r['inverter']} + {ed}: {r['edits'][ed]['change_psnr']:.2f} dB from the input")
+             for r in rows for ed in editors]
     names = {"inverter": "inverter", "nfe": "network calls", "seconds": "seconds", "psnr": "PSNR (dB)", "psnr_uncorrected": "PSNR without the last residual (dB)",
              "ssim": "SSIM", "lpips": "LPIPS", "noise_std": "noise std", "noise_ks": "noise: distance from N(0,1)", "noise_gaussian": "noise looks Gaussian"}
     shown = ["inverter", "nfe", "seconds", "psnr"] + (["psnr_uncorrected"] if lcm else []) + ["ssim"] + (["lpips"] if any(r["lpips"] is not None for r in rows) else [])
@@ -448,11 +458,11 @@ def _application_handlers(page: Page):
     @shown_errors(c["interp_summary"])
     def on_interpolate(data: dict, request: gr.Request, progress=gr.Progress()):
         r = engine.interpolate(session_of(request), _inversion_request(page, data), data[c["image2"]], data[c["prompt2"]], data[c["frames"]], progress_of(progress))
-        gif = Path(tempfile.mkdtemp(prefix="interpolation-")) / "interpolation.gif"
-        r["interpolation"].save_gif(gif, pingpong=True)
+        folder = output_folder()
+        gif = written(folder / "interpolation.gif", lambda p: r["interpolation"].save_gif(p, pingpong=True))
         m = r["metrics"]
         text = f"{m['frames']} frames, {m['nfe']} network calls, {m['seconds']:.2f} s" + "".join(f"\n\n⚠️ {n}" for n in r["notes"] + m["warnings"])
-        return {c["strip"]: [(show(f[None]), f"{i}") for i, f in enumerate(r["frames"])], c["interp_summary"]: text, c["gif_file"]: str(gif)}
+        return {c["strip"]: [(png(f[None], f"frame{i}.png", folder=folder), f"{i}") for i, f in enumerate(r["frames"])], c["interp_summary"]: text, c["gif_file"]: gif}
 
     @gpu("seeds")
     @shown_errors(c["seeds_summary"])
@@ -462,7 +472,8 @@ def _application_handlers(page: Page):
                                    data[c["strength"]], progress_of(progress))
         m = r["metrics"]
         text = f"{m['samples']} samples from {m['references']} reference(s), {m['nfe']} network calls, {m['seconds']:.2f} s" + "".join(f"\n\n⚠️ {n}" for n in r["notes"])
-        return {c["seeded"]: [show(x[None]) for x in r["images"]], c["seeds_summary"]: text}
+        folder = output_folder()
+        return {c["seeded"]: [png(x[None], f"sample{i}.png", folder=folder) for i, x in enumerate(r["images"])], c["seeds_summary"]: text}
 
     return on_interpolate, on_seeds
 
@@ -500,16 +511,22 @@ def _setting_handlers(page: Page):
                         c["summary"]: problem})
         return updates
 
+    def loaded(name):
+        """The picked model if it is loaded, else the app's (these unqueued handlers never load one)."""
+        return engine.models.loaded.get(name) or engine.model
+
     def on_choice(data: dict):
         inv, ed, steps = data[c["inverter"]], data[c["editor"]], data[c["steps"]]
-        model = engine.model_for(data[c["model"]])
+        if inv not in INVERTERS or ed not in EDITORS:
+            return {}
+        model = loaded(data[c["model"]])
         updates = {box: gr.update(visible=n == inv) for n, box in page.inv_boxes.items()}
         updates.update({box: gr.update(visible=n == ed) for n, box in page.ed_boxes.items()})
         updates[c["choice_note"]] = _choice_note(engine, model, inv, ed, steps)
         return updates
 
     def on_reset(data: dict):
-        return _defaults(page, engine.model_for(data[c["model"]]))
+        return _defaults(page, loaded(data[c["model"]]))
 
     return on_model, on_choice, on_reset
 
@@ -603,8 +620,8 @@ def _wire(page: Page) -> None:
     # A new upload (or none): every old result leaves the page; the painting canvas shows the new image.
     for event in (c["image"].upload, c["image"].clear):
         event(lambda: _cleared(page), None, cleared, queue=False, api_visibility="private")
-        event(_canvas_of, c["image"], c["region"], queue=False, api_visibility="private")
-    c["mask_to_canvas"].click(_canvas_with, [c["upload_mask"], c["image"]], [c["region"], c["region_box"]], queue=False, api_visibility="private")
+        event(_canvas_of, c["image"], c["region"], api_visibility="private", concurrency_id="canvas")  # decodes an upload: queued
+    c["mask_to_canvas"].click(_canvas_with, [c["upload_mask"], c["image"]], [c["region"], c["region_box"]], api_visibility="private", concurrency_id="canvas")
     example_out = [*cleared, c["image"], c["source"], c["target"], c["editor"], c["inverter"], c["region"]]
     for key in ("shape_examples", "photo_examples"):
         edits.append(c[key].click(on_example(key), c[key], example_out, queue=False, api_visibility="private")
@@ -685,7 +702,7 @@ def residual_frame(rows: list[dict]):
 def build(engine: Engine) -> gr.Blocks:
     model = engine.model
     page = Page(engine)
-    with gr.Blocks(title="Inversion-based image editing") as demo:
+    with gr.Blocks(title="Inversion-based image editing", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown("# Inversion-based image editing\nPick an inverter to turn your image into noise, and an editor to change it with words.", elem_id="intro")
         page.c["model_line"] = gr.Markdown(_model_line(engine, model), elem_id="model-line")
         with gr.Row(equal_height=False):

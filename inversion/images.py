@@ -22,6 +22,13 @@ from .errors import ImageError
 
 MAX_PIXELS = 50_000_000  # larger uploads are refused before decoding
 MIN_SIDE = 8
+MAX_DECODE_BYTES = 512 * 2**20  # memory one image may take on its way to 8-bit RGB, refused before decoding
+# Bytes held per pixel, at the peak, while an image of each mode is decoded and made 8-bit RGB (the
+# decoded frame, the working copies of `_normalise`'s path for that mode, the RGB result): measured at
+# 2-4 MP (peak RSS over the baseline; tests/test_images_memory.py checks they stay upper bounds), rounded
+# up; unknown modes count as the widest.
+WORKING_BYTES = {"1": 7, "L": 7, "P": 17, "RGB": 11, "YCbCr": 11, "LAB": 11, "HSV": 11, "RGBA": 16, "LA": 16, "PA": 17, "CMYK": 14,
+                 "I;16": 15, "I;16B": 15, "I;16L": 15, "I;16N": 15, "I": 22, "F": 36}
 
 
 def load_image(source, name: str | None = None, notes: list[str] | None = None) -> Image.Image:
@@ -44,7 +51,7 @@ def load_image(source, name: str | None = None, notes: list[str] | None = None) 
         img = _open(path, name or str(path))
     else:
         raise ImageError(f"cannot read an image from a {type(source).__name__}")
-    return _normalise(img, notes if notes is not None else [])
+    return _normalise(img, notes if notes is not None else [], owned=img is not source)
 
 
 def _open(fp, label: str) -> Image.Image:
@@ -55,6 +62,10 @@ def _open(fp, label: str) -> Image.Image:
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise ImageError(f"{label} is {w}x{h} ({w * h / 1e6:.0f} MP); the limit is {MAX_PIXELS / 1e6:.0f} MP")
+            need = w * h * WORKING_BYTES.get(img.mode, max(WORKING_BYTES.values()))
+            if need > MAX_DECODE_BYTES:
+                raise ImageError(f"{label} is {w}x{h} in mode {img.mode}: reading it takes about {need / 2**20:.0f} MB, more than the "
+                                 f"{MAX_DECODE_BYTES / 2**20:.0f} MB one image may use; send a smaller image (or 8-bit RGB)")
             img.load()
     except ImageError:
         raise
@@ -82,20 +93,34 @@ def _from_array(a: np.ndarray) -> Image.Image:
     return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
 
 
-def _normalise(img: Image.Image, notes: list[str]) -> Image.Image:
+def _normalise(img: Image.Image, notes: list[str], owned: bool = False) -> Image.Image:
+    """`owned`: the image was decoded here, so it may be changed in place (no copy of a large image);
+    a caller's PIL image is left as it was."""
     if getattr(img, "n_frames", 1) > 1:
         notes.append(f"the image is animated ({img.n_frames} frames): its first frame was used")
         img.seek(0)
     try:
-        img = ImageOps.exif_transpose(img)
+        if owned:
+            ImageOps.exif_transpose(img, in_place=True)
+        else:
+            img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not lose the image
         pass
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if a.max(initial=0) > 255 else 255.0
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(img)  # uint16 (or int32 for "I"): integers, no float copy of a large image
+        top = 65535 if a.max(initial=0) > 255 else 255
         if top > 255:
             notes.append("16-bit image: scaled to 8 bits")
-        img = Image.fromarray(np.clip(np.round(a / top * 255), 0, 255).astype(np.uint8))
+        wide = (a if a.dtype == np.uint16 else np.clip(a, 0, top)).astype(np.uint32)
+        del a
+        if owned:
+            img.close()  # its pixels are in `wide` now
+        wide *= 255
+        wide += top // 2  # rounds to nearest, as np.round(a / top * 255) did
+        wide //= top
+        small = wide.astype(np.uint8)
+        del wide
+        img = Image.fromarray(small)
     elif img.mode == "F":  # [0, 1] as it is; a wider range is stretched (to include [0, 1])
         a = np.asarray(img, dtype=np.float64)
         lo, hi = min(0.0, float(a.min())), max(1.0, float(a.max()))

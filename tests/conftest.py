@@ -74,13 +74,13 @@ def free_port() -> int:
 def serve_app(model_name: str):
     """The app on loopback (as app.py builds it); yields (engine, url)."""
     from demo.engine import Engine
-    from demo.ui import CSS, build
+    from demo.ui import LAUNCH, QUEUE, build
 
     engine = Engine(model_name)
     demo = build(engine)
-    demo.queue(default_concurrency_limit=1)
+    demo.queue(**QUEUE)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH)
     try:
         yield engine, f"http://127.0.0.1:{port}"
     finally:
