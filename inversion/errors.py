@@ -43,3 +43,7 @@ class WordError(UserError, ValueError):
 
 class UnsupportedAttention(UserError, ValueError):
     """The UNet's attention layers are not the separate self/cross kind editors control."""
+
+
+class Diverged(UserError, ArithmeticError):
+    """An inverter's iterates grew until the network overflowed: the settings, not the image, are at fault."""

@@ -91,3 +91,20 @@ def test_iterinv_hands_the_shared_parameters_to_its_base_inverter(tiny_if):
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     inv = invert(tiny_if, x, "a cat", "iterinv", steps=4, strength=0.5, iterations=1)
     assert [s.num_steps for s in inv.stages] == [2, 2] and [s.steps for s in inv.stages] == [4, 4]
+
+
+def test_a_diverging_inversion_blames_the_settings_not_the_image(lcm_oracle, oracle, monkeypatch):
+    """When an inverter's iterates overflow the network (here: a model that returns inf once its input
+    grows), the message names the inverter, the steps and, for drawn step noise, the fix."""
+    from inversion.errors import Diverged
+
+    real, x0 = lcm_oracle._eps, oracle.sample_data(7)
+    bound = 2 * float(x0.abs().max())
+
+    def overflowing(x, t, cond):  # finite on the image itself, inf once the iterates have grown
+        eps = real(x, t, cond)
+        return torch.where(x.abs().amax() > bound, torch.full_like(eps, float("inf")), eps)
+
+    monkeypatch.setattr(lcm_oracle, "_eps", overflowing)
+    with pytest.raises(Diverged, match=r"fixed-point diverged on oracle-lcm at 16 steps.*step_noise=predicted keeps every step well posed"):
+        invert(lcm_oracle, x0, "", "fixed-point", steps=16)

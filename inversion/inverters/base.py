@@ -25,7 +25,8 @@ from dataclasses import replace
 
 import torch
 
-from ..models.base import Conditioning, DiffusionModel
+from ..errors import Diverged
+from ..models.base import Conditioning, DiffusionModel, NonFinite
 from ..params import Param, ParameterError, resolve  # noqa: F401  (ParameterError: re-exported)
 from ..result import Inversion
 from ..schedule import Sampler
@@ -76,7 +77,17 @@ class Inverter:
             sampler, drawn = replace(sampler, predicted_noise=True), {}
         drawn = dict(zip(drawn, torch.stack(list(drawn.values())).to(x0).unbind())) if drawn else {}
         with model.measure() as meter:
-            latents, noises, residuals = model.checked(lambda: self._run(model, x0, cond, sampler, drawn, p, progress))
+            try:
+                latents, noises, residuals = model.checked(lambda: self._run(model, x0, cond, sampler, drawn, p, progress))
+            except NonFinite as e:
+                with torch.no_grad():  # the failure path only: is the network finite on the clean input itself?
+                    if not torch.isfinite(model.predict_noise(x0, sampler.timesteps[-1], cond)).all():
+                        raise  # then the model or the input is at fault, not the iteration
+                hint = (" With step_noise=drawn each step of this few-step sampler asks for a clean image that equals a noisy target, and the "
+                        "exact solutions grow step after step; step_noise=predicted keeps every step well posed."
+                        if sampler.stochastic and p["step_noise"] == "drawn" else "")
+                raise Diverged(f"{self.name} diverged on {model.name} at {num_steps} steps: its iterates grew until the network overflowed "
+                               f"(the image is not at fault).{hint} Try fewer steps or another inverter.") from e
         return Inversion(
             model=model.name,
             inverter=self.name,

@@ -149,6 +149,11 @@ class Conditioning:
         return Conditioning(prompts=[p for c in items for p in c.prompts], **{name: join(name) for name in Conditioning.ROWS})
 
 
+class NonFinite(ModelError):
+    """The network's prediction overflowed (NaN/inf) even in float32: its input had left every range it
+    knows (a diverging inversion, a corrupt latent)."""
+
+
 def inverted_steps(num_steps: int, strength: float) -> int:
     """How many of a schedule's steps an inversion of `strength` covers (the last ones): at least one."""
     return max(1, min(num_steps, int(num_steps * strength + 1e-9)))
@@ -290,12 +295,12 @@ class DiffusionModel:
         self._fall_back_to_float32(what)
         out = compute()
         if not torch.isfinite(out).all():
-            raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32")
+            raise NonFinite(f"{self.name} produced NaN or inf in its {what} even in float32")
         return out
 
     def _fall_back_to_float32(self, what: str) -> None:
         if self.dtype == torch.float32:
-            raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32; the input may be corrupt")
+            raise NonFinite(f"{self.name} produced NaN or inf in its {what} even in float32")
         self.to_float32()
         self.warn(f"{what} overflowed in float16 (NaN/inf); {self.name} now runs in float32")
 
@@ -326,13 +331,13 @@ class DiffusionModel:
                 if check.ok():  # a real failure, not a consequence of a non-finite prediction
                     raise
                 if attempt == 1:
-                    raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32") from e
+                    raise NonFinite(f"{self.name} produced NaN or inf in its {what} even in float32") from e
                 self._fall_back_to_float32(what)
             else:
                 if check.ok():
                     return out
                 if attempt == 1:
-                    raise ModelError(f"{self.name} produced NaN or inf in its {what} even in float32")
+                    raise NonFinite(f"{self.name} produced NaN or inf in its {what} even in float32")
                 self._fall_back_to_float32(what)
             finally:
                 del self.checks[thread]
