@@ -13,7 +13,10 @@ import functools
 import hashlib
 import json
 import math
+import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -27,7 +30,7 @@ from inversion.images import centre_cropped_to, load_image, mask_on_upload
 from inversion.inverters import INVERTERS
 from inversion.models import MODELS, as_cascade, base_stage, is_available, load_model, stages_of
 from inversion.noise_stats import noise_statistics
-from inversion.pipeline import evaluate, invert, reconstruct_uncorrected
+from inversion.pipeline import evaluate, invert, max_nfe, reconstruct_uncorrected
 from inversion.result import stage_inversions
 
 from . import report
@@ -55,12 +58,16 @@ def request(kind: str):
     def wrap(method):
         @functools.wraps(method)
         def serve(self, session, *args, **kwargs):
+            if self.superseded():
+                raise Superseded("dropped: a later request of yours is waiting, and only the latest runs")
             self.stops.setdefault(session, threading.Event()).clear()
             self.running[session] = kind
+            self.deadlines[session] = (time.monotonic() + self.budget(kind), self.budget(kind))
             try:
                 return method(self, session, *args, **kwargs)
             finally:
                 self.running.pop(session, None)
+                self.deadlines.pop(session, None)
 
         return serve
 
@@ -69,6 +76,18 @@ def request(kind: str):
 
 class Cancelled(UserError):
     """The visitor stopped the request: raised at the next UNet call after the Cancel click."""
+
+
+class Superseded(UserError):
+    """The visitor queued a later request: only the latest of a visitor's queued requests runs."""
+
+
+class TooLong(UserError):
+    """A request would take, or took, more than the time one request may use on this server."""
+
+
+# Seconds one request of each kind may take (APP_TIME_SCALE multiplies them: a slow model on a CPU).
+REQUEST_SECONDS = {"invert": 120.0, "edit": 120.0, "compare": 360.0, "interpolate": 180.0, "seeds": 180.0}
 
 
 # ---------------------------------------------------------------- requests ----------------
@@ -200,6 +219,10 @@ class Engine:
         self.cache = InversionCache()
         self.stops: dict[str, threading.Event] = {}  # session -> set by its Cancel click
         self.running: dict[str, str] = {}  # session -> the kind of its request in progress
+        self.deadlines: dict[str, tuple[float, float]] = {}  # session -> (monotonic deadline, its budget in seconds)
+        self.nfe_seconds: dict[str, float] = {}  # model -> seconds per UNet call, as measured (for the up-front estimate)
+        self.abandoned: Callable[[], bool] = lambda: False  # the app sets it: whether the client cancelled or left
+        self.superseded: Callable[[], bool] = lambda: False  # the app sets it: whether a later request of the client waits
         self.timings: dict[tuple[str, str], float] = {}  # (model, inverter) -> seconds of its last inversion: the page's cost hint
         self.codec_bounds: dict[tuple[str, str], float] = {}  # (model, image digest) -> the codec bound: a property of the image
 
@@ -215,6 +238,23 @@ class Engine:
         self.stops.setdefault(session, threading.Event()).set()
         return self.running.get(session)
 
+    @staticmethod
+    def budget(kind: str) -> float:
+        return REQUEST_SECONDS[kind] * float(os.environ.get("APP_TIME_SCALE", "1"))
+
+    def _within_budget(self, session: str, model, req: InversionRequest, steps: int) -> None:
+        """Refuse, before any work, an inversion whose most UNet calls at this model's measured speed
+        cannot fit in what is left of the request's time."""
+        per_call = self.nfe_seconds.get(model.name)
+        deadline = self.deadlines.get(session)
+        if per_call is None or deadline is None:
+            return
+        calls = max_nfe(model, req.inverter, steps, **req.params)
+        left = deadline[0] - time.monotonic()
+        if calls * per_call > left:
+            raise TooLong(f"{req.inverter} with these settings makes up to {calls} network calls, about {calls * per_call:.0f} s on this server; "
+                          f"a request may take {deadline[1]:.0f} s here. Use fewer steps or iterations.")
+
     @contextlib.contextmanager
     def working(self, session: str, model, x: torch.Tensor):
         """Model work for `session`: the lock, the out-of-memory message, and a meter whose check stops
@@ -222,8 +262,12 @@ class Engine:
         stop = self.stops.setdefault(session, threading.Event())
 
         def check() -> None:
-            if stop.is_set():
+            if stop.is_set() or self.abandoned():
                 raise Cancelled("stopped: nothing from this run was kept")
+            deadline = self.deadlines.get(session)
+            if deadline is not None and time.monotonic() > deadline[0]:
+                raise TooLong(f"this request passed the {deadline[1]:.0f} s one request may take on this server and was stopped; "
+                              "use fewer steps, iterations, frames or samples")
 
         check()  # cancelled while it waited for the lock
         with self.lock, oom_guard(x), as_cascade(model).measure() as meter:
@@ -294,9 +338,13 @@ class Engine:
         hit = self.cache.get(session, key)
         if hit is not None:  # the same pixels may come from another upload: its notes and size are this one's
             return (hit if hit.size == size else replace(hit, notes=notes, size=size)), True
+        self._within_budget(session, model, req, steps)
         with self.working(session, model, x) as meter:
             inv = invert(model, x, req.prompt, req.inverter, steps, guidance, "", seed, progress=progress, **req.params)
         self.timings[(model.name, req.inverter)] = inv.seconds
+        if inv.nfe:
+            per = inv.seconds / inv.nfe
+            self.nfe_seconds[model.name] = per if model.name not in self.nfe_seconds else 0.7 * self.nfe_seconds[model.name] + 0.3 * per
         entry = Entry(inv, x, notes, tuple(meter.warnings), size)
         self.cache.put(session, key, entry)
         return entry, False

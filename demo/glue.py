@@ -110,6 +110,34 @@ def uploaded_image(**kwargs) -> UploadedImage:
     return UploadedImage(type="filepath", image_mode=None, **kwargs)
 
 
+def client_gone() -> bool:
+    """Whether the gradio event this thread serves was cancelled or lost its client (gradio then drops
+    it from its queue, or marks it dead): the work for it can stop."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or event_id is None:
+        return False  # not serving a queued event (a direct call, a test)
+    event = queue.event_ids_to_events.get(event_id)
+    return event is None or not event.alive
+
+
+def later_request_waiting() -> bool:
+    """Whether the visitor whose event this thread serves has another event waiting behind it in the same
+    queue: then this one is dropped and only the latest runs (one queued heavy job per visitor, so a
+    client that floods the queue delays another by one job at most)."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    event = None if queue is None or event_id is None else queue.event_ids_to_events.get(event_id)
+    if event is None:
+        return False
+    waiting = queue.event_queue_per_concurrency_id.get(event.concurrency_id)
+    return waiting is not None and any(e.session_hash == event.session_hash and e._id != event._id for e in list(waiting.queue))
+
+
 def session_of(request: gr.Request | None) -> str:
     """The visitor's session: each browser tab and each API client has its own."""
     return getattr(request, "session_hash", None) or "local"

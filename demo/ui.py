@@ -27,7 +27,7 @@ from inversion.params import Param
 
 from . import api, report
 from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, EditRequest, Engine, InversionRequest
-from .glue import gpu, output_folder, png, progress_of, session_of, shown_errors, uploaded_image, write_downloads, written
+from .glue import client_gone, gpu, later_request_waiting, output_folder, png, progress_of, session_of, shown_errors, uploaded_image, write_downloads, written
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES_EXAMPLES = ROOT / "assets" / "shapes" / "examples"
@@ -701,6 +701,8 @@ def residual_frame(rows: list[dict]):
 
 def build(engine: Engine) -> gr.Blocks:
     model = engine.model
+    engine.abandoned = client_gone  # a client's cancel or disconnect stops its work at the next UNet call
+    engine.superseded = later_request_waiting  # one queued request per visitor: the latest
     page = Page(engine)
     with gr.Blocks(title="Inversion-based image editing", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown("# Inversion-based image editing\nPick an inverter to turn your image into noise, and an editor to change it with words.", elem_id="intro")

@@ -79,6 +79,16 @@ def invert(
     return packed(results, cascade.multistage)
 
 
+def max_nfe(model: DiffusionModel | Cascade, inverter: str, steps: int | None = None, **params) -> int:
+    """The most UNet calls `invert` can make with these choices (every stage), before running it."""
+    inv = get_inverter(inverter)
+    total = 0
+    for s, stage in enumerate(as_cascade(model).stages):
+        stage_inv, stage_params = inv.for_stage(s, params)
+        total += stage_inv.max_nfe(stage, steps or stage.default_steps, **stage_params)
+    return total
+
+
 def _matching_stages(model, inv) -> tuple[Cascade, list[Inversion]]:
     cascade, stages = as_cascade(model), stage_inversions(inv)
     if len(stages) != len(cascade.stages):

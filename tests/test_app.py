@@ -316,3 +316,78 @@ def test_interpolate_endpoint_frames_end_on_the_two_reconstructions(client, serv
     assert m["inverter"] == default and m["inversions"] == [default, default]
     with pytest.raises(Exception, match="frames must be"):
         client.predict(image=handle_file(str(cat_image)), image2=handle_file(str(portrait)), source_prompt="a cat", frames=1, api_name="/interpolate")
+
+
+def test_no_request_bypasses_the_queue(served, cat_image):
+    """api_open=False: the /run/ routes that skip the queue's size and concurrency limit answer nothing."""
+    import httpx
+
+    url = served[1]
+    for name in ("invert", "edit", "compare", "interpolate"):
+        r = httpx.post(f"{url}/gradio_api/run/{name}", json={"data": [None, "a cat", "ddim", 3, 0, None, "{}", ""]}, timeout=30)
+        assert r.status_code != 200, (name, r.status_code, r.text[:200])
+    config = httpx.get(f"{url}/config", timeout=30).json()
+    unqueued = [d for d in config["dependencies"] if not d.get("queue", True)]
+    # the few handlers left outside the queue decode nothing a client sends and load no model
+    assert all(d.get("api_visibility", "private") != "public" for d in unqueued)
+
+
+def test_a_client_that_cancels_frees_the_worker_within_a_step(client, served, cat_image):
+    from gradio_client import handle_file
+
+    engine = served[0]
+    model = engine.model
+    with model.measure() as meter:
+        job = client.submit(image=handle_file(str(cat_image)), source_prompt="a slow cat", inverter="fixed-point", steps=100,
+                            inverter_params='{"iterations": 100, "tolerance": 0}', api_name="/invert")
+        deadline = time.time() + 60
+        while meter.nfe < 20 and time.time() < deadline:
+            time.sleep(0.05)
+        assert meter.nfe >= 20
+        job.cancel()
+        time.sleep(1.0)
+        at = meter.nfe
+        time.sleep(1.0)
+        assert meter.nfe - at <= 1, (at, meter.nfe)  # stopped: no calls after the cancel took effect
+    recon, m = client.predict(image=handle_file(str(cat_image)), source_prompt="a cat", inverter="ddim", steps=3, api_name="/invert")
+    assert m["inversion"]["nfe"] == 3 or m["inversion"]["cached"]
+
+
+def test_a_request_past_its_time_is_stopped_and_a_hopeless_one_refused_up_front(served, cat_image, monkeypatch):
+    import demo.engine as engine_mod
+    from demo.engine import InversionRequest, TooLong
+
+    engine = served[0]
+    monkeypatch.setitem(engine_mod.REQUEST_SECONDS, "invert", 0.5)
+    engine.nfe_seconds.pop(engine.model.name, None)  # speed unknown: only the running check can stop it
+    slow = InversionRequest(cat_image, "a cat, slowly", "fixed-point", 100, params={"iterations": 100, "tolerance": 0})
+    with pytest.raises(TooLong, match="passed the 0 s one request may take"):
+        engine.inversion_record("budget", slow)
+    engine.nfe_seconds[engine.model.name] = 0.01  # now measured: 10,000 calls cannot fit, refused before any work
+    with engine.model.measure() as meter, pytest.raises(TooLong, match="makes up to 10000 network calls, about 100 s"):
+        engine.inversion_record("budget", slow)
+    assert meter.nfe == 0
+
+
+def test_a_flood_from_one_client_delays_another_by_one_job_at_most(served, cat_image):
+    """One queued heavy request per visitor: of a burst from one client only the running one and its
+    latest run; the rest are dropped with a message as they reach the front, so another client's
+    request waits for those two at most."""
+    from gradio_client import Client, handle_file
+
+    flood, other = Client(served[1], verbose=False), Client(served[1], verbose=False)
+    image = handle_file(str(cat_image))
+    jobs = [flood.submit(image=image, source_prompt="a cat", inverter="fixed-point", steps=20, seed=k, inverter_params='{"tolerance": 0}', api_name="/invert")
+            for k in range(1, 13)]
+    time.sleep(0.5)
+    mine = other.submit(image=image, source_prompt="a cat", inverter="ddim", steps=3, seed=99, api_name="/invert")
+    _, record = mine.result(timeout=300)
+    ran, dropped = 0, 0
+    for job in jobs:
+        try:
+            job.result(timeout=300)
+            ran += 1
+        except Exception as e:
+            assert "only the latest runs" in str(e), str(e)
+            dropped += 1
+    assert ran <= 2 and dropped >= 10 and record["inversion"]["nfe"] == 3

@@ -130,6 +130,18 @@ class Inverter:
             recorded = torch.stack([torch.zeros_like(x0) if z is None else z for z in noises]).to("cpu", torch.float32)
         return torch.stack(latents).detach().cpu(), recorded, host_floats(residuals)
 
+    def calls_per_step(self, p: dict) -> int:
+        """The most UNet calls one step makes with parameters `p` (noise correction not included)."""
+        return 1
+
+    def max_nfe(self, model: DiffusionModel, num_steps: int, **overrides) -> int:
+        """The most UNet calls an inversion of `model` at `num_steps` can make (an upper bound the app
+        checks against its time budget before any work)."""
+        p = self.resolve_params(model.defaults, **overrides)
+        sampler = model.sampler(num_steps, p["strength"])
+        correction = 1 if sampler.stochastic and p["noise_correction"] else 0
+        return sampler.num_steps * (self.calls_per_step(p) + correction)
+
     def for_stage(self, stage: int, params: dict) -> tuple[Inverter, dict]:
         """Which inverter (and parameters) handles cascade stage `stage`; IterInv overrides."""
         return self, params

@@ -51,6 +51,9 @@ class FixedPointInverter(Inverter):
         "tolerance": Param(1e-4, float, 0.0, 1.0, "stop once rms residual <= tolerance x rms(latent)"),
     }
 
+    def calls_per_step(self, p: dict) -> int:
+        return p["iterations"]
+
     def solve_step(self, model, x_prev, j, cond, sampler, noise, p, state):
         t = sampler.timesteps[j]
         z, zs, fs, res = sampler.start(x_prev, j), [], [], []

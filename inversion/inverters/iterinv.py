@@ -55,6 +55,9 @@ class IterInvInverter(Inverter):
             return get_inverter(p["base_inverter"]), {k: v for k, v in params.items() if k in SHARED_PARAMS}
         return self, params
 
+    def calls_per_step(self, p: dict) -> int:
+        return p["iterations"]
+
     def solve_step(self, model, x_prev, j, cond, sampler, noise, p, state):
         n = sampler.num_steps
         k = n - 1 - j

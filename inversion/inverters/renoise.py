@@ -132,6 +132,9 @@ class ReNoiseInverter(Inverter):
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(SEED)).to(x0)
         return {"x0": x0, "noise": noise}
 
+    def calls_per_step(self, p: dict) -> int:
+        return p["renoise_steps"] + 1  # eps_opt rides in the first call's batch
+
     def averaging_range(self, t: int, p: dict) -> tuple[int, int]:
         """(first, last + 1) of the averaged estimates k = 0..K at timestep t."""
         k = min(p["renoise_steps"], p["first_step_max"]) if t < FIRST_STEP_T else p["renoise_steps"]

@@ -66,6 +66,9 @@ class RNRIInverter(Inverter):
         "strength": Param({"default": 1.0, "euler_a": 0.6}, float, 0.01, 1.0, SHARED_PARAMS["strength"].help),
     }
 
+    def calls_per_step(self, p: dict) -> int:
+        return p["iterations"]
+
     def begin(self, x0, cond):
         # The Gaussian Jacobian needs the variance of what the model does not know: given a
         # super-resolution stage's low-res condition, that is the residual, not the image
