@@ -24,16 +24,22 @@ from inversion.errors import ParameterError
 from inversion.inverters import INVERTERS
 
 from .engine import EditRequest, Engine, InversionRequest
-from .glue import gpu, output_folder, png, session_of, uploaded_image, user_errors
+from .glue import NumberField, gpu, output_folder, png, session_of, uploaded_image, user_errors
+
+MAX_PARAMS_TEXT = 10_000  # characters of a parameters object: a few dozen names and values
 
 
 def _json_params(text) -> dict:
     if isinstance(text, dict):
         return text
+    if isinstance(text, str) and len(text) > MAX_PARAMS_TEXT:
+        raise ParameterError(f"parameters must be a small JSON object (at most {MAX_PARAMS_TEXT:,} characters), got {len(text):,}")
     try:
         value = json.loads(text or "{}")
     except json.JSONDecodeError as e:
         raise ParameterError(f"parameters must be a JSON object, e.g. '{{\"iterations\": 4}}': {e.msg}") from None
+    except RecursionError:
+        raise ParameterError("parameters must be a flat JSON object of names and values; this one is nested too deeply") from None
     if not isinstance(value, dict):
         raise ParameterError("parameters must be a JSON object, e.g. '{\"iterations\": 4}'")
     return value
@@ -48,10 +54,10 @@ def add_endpoints(engine: Engine) -> None:
         target = gr.Textbox(label="target_prompt", info="describes the edit")
         inverter = gr.Textbox(value="", label="inverter", info=f"one of: {inverters}; empty: the model's default")
         editor = gr.Textbox(value="p2p", label="editor", info=f"one of: {editors}")
-        steps = gr.Number(value=None, label="steps", info="a whole number; empty: the model's default")
-        seed = gr.Number(value=0, precision=0, label="seed")
-        guidance = gr.Number(value=None, label="inversion_guidance", info="empty: the model's default")
-        edit_guidance = gr.Number(value=None, label="edit_guidance", info="empty: the model's default")
+        steps = NumberField(value=None, label="steps", info="a whole number; empty: the model's default")
+        seed = NumberField(value=0, precision=0, label="seed")
+        guidance = NumberField(value=None, label="inversion_guidance", info="empty: the model's default")
+        edit_guidance = NumberField(value=None, label="edit_guidance", info="empty: the model's default")
         inv_params = gr.Textbox(value="{}", label="inverter_params", info='JSON object, e.g. {"iterations": 4}')
         ed_params = gr.Textbox(value="{}", label="editor_params", info='JSON object, e.g. {"cross_replace": 0.6}')
         model = gr.Textbox(value="", label="model", info="empty: the app's model")
@@ -61,7 +67,7 @@ def add_endpoints(engine: Engine) -> None:
         out_json, out_gallery = gr.JSON(label="metrics"), gr.Gallery(format="png", label="reconstructions")
         image2 = uploaded_image(label="image2")  # /interpolate: the image to morph towards
         prompt2 = gr.Textbox(value="", label="prompt2", info="/interpolate: the second image's prompt; empty: source_prompt")
-        frames = gr.Number(value=8, precision=0, label="frames", info="/interpolate: 2 to 32, the ends included")
+        frames = NumberField(value=8, precision=0, label="frames", info="/interpolate: 2 to 32, the ends included")
         b_invert, b_edit, b_compare = gr.Button(), gr.Button(), gr.Button()
 
     def inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model) -> InversionRequest:

@@ -129,7 +129,8 @@ def check_whole(value, name: str, low: int, high: int, why: str = "") -> int:
         raise ParameterError(f"{name} must be a whole number, got {value}")
     value = int(value)
     if not low <= value <= high:
-        raise ParameterError(f"{name} must be between {low} and {high}{why}, got {value}")
+        shown = str(value) if len(str(value)) <= 24 else f"a {len(str(value))}-digit number"
+        raise ParameterError(f"{name} must be between {low} and {high}{why}, got {shown}")
     return value
 
 
@@ -283,6 +284,10 @@ class Engine:
         return self.models.get()
 
     def model_for(self, name: str | None):
+        """A model a request names (None: the app's): one the picker offers; test-only models (tiny-*,
+        oracle) only when the server was started on one."""
+        if name and name in MODELS and name not in self.models.choices():
+            raise ModelError(f"this server does not offer {name!r}; choose one of: {', '.join(self.models.choices())}")
         return self.models.get(name)
 
     @staticmethod

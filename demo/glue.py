@@ -106,6 +106,21 @@ class UploadedImage(gr.Image):
         return payload.path
 
 
+class NumberField(gr.Number):
+    """gr.Number whose refusal of a value that is no number is one line naming the field (gr.Number's
+    own is a paragraph about component indices), for the API's numeric parameters."""
+
+    is_template = True  # rendered by gr.Number's front end
+    # No __init__ of its own: gradio reads a component's props from its __init__ signature.
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception:
+            shown = repr(payload) if len(repr(payload)) <= 40 else f"{repr(payload)[:40]}…"
+            raise gr.Error(f"{self.label} must be a number, got {shown}", print_exception=False) from None
+
+
 def uploaded_image(**kwargs) -> UploadedImage:
     return UploadedImage(type="filepath", image_mode=None, **kwargs)
 

@@ -70,7 +70,9 @@ CSS = """
 # /run/ shortcut around its size and concurrency limit), one model request at a time, gradio's cached
 # copies of uploads and outputs deleted after an hour (checked every ten minutes).
 QUEUE = dict(max_size=64, default_concurrency_limit=1, api_open=False)
-LAUNCH = dict(max_file_size="50mb", css=CSS)
+LAUNCH = dict(max_file_size="50mb", css=CSS, show_error=True)  # show_error: what gradio refuses before a handler (a wrong type, a
+# missing input, a path no one uploaded) reaches the client as its message, not as {"error": null}; the handlers' own
+# failures are messages already (unexpected ones with a reference, never a traceback)
 DELETE_CACHE = (600, 3600)
 
 

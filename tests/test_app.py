@@ -2,6 +2,7 @@
 the per-session cache, every user error as one message, the Spaces launch."""
 
 import io
+import json
 import math
 import os
 import subprocess
@@ -391,3 +392,35 @@ def test_a_flood_from_one_client_delays_another_by_one_job_at_most(served, cat_i
             assert "only the latest runs" in str(e), str(e)
             dropped += 1
     assert ran <= 2 and dropped >= 10 and record["inversion"]["nfe"] == 3
+
+
+def test_what_a_raw_client_gets_wrong_comes_back_as_a_message(served, cat_image):
+    """Raw HTTP calls (no gradio_client to check types): a wrong-typed number, too few inputs, a path
+    nobody uploaded, a 400-digit integer, deeply nested JSON, a test-only model: each a message, never
+    {"error": null} or "Internal error"; the fields' own refusals in one line."""
+    import httpx
+
+    url = served[1]
+    with open(cat_image, "rb") as f:
+        uploaded = httpx.post(f"{url}/gradio_api/upload", files={"files": ("cat.jpg", f, "image/jpeg")}, timeout=30).json()[0]
+    image = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": "cat.jpg"}
+    base = [image, "a cat", "a dog", "ddim", "p2p", 3, 0, None, None, "{}", "{}", "", None]
+
+    def error_of(data) -> str:
+        eid = httpx.post(f"{url}/gradio_api/call/edit", json={"data": data}, timeout=30).json()["event_id"]
+        with httpx.stream("GET", f"{url}/gradio_api/call/edit/{eid}", timeout=120) as s:
+            text = "".join(s.iter_text())
+        assert "event: error" in text, text[:300]
+        return json.loads(text.split("data:", 1)[1].strip().splitlines()[0])["error"]
+
+    one_line = {
+        "seed must be a number, got 'abc'": base[:6] + ["abc"] + base[7:],
+        "steps must be between 1 and 100, got a 400-digit number": base[:5] + [int("9" * 400)] + base[6:],
+        "nested too deeply": base[:9] + ["[" * 5000 + "]" * 5000] + base[10:],
+        "this server does not offer 'tiny-if'": base[:11] + ["tiny-if"] + base[12:],
+    }
+    for needle, data in one_line.items():
+        message = error_of(data)
+        assert needle in message and "\n" not in message and "Internal error" not in message, message
+    assert "not uploaded by a user" in error_of([{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}] + base[1:])
+    assert "didn't receive enough input values" in error_of(base[:4])
