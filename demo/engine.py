@@ -68,6 +68,7 @@ def request(kind: str):
             finally:
                 self.running.pop(session, None)
                 self.deadlines.pop(session, None)
+                self.stops.pop(session, None)  # per-request state: nothing of a session outlives its request
 
         return serve
 
@@ -85,6 +86,8 @@ class Superseded(UserError):
 class TooLong(UserError):
     """A request would take, or took, more than the time one request may use on this server."""
 
+
+CODEC_BOUNDS_KEPT = 1024  # images whose codec bound is remembered
 
 # Seconds one request of each kind may take (APP_TIME_SCALE multiplies them: a slow model on a CPU).
 REQUEST_SECONDS = {"invert": 120.0, "edit": 120.0, "compare": 360.0, "interpolate": 180.0, "seeds": 180.0}
@@ -236,7 +239,9 @@ class Engine:
 
     def cancel(self, session: str) -> str | None:
         """Stop `session`'s running request at its next UNet call; returns its kind (None: none runs)."""
-        self.stops.setdefault(session, threading.Event()).set()
+        stop = self.stops.get(session)  # made when its request starts, dropped when it ends
+        if stop is not None:
+            stop.set()
         return self.running.get(session)
 
     @staticmethod
@@ -260,10 +265,9 @@ class Engine:
     def working(self, session: str, model, x: torch.Tensor):
         """Model work for `session`: the lock, the out-of-memory message, and a meter whose check stops
         the work at the next UNet call once the session cancels (yields the meter)."""
-        stop = self.stops.setdefault(session, threading.Event())
-
         def check() -> None:
-            if stop.is_set() or self.abandoned():
+            stop = self.stops.get(session)
+            if (stop is not None and stop.is_set()) or self.abandoned():
                 raise Cancelled("stopped: nothing from this run was kept")
             deadline = self.deadlines.get(session)
             if deadline is not None and time.monotonic() > deadline[0]:
@@ -370,6 +374,8 @@ class Engine:
         key = (model.name, hashlib.sha1(x.detach().cpu().numpy().tobytes()).hexdigest())
         if key not in self.codec_bounds:
             self.codec_bounds[key] = codec_bound(model, x)
+            while len(self.codec_bounds) > CODEC_BOUNDS_KEPT:  # the oldest first: bounded, as everything kept per request
+                self.codec_bounds.pop(next(iter(self.codec_bounds)))
         return self.codec_bounds[key]
 
     @staticmethod

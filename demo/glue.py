@@ -230,8 +230,10 @@ def show(x: torch.Tensor, at_least: int = DISPLAY_SIDE) -> Image.Image:
 
 
 OUTPUTS = Path(os.environ.get("APP_OUTPUT_DIR", Path(tempfile.gettempdir()) / "inversion-app"))  # every file the app writes
-OUTPUT_AGE = 3600.0  # seconds a written file is kept (gradio's own copies: launch's delete_cache, the same age)
-SWEEP_EVERY = 60.0
+# Seconds a written file is kept (gradio serves its own copy, made when a handler returns, so ours is needed
+# only briefly; gradio's copies and uploads are deleted after the same age, see ui.DELETE_CACHE).
+OUTPUT_AGE = float(os.environ.get("APP_FILE_AGE", "3600"))
+SWEEP_EVERY = min(60.0, OUTPUT_AGE / 4)
 _swept = [0.0]
 
 

@@ -27,7 +27,20 @@ from inversion.params import Param
 
 from . import api, report
 from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, EditRequest, Engine, InversionRequest
-from .glue import client_gone, gpu, later_request_waiting, output_folder, png, progress_of, session_of, shown_errors, uploaded_image, write_downloads, written
+from .glue import (
+    OUTPUT_AGE,
+    client_gone,
+    gpu,
+    later_request_waiting,
+    output_folder,
+    png,
+    progress_of,
+    session_of,
+    shown_errors,
+    uploaded_image,
+    write_downloads,
+    written,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES_EXAMPLES = ROOT / "assets" / "shapes" / "examples"
@@ -73,7 +86,7 @@ QUEUE = dict(max_size=64, default_concurrency_limit=1, api_open=False)
 LAUNCH = dict(max_file_size="50mb", css=CSS, show_error=True)  # show_error: what gradio refuses before a handler (a wrong type, a
 # missing input, a path no one uploaded) reaches the client as its message, not as {"error": null}; the handlers' own
 # failures are messages already (unexpected ones with a reference, never a traceback)
-DELETE_CACHE = (600, 3600)
+DELETE_CACHE = (int(max(10, min(600, OUTPUT_AGE / 4))), int(OUTPUT_AGE))  # (how often, what age): gradio's copies and uploads
 
 
 @dataclass
