@@ -424,3 +424,37 @@ def test_what_a_raw_client_gets_wrong_comes_back_as_a_message(served, cat_image)
         assert needle in message and "\n" not in message and "Internal error" not in message, message
     assert "not uploaded by a user" in error_of([{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}] + base[1:])
     assert "didn't receive enough input values" in error_of(base[:4])
+
+
+def _png(path):
+    import torch
+
+    a = np.asarray(Image.open(path).convert("RGB"), np.float32)
+    return torch.from_numpy(a).permute(2, 0, 1)[None] / 127.5 - 1
+
+
+def test_every_number_of_invert_edit_and_compare_is_recomputed_from_the_images_beside_it(client, served, cat_image):
+    """PSNR/SSIM of /invert's reconstruction, /edit's change from input (a no-op edit's equals the
+    reconstruction's), /compare's rows: recomputed from the returned images against the input as the
+    model takes it; NFE and seconds are what ran; a cached edit reports no inversion work."""
+    from gradio_client import handle_file
+
+    from inversion.images import load_image
+    from inversion.metrics import psnr, ssim
+
+    engine = served[0]
+    x = engine.model.prepare_image(load_image(cat_image))
+    recon, m = client.predict(image=handle_file(str(cat_image)), source_prompt="a cat on a mat", inverter="ddim", steps=4, api_name="/invert")
+    rec = m["reconstruction"]
+    assert psnr(_png(recon), x) == pytest.approx(rec["psnr"], abs=0.3) and ssim(_png(recon), x) == pytest.approx(rec["ssim"], abs=0.01)
+    assert m["inversion"]["nfe"] == 4 and m["inversion"]["seconds"] >= 0 and m["steps"] == 4 and m["seed"] == 0
+    edited, recon2, e = _edit(client, cat_image, source_prompt="a cat on a mat", target_prompt="a dog on a mat", inverter="ddim")
+    assert e["inversion"]["cached"] and e["inversion"]["nfe"] == 0 and e["inversion"]["seconds"] == 0.0 and e["edit"]["nfe"] == 4
+    assert psnr(_png(edited), x) == pytest.approx(e["edit"]["change_psnr"], abs=0.3)
+    assert ssim(_png(edited), x) == pytest.approx(e["edit"]["change_ssim"], abs=0.01)
+    same, _, noop = _edit(client, cat_image, source_prompt="a cat on a mat", target_prompt="a cat on a mat", inverter="ddim", edit_guidance=m["guidance"])
+    assert noop["edit"]["change_psnr"] == pytest.approx(noop["reconstruction"]["psnr"], abs=0.006)  # the no-op edit (same prompt and guidance) is the reconstruction
+    gallery, rows = client.predict(image=handle_file(str(cat_image)), source_prompt="a cat on a mat", steps=4, api_name="/compare")
+    for item, row in zip(gallery, rows):
+        assert item["caption"] == row["inverter"] and psnr(_png(item["image"]), x) == pytest.approx(row["psnr"], abs=0.3)
+        assert row["nfe"] >= 4 and row["seconds"] >= 0

@@ -137,3 +137,39 @@ def test_the_gpu_budget_grows_with_the_slowest_successful_run_of_a_kind():
     with __import__("pytest").raises(ZeroDivisionError):
         failing()
     assert calls and "failing" not in glue.BUDGET.seconds
+
+
+def test_a_decorated_handler_asks_zerogpu_for_longer_after_a_slow_run(tmp_path, monkeypatch):
+    """Through the stand-in `spaces` package, not the budget object alone: a handler decorated with
+    `gpu` asks, on its next call, for twice its slowest run + 10 s (a plain and a streaming handler)."""
+    import importlib.util
+
+    import demo.glue as glue
+
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("SPACES_STANDIN_LOG", str(log))
+    spec = importlib.util.spec_from_file_location("spaces", ROOT / "tests" / "zerogpu" / "spaces.py")
+    standin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(standin)
+    monkeypatch.setattr(glue, "spaces", standin)
+    monkeypatch.setattr(glue, "GPU_SECONDS", (1, 240))
+    monkeypatch.setattr(glue, "BUDGET", glue.GpuBudget())
+
+    @glue.gpu("slow")
+    def handler(pause):
+        time.sleep(pause)
+        return pause
+
+    @glue.gpu("streamed")
+    def streaming(pause):
+        yield 0
+        time.sleep(pause)
+        yield pause
+
+    for pause in (0.0, 1.5, 0.0):
+        handler(pause)
+        list(streaming(pause))
+    asked = {}
+    for c in _calls(log):
+        asked.setdefault(c["call"], []).append(c["duration"])
+    assert asked["handler"] == [1, 10, 13] and asked["streaming"] == [1, 10, 13]  # then 2 x 0 + 10; after the 1.5 s run 2 x 1.5 + 10

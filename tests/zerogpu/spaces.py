@@ -6,6 +6,7 @@ GPU call is recorded as a violation: on ZeroGPU such a call would find no GPU at
 """
 
 import functools
+import inspect
 import json
 import os
 import threading
@@ -22,6 +23,21 @@ def _record(**entry) -> None:
 
 def GPU(fn=None, *, duration=60, size="large"):  # noqa: N802 (the real package's name)
     def decorate(f):
+        if inspect.isgeneratorfunction(f):  # as ZeroGPU does: the GPU is held while the generator runs
+
+            @functools.wraps(f)
+            def streamed(*args, **kwargs):
+                asked = duration(*args, **kwargs) if callable(duration) else duration
+                _inside.depth = getattr(_inside, "depth", 0) + 1
+                start = time.perf_counter()
+                try:
+                    yield from f(*args, **kwargs)
+                finally:
+                    _inside.depth -= 1
+                    _record(call=f.__name__, duration=asked, seconds=time.perf_counter() - start, size=size)
+
+            return streamed
+
         @functools.wraps(f)
         def wrapped(*args, **kwargs):
             asked = duration(*args, **kwargs) if callable(duration) else duration
