@@ -271,3 +271,30 @@ def test_sd_models_take_the_taesd_preview_decoder_from_the_cache_and_live_mode_u
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     build_hub_cache(tmp_path, ("SimianLuo/LCM_Dreamshaper_v7",))
     assert not load_model("lcm-dreamshaper-v7").has_preview  # previews fall back to the full VAE
+
+
+def test_a_cpu_loads_the_fp32_files_and_a_gpu_the_fp16_variant(tmp_path, monkeypatch):
+    """The path CPU users take: `load_model` on a machine without CUDA reads the float32 files, even
+    where fp16 variant files sit beside them (the fixture's fp16 UNet is marked to tell them apart),
+    and loads from fp32 files alone; asked for float16 (a GPU), the same cache gives the fp16 variant."""
+    import huggingface_hub.constants
+    from safetensors.torch import load_file, save_file
+
+    from inversion.models.hub import load_sd
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    build_hub_cache(tmp_path, ("stable-diffusion-v1-5/stable-diffusion-v1-5",))
+    unet_dir = snapshot(tmp_path, "stable-diffusion-v1-5/stable-diffusion-v1-5") / "unet"
+    half = unet_dir / "diffusion_pytorch_model.fp16.safetensors"
+    tensors = load_file(half)
+    key = "conv_in.bias"
+    tensors[key] = torch.full_like(tensors[key], 0.5)  # only the fp16 file holds this value
+    save_file(tensors, half)
+    assert not torch.cuda.is_available()
+    cpu = load_model("sd-1.5")
+    assert cpu.unet.dtype == torch.float32 and not torch.all(cpu.unet.state_dict()[key] == 0.5)
+    gpu_like = load_sd("sd-1.5", device="cpu", dtype=torch.float16)
+    assert gpu_like.unet.dtype == torch.float16 and torch.all(gpu_like.unet.state_dict()[key] == 0.5)
+    for f in list(tmp_path.rglob("*.fp16.safetensors")):
+        f.unlink()
+    assert load_model("sd-1.5").unet.dtype == torch.float32  # fp32 files alone suffice on a CPU
