@@ -84,12 +84,16 @@ def add_endpoints(engine: Engine) -> None:
     @user_errors
     def edit(image, source_prompt="", target_prompt="", inverter="", editor="p2p", steps=None, seed=0, inversion_guidance=None, edit_guidance=None,
              inverter_params="{}", editor_params="{}", model="", edit_region=None, request: gr.Request = None):
-        """Invert (or reuse the session's inversion) and edit; returns the edit, the reconstruction and the metrics."""
+        """Invert (or reuse the session's inversion) and edit: yields the edit as soon as it is made, then the edit, the
+        reconstruction and the metrics (what `predict` returns)."""
         req = EditRequest(inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model), target_prompt or "",
                           editor, edit_guidance, _json_params(editor_params), region=edit_region)
-        r = engine.edit_record(engine.edit(session_of(request), req))
+        r = engine.edit(session_of(request), req)
         folder = output_folder()
-        return png(r["edit"], "edit.png", 1, folder), png(r["reconstruction"], "reconstruction.png", 1, folder), r["metrics"]
+        edited = png(r["edit"], "edit.png", 1, folder)
+        yield edited, None, {"model": r["model"].name, "edit": {"editor": r["out"].editor, "nfe": r["out"].nfe, "seconds": round(r["out"].seconds, 4)}}
+        r = engine.edit_record(r)  # then the reconstruction and every metric (a client's predict() returns this last output)
+        yield edited, png(r["reconstruction"], "reconstruction.png", 1, folder), r["metrics"]
 
     @gpu("compare")
     @user_errors

@@ -165,20 +165,31 @@ def progress_of(p: gr.Progress | None) -> Progress | None:
 
 def user_errors(fn):
     """A user error becomes its message (a toast in the page, the message over the API); any
-    other exception is logged with its traceback and shown as 'internal error' with an id."""
+    other exception is logged with its traceback and shown as 'internal error' with an id.
+    Works on plain and streaming (generator) handlers."""
+
+    def raised(e: Exception):
+        if isinstance(e, gr.Error):
+            return e
+        return gr.Error(_message(e, fn.__name__), print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)  # keeps the signature: gradio injects gr.Request / gr.Progress from it
+        def streamed(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 -- every failure becomes a message
+                raise raised(e) from None
+
+        return streamed
 
     @functools.wraps(fn)  # keeps the signature: gradio injects gr.Request / gr.Progress from it
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as e:
-            raise gr.Error(str(e), print_exception=False) from None
-        except gr.Error:
-            raise
-        except Exception:
-            ref = uuid.uuid4().hex[:8]
-            log.error("internal error %s in %s:\n%s", ref, fn.__name__, traceback.format_exc())
-            raise gr.Error(f"Internal error (reference {ref}); the server log has the details. Your inputs are kept.", print_exception=False) from None
+        except Exception as e:  # noqa: BLE001
+            raise raised(e) from None
 
     return wrapped
 
