@@ -29,13 +29,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     ap.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     ap.add_argument("--share", action="store_true")
+    ap.add_argument("--mcp", action="store_true", help="also serve /invert, /edit, /compare and /interpolate as MCP tools (/gradio_api/mcp/)")
     a = ap.parse_args(argv)
     engine = Engine(a.model)
     if engine.notice:
         print(engine.notice.replace("**", "") + " On a GPU start it with --model lcm-dreamshaper-v7.", flush=True)
     demo = build(engine)
     demo.queue(**QUEUE)
-    demo.launch(server_name=a.host, server_port=a.port, share=a.share, theme=gr.themes.Soft(), **LAUNCH)
+    demo.launch(server_name=a.host, server_port=a.port, share=a.share, theme=gr.themes.Soft(), mcp_server=a.mcp, **LAUNCH)
 
 
 if __name__ == "__main__":

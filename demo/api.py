@@ -76,7 +76,18 @@ def add_endpoints(engine: Engine) -> None:
     @gpu("invert")
     @user_errors
     def invert(image, source_prompt="", inverter="", steps=None, seed=0, inversion_guidance=None, inverter_params="{}", model="", request: gr.Request = None):
-        """Invert an image; returns its reconstruction and the metrics."""
+        """Invert an image to noise with a chosen inverter; returns its reconstruction and the metrics (PSNR, SSIM, NFE, seconds).
+
+        Args:
+            image: the image to invert (an uploaded file or an http(s) URL).
+            source_prompt: a caption of the image; it conditions the inversion.
+            inverter: ddim, easyinv, rnri, renoise, fixed-point or iterinv; empty for the model's default.
+            steps: sampling steps; empty for the model's default (4 on a consistency model).
+            seed: seed of the noise a stochastic sampler draws.
+            inversion_guidance: classifier-free guidance of the inversion; empty for the model's default.
+            inverter_params: a JSON object of the inverter's parameters, e.g. {"iterations": 4}.
+            model: the model; empty for the server's.
+        """
         entry, record = engine.inversion_record(session_of(request), inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model))
         return png(entry.reconstruction, "reconstruction.png", at_least=1), record
 
@@ -84,8 +95,24 @@ def add_endpoints(engine: Engine) -> None:
     @user_errors
     def edit(image, source_prompt="", target_prompt="", inverter="", editor="p2p", steps=None, seed=0, inversion_guidance=None, edit_guidance=None,
              inverter_params="{}", editor_params="{}", model="", edit_region=None, request: gr.Request = None):
-        """Invert (or reuse the session's inversion) and edit: yields the edit as soon as it is made, then the edit, the
-        reconstruction and the metrics (what `predict` returns)."""
+        """Invert an image (or reuse this session's inversion of it) and edit it to match a target prompt; yields the edit
+        as soon as it is made, then the edit, the reconstruction and the metrics (what `predict` returns).
+
+        Args:
+            image: the image to edit (an uploaded file or an http(s) URL).
+            source_prompt: a caption of the image.
+            target_prompt: the same caption with the change, e.g. "a red circle" -> "a green circle".
+            inverter: ddim, easyinv, rnri, renoise, fixed-point or iterinv; empty for the model's default.
+            editor: p2p (Prompt-to-Prompt: change words, keep the layout), masactrl (change shape or pose, keep the look) or diffedit (a local change in an automatic mask).
+            steps: sampling steps; empty for the model's default.
+            seed: seed of the noise a stochastic sampler draws.
+            inversion_guidance: guidance of the inversion and the source branch; empty for the model's default.
+            edit_guidance: guidance of the edited branch; empty for the model's default.
+            inverter_params: a JSON object of the inverter's parameters.
+            editor_params: a JSON object of the editor's parameters, e.g. {"cross_replace": 0.6}.
+            model: the model; empty for the server's.
+            edit_region: an optional mask of the input's size whose nonzero pixels are where the edit may happen.
+        """
         req = EditRequest(inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model), target_prompt or "",
                           editor, edit_guidance, _json_params(editor_params), region=edit_region)
         r = engine.edit(session_of(request), req)
@@ -98,7 +125,17 @@ def add_endpoints(engine: Engine) -> None:
     @gpu("compare")
     @user_errors
     def compare(image, source_prompt="", steps=None, seed=0, inversion_guidance=None, model="", request: gr.Request = None):
-        """Every inverter on one image; returns their reconstructions and one row of metrics each."""
+        """Invert one image with every inverter; returns their reconstructions and one row of metrics each (PSNR, the PSNR without
+        the last recorded residual, NFE, seconds, how Gaussian the recovered noise is).
+
+        Args:
+            image: the image (an uploaded file or an http(s) URL).
+            source_prompt: a caption of the image.
+            steps: sampling steps; empty for the model's default.
+            seed: seed of the noise a stochastic sampler draws.
+            inversion_guidance: guidance of the inversions; empty for the model's default.
+            model: the model; empty for the server's.
+        """
         rows = engine.compare(session_of(request), inversion_request(image, source_prompt, "ddim", steps, seed, inversion_guidance, "{}", model))
         folder = output_folder()
         return [(png(r["reconstruction"], f"{r['inverter']}.png", 1, folder), r["inverter"]) for r in rows], [{k: v for k, v in r.items() if k not in ("reconstruction", "reconstruction_uncorrected", "residuals", "edits")} for r in rows]
@@ -115,7 +152,20 @@ def _interpolate_endpoint(engine: Engine, inputs: list, out_gallery, out_json) -
     @gpu("interpolate")
     @user_errors
     def interpolate(image, image2=None, source_prompt="", prompt2="", inverter="", steps=None, seed=0, frames=8, model="", request: gr.Request = None):
-        """Frames from the first image to the second (both inverted alike); returns the frames and the metrics."""
+        """Morph from one image to another: both are inverted alike and their noises mixed; returns the frames (the ends are
+        the two reconstructions) and the metrics.
+
+        Args:
+            image: the first image (an uploaded file or an http(s) URL).
+            image2: the last image.
+            source_prompt: a caption of the first image.
+            prompt2: a caption of the last image; empty for the first's.
+            inverter: the inverter of both; empty for the model's default.
+            steps: sampling steps; empty for the model's default.
+            seed: seed of the noise a stochastic sampler draws.
+            frames: frames, both ends included (2 to 32).
+            model: the model; empty for the server's.
+        """
         r = engine.interpolate(session_of(request), InversionRequest(image, source_prompt or "", inverter or None, steps, seed, None, {}, model or None), image2, prompt2, frames)
         folder = output_folder()
         return [(png(f[None], f"frame{i}.png", 1, folder), str(i)) for i, f in enumerate(r["frames"])], {**r["metrics"], "notes": r["notes"]}

@@ -71,8 +71,8 @@ def free_port() -> int:
     return port
 
 
-def serve_app(model_name: str):
-    """The app on loopback (as app.py builds it); yields (engine, url)."""
+def serve_app(model_name: str, mcp: bool = False):
+    """The app on loopback (as app.py builds it; `mcp`: with its MCP server); yields (engine, url)."""
     from demo.engine import Engine
     from demo.ui import LAUNCH, QUEUE, build
 
@@ -80,7 +80,7 @@ def serve_app(model_name: str):
     demo = build(engine)
     demo.queue(**QUEUE)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, mcp_server=mcp, **LAUNCH)
     try:
         yield engine, f"http://127.0.0.1:{port}"
     finally:
