@@ -74,6 +74,7 @@ def api(url: str, steps: int, repeats: int, inverter: str) -> list[dict]:
     from gradio_client import Client, handle_file
 
     times = {(k, part): [] for k in ("fresh", "cached") for part in ("edit", "all")}
+    server = {k: [] for k in ("fresh", "cached")}
     for _ in range(repeats + 1):  # the first round warms the server up
         client = Client(url, verbose=False)
         for target, kind in ((TARGET, "fresh"), (TARGET2, "cached")):
@@ -82,13 +83,18 @@ def api(url: str, steps: int, repeats: int, inverter: str) -> list[dict]:
             while not job.outputs() and not job.done():
                 time.sleep(0.002)
             times[(kind, "edit")].append(time.perf_counter() - start)
-            job.result()
+            *_, metrics = job.result()
             times[(kind, "all")].append(time.perf_counter() - start)
+            server[kind].append(metrics["server"])
     rows = []
     for kind, what in (("fresh", f"{inverter} inversion + P2P edit"), ("cached", f"second edit ({inverter}, cached inversion)")):
         for part, label in (("edit", "the edited image"), ("all", "every metric")):
             t = times[(kind, part)][1:]
             rows.append({"path": "API (gradio_client)", "what": f"{what}: to {label}", "median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)})
+        # where a whole request's time went: the server's own parts, and the rest (queue, gradio, transport)
+        parts = {k: statistics.median(p[k] for p in server[kind][1:]) for k in ("work_s", "encode_s", "measure_s")}
+        parts["queue_transport_s"] = statistics.median(times[(kind, "all")][1:]) - sum(parts.values())
+        rows[-1]["breakdown"] = {k: round(v, 4) for k, v in parts.items()}
     return rows
 
 
@@ -155,6 +161,9 @@ def main(argv=None) -> list[dict]:
     for r in rows:
         extra = f"{r['nfe']} | {r['unet_seconds']:.3f} | {r['overhead']:.2f}" if "nfe" in r else " | | "
         print(f"| {r['path']} | {r['what']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['max_s']:.3f} | {extra} |")
+    for r in rows:
+        if "breakdown" in r:
+            print(f"\n{r['what']}, where the whole request's time went: " + ", ".join(f"{k[:-2]} {v:.3f} s" for k, v in r["breakdown"].items()))
     if a.json:
         a.json.write_text(json.dumps({"model": a.model, "steps": steps, "machine": machine, "repeats": a.repeats, "rows": rows}, indent=1))
     return rows
