@@ -29,18 +29,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import free_port  # noqa: E402  (the tests' loopback helper)
+
 SCENES = ROOT / "assets" / "shapes" / "examples"
 PROMPTS = {"scene0.png": "a red circle on a blue background", "scene1.png": "a yellow square on a purple background",
            "scene2.png": "a white triangle on a green background", "scene3.png": "a orange star on a black background"}
 TARGETS = ["green", "yellow", "white"]
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Server:

@@ -226,13 +226,18 @@ class DiffusionModel:
         return self.sampler(inv.steps).tail(min(inv.num_steps, inv.steps))
 
     # ---- prompts --------------------------------------------------------------------
-    def encode_prompt(self, prompts: str | list[str], guidance: float | None = None, negative: str = "") -> Conditioning:
-        """Embed prompts (one row each) and the negative prompt used for guidance."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
+    @staticmethod
+    def prompt_list(prompts: str | list[str]) -> list[str]:
+        """One prompt or several, as a list of text (anything else refused with a message)."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         for p in prompts:
             if not isinstance(p, str):
                 raise PromptError(f"a prompt must be text, got {type(p).__name__}")
+        return prompts
+
+    def encode_prompt(self, prompts: str | list[str], guidance: float | None = None, negative: str = "") -> Conditioning:
+        """Embed prompts (one row each) and the negative prompt used for guidance."""
+        prompts = self.prompt_list(prompts)
         g = self.default_guidance if guidance is None else float(guidance)
         text = self._embed(prompts)
         uncond = self._embed([negative] * len(prompts)) if self.uses_cfg else None

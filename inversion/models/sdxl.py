@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import PromptError
 from .base import Conditioning
 from .unet_model import UNetModel
 
@@ -29,11 +28,7 @@ class SDXLModel(UNetModel):
 
     def encode_prompt(self, prompts: str | list[str], guidance: float | None = None, negative: str = "") -> Conditioning:
         """Both encoders' embeddings and the pooled one, for the prompts and the negative prompt."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        for p in prompts:
-            if not isinstance(p, str):
-                raise PromptError(f"a prompt must be text, got {type(p).__name__}")
+        prompts = self.prompt_list(prompts)
         g = self.default_guidance if guidance is None else float(guidance)
         text, pooled = self._embed(prompts)
         uncond = uncond_pooled = None
