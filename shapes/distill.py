@@ -77,8 +77,8 @@ def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float = HUBER_C) -> torch.
     return (torch.sqrt((a.float() - b.float()) ** 2 + c**2) - c).mean()
 
 
-def x0_from_v(x: torch.Tensor, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    return a.sqrt() * x - (1 - a).sqrt() * v
+def x0_from_eps(x: torch.Tensor, eps: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    return (x - (1 - a).sqrt() * eps) / a.sqrt()
 
 
 def teacher_hash(path: Path = WEIGHTS) -> str:
@@ -193,12 +193,12 @@ class Distiller:
             eps = (x - a_start.sqrt() * x0_t) / (1 - a_start).sqrt()  # consistent with the clamped x0
             x_prev = a_prev.sqrt() * x0_t + (1 - a_prev).sqrt() * eps
             # Target: the EMA network's consistency function at (x_{t_n}, t_n).
-            v_tgt = self.target(x_prev, t_prev, text, timestep_cond=w_emb).sample
+            eps_tgt = self.target(x_prev, t_prev, text, timestep_cond=w_emb).sample
             skip, out = (c.view(-1, 1, 1, 1).float() for c in lcm_boundary_scalings(t_prev.double()))
-            target = skip * x_prev + out * x0_from_v(x_prev, v_tgt, a_prev).clamp(-1, 1)
-        v_s = self.student(x, t_start, text, timestep_cond=w_emb).sample
+            target = skip * x_prev + out * x0_from_eps(x_prev, eps_tgt, a_prev).clamp(-1, 1)
+        eps_s = self.student(x, t_start, text, timestep_cond=w_emb).sample
         skip, out = (c.view(-1, 1, 1, 1).float() for c in lcm_boundary_scalings(t_start.double()))
-        pred = skip * x + out * x0_from_v(x, v_s, a_start)
+        pred = skip * x + out * x0_from_eps(x, eps_s, a_start)
         return pseudo_huber(pred, target)
 
     @torch.no_grad()

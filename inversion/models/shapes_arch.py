@@ -32,7 +32,7 @@ SR_TRAIN_MAX_NOISE_LEVEL = 300
 LCM_W_EMBED_DIM = 64
 LCM_GUIDANCE_RANGE = (1.0, 8.0)
 LCM_SKELETON_STEPS = 50  # the teacher's DDIM solver skips k = 1000 / 50 = 20 timesteps
-LCM_PREDICTION = "v_prediction"  # eps is ill-conditioned at t = 999 (see shapes/distill.py)
+LCM_PREDICTION = "epsilon"  # as LCM Dreamshaper's
 LCM_DEFAULT_GUIDANCE = 3.0  # inversion, source and target branch of shapes-lcm (w = 2)
 
 # Every word of the training captions ("a red circle and a blue star on a white and black
@@ -41,7 +41,9 @@ CAPTION_WORDS = frozenset("a and on background red green blue yellow orange purp
 
 SCHEDULER_CONFIG = dict(
     num_train_timesteps=1000,
-    beta_schedule="squaredcos_cap_v2",
+    beta_schedule="scaled_linear",  # SD 1.x's and LCM Dreamshaper's: a(999) = 4.7e-3
+    beta_start=0.00085,
+    beta_end=0.012,
     clip_sample=False,
     set_alpha_to_one=False,
     steps_offset=1,
