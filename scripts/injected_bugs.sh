@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The six bugs the test audit injected (issue 15): each must make a test fail. Injects one at a time,
-# runs the tests that should catch it, restores the file: bash scripts/injected_bugs.sh
+# Bugs injected on purpose, one at a time: each must make a test fail (the six of the first audit, issue 15,
+# and the kinds that audit found slipping through, issue 25: a number against the wrong reference, a flag
+# replaced by another's, a sampling path that degrades statistically, the CPU-only loading path, a ZeroGPU
+# duration that stops adapting, a re-edit command that cannot run). Runs the tests that should catch each,
+# restores the file: bash scripts/injected_bugs.sh
 cd "$(dirname "$0")/.."
 run() { OMP_NUM_THREADS=1 timeout 900 "${VENV:-.venv}/bin/python" -m pytest -q -x -p no:randomly "$@" 2>&1 | tail -1; }
 inject() { cp "$1" "${TMPDIR:-/tmp}/inject.bak"; python3 -c "
@@ -32,4 +35,27 @@ echo "6. P2P refine + reweight: the equaliser skips the target's own term"
 inject editing/p2p.py '            if self.eq is not None:
                 own = own * self.on_device("eq", lambda: self.eq, v)[:, None]' ''
 run tests/test_editing.py; revert editing/p2p.py
+echo "7. The app's change from input measured against the reconstruction, not the input"
+inject demo/report.py '"change_psnr": _round(min(psnr(out.image, entry.x), PSNR_CAP), 2),' '"change_psnr": _round(min(psnr(out.image, entry.reconstruction), PSNR_CAP), 2),'
+run tests/test_app.py -k recomputed; revert demo/report.py
+
+echo "8. edit --guidance silently replaced by --inversion-guidance"
+inject editing/cli.py 'out = edit(model, inv, a.target_prompt, a.editor, a.guidance,' 'out = edit(model, inv, a.target_prompt, a.editor, a.inversion_guidance,'
+run tests/test_flags.py; revert editing/cli.py
+
+echo "9. Rare-concept samples: fresh noise mixed linearly (it shrinks), deterministic and different per seed all the same"
+inject editing/seeds.py '    z = slerp(z_seed, fresh_z, strength)' '    z = lerp(z_seed, fresh_z, strength)'
+run tests/test_sampling_statistics.py; revert editing/seeds.py
+
+echo "10. On a CPU the hub loader reads the fp16 variant files"
+inject inversion/models/hub.py 'variant = "fp16" if dtype == torch.float16 and name in FP16_VARIANTS else None' 'variant = "fp16" if name in FP16_VARIANTS else None'
+run tests/test_hub_models.py -k cpu_loads; revert inversion/models/hub.py
+
+echo "11. The ZeroGPU duration is computed once, when the handler is decorated"
+inject demo/glue.py 'return timed if spaces is None else spaces.GPU(duration=BUDGET.duration(kind))(timed)' 'return timed if spaces is None else spaces.GPU(duration=BUDGET.duration(kind)())(timed)'
+run tests/test_hub_app.py -k decorated_handler; revert demo/glue.py
+
+echo "12. The re-edit command the page shows needs --image again"
+inject editing/cli.py 'x = input_tensor(model, a.image, a.size, a.seed) if a.image is not None else saved_input(model, inv)' 'x = input_tensor(model, a.image, a.size, a.seed)'
+run tests/test_cli.py -k splits_timings; revert editing/cli.py
 git status --short  # nothing: every file is restored
