@@ -84,7 +84,10 @@ def run(model, inverters, count: int, steps: int, seed: int = SEED, progress=pri
     return rows
 
 
-GRID = {"step_noise": ("drawn", "predicted"), "strength": (1.0, 0.5), "noise_correction": (True, False)}  # what keeps a few-step inversion editable
+# What keeps a few-step inversion editable (the papers' own levers): the noise each step is inverted with,
+# how much of the schedule is inverted (RNRI's official demo: 0.6), and whether the noise is corrected.
+GRID = {"step_noise": ("drawn", "predicted"), "strength": (1.0, 0.5)}
+GRID_EXTRA = ({"step_noise": "predicted", "strength": 1.0, "noise_correction": False},)
 GRID_EDITORS = [(e, False) for e in ("p2p", "masactrl", "diffedit")]
 
 
@@ -94,7 +97,7 @@ def grid(model, inverters, count: int, steps: int, progress=print) -> dict:
     by the background kept. The chosen settings become the defaults for the model's sampler family."""
     import itertools
 
-    settings = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+    settings = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())] + [dict(e) for e in GRID_EXTRA]
     rows, chosen = [], {}
     for name in inverters:
         scored = []
@@ -173,10 +176,16 @@ def main(argv=None) -> list[dict]:
             result = grid(model, a.inverters.split(","), a.scenes, steps)
         for name, c in result["chosen"].items():
             print(f"{name}: {c['setting']} (success {c['success']:.0%}, background {c['background']:.2f} dB)")
-        if not a.no_save:
+        if not a.no_save:  # merged into what is there: the inverters can be measured by separate runs
             out = OUT[a.model]
             results = json.loads(out.read_text()) if out.exists() else {}
-            results["edit_grid"] = {"scenes": a.scenes, "steps": steps, "seed": SEED, "grid": {k: list(v) for k, v in GRID.items()}, **result}
+            saved = results.get("edit_grid", {})
+            if saved.get("scenes") != a.scenes or saved.get("steps") != steps:
+                saved = {"scenes": a.scenes, "steps": steps, "seed": SEED, "grid": {k: list(v) for k, v in GRID.items()}, "extra": list(GRID_EXTRA), "rows": [], "chosen": {}}
+            names = set(result["chosen"])
+            saved["rows"] = [r for r in saved["rows"] if r["inverter"] not in names] + result["rows"]
+            saved["chosen"].update(result["chosen"])
+            results["edit_grid"] = saved
             out.write_text(json.dumps(results, indent=1))
         return result["rows"]
     with torch.no_grad():

@@ -222,8 +222,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="default: assets/shapes/eval.json (shapes), eval_lcm.json (shapes-lcm)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: generation,inversion,editing")
     ap.add_argument("--inverters", default=",".join(INVERTERS), help="a subset re-measures those rows and keeps the rest of --out")
+    ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     model = load_model(a.model)
     base = model.stages[0]
     lcm = base.sampler_kind == "lcm"

@@ -80,7 +80,7 @@ def rnri(x0, iterations, tolerance, prior_weight):
         t, a, c = s.timesteps[j], s.alpha(j), s.eps_gain(j)
         mu, lam = math.sqrt(a) * x0, prior_weight / (1 - a)
         kappa = [math.sqrt(1 - a) / (a * spread + 1 - a)] * x0.shape[0]  # the Gaussian data's J_eps, per row
-        z, last, res = x_prev, None, []
+        z, last, res, fs = x_prev, None, [], []
         for k in range(iterations):
             eps = model.predict_noise(z, t, cond)
             f = s.inverse_step(x_prev, eps, j, noise)
@@ -92,9 +92,12 @@ def rnri(x0, iterations, tolerance, prior_weight):
                         kappa[b] = float((de * dz).sum()) / float((dz * dz).sum())
             if k > 0 and res[-1] <= tolerance * rms(x_prev):
                 return f, res
+            fs.append(f)
             jac = 1 - c * torch.tensor(kappa).view(-1, 1, 1, 1)
             last = (z, eps)
             z = z - (jac * (z - f) + lam * (z - mu)) / (jac * jac + lam)
+        if res[-1] > min(res[:-1], default=math.inf):  # the last call was not the best: F of the (first) best one
+            return fs[res.index(min(res))], res
         return z, res
 
     return solve
