@@ -36,8 +36,11 @@ Progress = Callable[[int, int, str], None]
 SHARED_PARAMS = {  # every inverter takes these
     "noise_correction": Param(True, bool, help="LCM, Euler ancestral: record the noise (last step: residual) that makes each step exact"),
     "strength": Param(1.0, float, 0.01, 1.0, "how much of the schedule is inverted: its last int(strength x steps) steps (1: to pure noise; RNRI's official demo 0.6)"),
+    # On LCM "predicted": chosen by the edit benchmark for every inverter (python -m shapes.edit_bench --grid on
+    # shapes-lcm; tests/test_shapes_lcm.py pins it): with drawn noise the exact solvers stop editing. On Euler
+    # ancestral the official RNRI and ReNoise codes' fixed noise list (unmeasured here: no offline Euler model).
     "step_noise": Param(
-        "drawn", str, choices=("drawn", "predicted"),
+        {"default": "drawn", "lcm": "predicted"}, str, choices=("drawn", "predicted"),
         help="LCM, Euler ancestral: the noise each step is inverted with: drawn (a seeded Gaussian per step, the official RNRI/ReNoise code's noise list) "
         "or predicted (the model's own eps at x_t: the deterministic, DDIM-like step)",
     ),
