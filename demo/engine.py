@@ -158,6 +158,7 @@ class Models:
 
     def __init__(self, requested: str = "auto"):
         self.loaded: dict[str, object] = {}
+        self.extra: set[str] = set()  # models added in memory, not in the registry
         self.lock = threading.Lock()
         self.default, self.notice = self._startup(requested)
 
@@ -184,8 +185,15 @@ class Models:
                 continue
         raise ModelError(f"none of {', '.join(names)} could be loaded")
 
+    def add(self, name: str, model) -> None:
+        """A model built in memory (a benchmark's full-size proxy, a library user's own), served by name."""
+        self.loaded[name] = model
+        self.extra.add(name)
+
     def get(self, name: str | None = None):
         name = name or self.default
+        if name in self.extra:
+            return self.loaded[name]
         if name not in MODELS:
             raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(self.choices())}")
         with self.lock:
