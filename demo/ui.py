@@ -23,6 +23,7 @@ from editing import EDITORS
 from inversion.errors import ImageError, ModelError
 from inversion.images import load_image
 from inversion.inverters import INVERTERS
+from inversion.inverters.base import SHARED_PARAMS
 from inversion.params import Param
 
 from . import api, report
@@ -95,7 +96,7 @@ class Page:
 
     engine: Engine
     c: dict = field(default_factory=dict)  # name -> component
-    inv_params: dict = field(default_factory=dict)  # inverter -> {param: component}
+    inv_params: dict = field(default_factory=dict)  # inverter -> {param: component}; "" -> the parameters every inverter takes
     ed_params: dict = field(default_factory=dict)  # editor -> {param: component}
     inv_boxes: dict = field(default_factory=dict)
     ed_boxes: dict = field(default_factory=dict)
@@ -160,16 +161,27 @@ def _param_component(name: str, spec: Param, family: tuple[str, ...]):
     return gr.Number(value=default, label=label, info=info, precision=0 if spec.kind is int else None)
 
 
+def inverter_specs(name: str) -> dict[str, Param]:
+    """Every parameter of an inverter: the shared ones (an inverter's own declaration of one wins)."""
+    return {**SHARED_PARAMS, **INVERTERS[name].params}
+
+
 def _parameter_boxes(page: Page, family: tuple[str, ...]) -> None:
-    """One accordion per kind; inside, one group per inverter (editor), shown when it is picked."""
+    """One accordion per kind; inside, one group per inverter (editor), shown when it is picked. The
+    parameters every inverter takes come first, in a group of their own, set to the picked inverter's defaults."""
     kinds = (("Inverter", INVERTERS, page.inv_params, page.inv_boxes, page.first_inverter), ("Editor", EDITORS, page.ed_params, page.ed_boxes, "p2p"))
     for title, registry, params, boxes, shown in kinds:
         with gr.Accordion(f"{title} settings (this model's defaults)", open=False):
+            if registry is INVERTERS:
+                with gr.Group():
+                    gr.Markdown("**Every inverter**: how much of the schedule to invert, and the noise of a few-step sampler's steps.")
+                    own = inverter_specs(shown)
+                    params[""] = {k: _param_component(k, own[k], family) for k in SHARED_PARAMS}
             for name, algo in registry.items():
                 with gr.Group(visible=name == shown) as box:
                     cost = f" Network calls per step: {algo.nfe_per_step}." if hasattr(algo, "nfe_per_step") else ""
                     gr.Markdown(f"**{name}**: {algo.paper}.{cost}")
-                    params[name] = {k: _param_component(k, s, family) for k, s in algo.params.items()}
+                    params[name] = {k: _param_component(k, s, family) for k, s in algo.params.items() if k not in SHARED_PARAMS}
                 boxes[name] = box
 
 
@@ -379,7 +391,7 @@ def _inversion_request(page: Page, data: dict) -> InversionRequest:
         steps=data[page.steps],
         seed=data[page.seed],
         guidance=data[page.guidance],
-        params=_changed_params(INVERTERS[inv].params, page.inv_params[inv], data, family),
+        params=_changed_params(inverter_specs(inv), {**page.inv_params[""], **page.inv_params[inv]}, data, family),
         model=model.name,
     )
 
@@ -509,10 +521,11 @@ def _defaults(page: Page, model) -> dict:
     updates = {c["steps"]: gr.update(value=base.default_steps, maximum=_max_steps(model), label=_steps_label(model)), c["seed"]: 0,
                c["guidance"]: gr.update(value=base.default_guidance, info=_guidance_note(model)), c["edit_guidance"]: base.default_edit_guidance,
                c["inverter"]: gr.update(choices=page.engine.inverters(model.name), value=base.default_inverter)}
-    for owner, params in ((INVERTERS, page.inv_params), (EDITORS, page.ed_params)):
-        for n, comps in params.items():
-            for k, comp in comps.items():
-                updates[comp] = gr.update(value=owner[n].params[k].default_for(base.defaults))
+    for n, comps in page.inv_params.items():
+        specs = inverter_specs(n or base.default_inverter)  # the shared group: the default inverter's
+        updates.update({comp: gr.update(value=specs[k].default_for(base.defaults)) for k, comp in comps.items()})
+    for n, comps in page.ed_params.items():
+        updates.update({comp: gr.update(value=EDITORS[n].params[k].default_for(base.defaults)) for k, comp in comps.items()})
     return updates
 
 
@@ -550,10 +563,18 @@ def _setting_handlers(page: Page):
         updates[c["choice_note"]] = _choice_note(engine, model, inv, ed, steps)
         return updates
 
+    def on_inverter(data: dict):
+        """The shared parameters at the picked inverter's defaults (RNRI inverts 0.6 of SDXL-Turbo's schedule)."""
+        inv = data[c["inverter"]]
+        if inv not in INVERTERS:
+            return {}
+        specs, family = inverter_specs(inv), Engine.base(loaded(data[c["model"]])).defaults
+        return {comp: specs[k].default_for(family) for k, comp in page.inv_params[""].items()}
+
     def on_reset(data: dict):
         return _defaults(page, loaded(data[c["model"]]))
 
-    return on_model, on_choice, on_reset
+    return on_model, on_choice, on_reset, on_inverter
 
 
 def _example_handlers(page: Page):
@@ -622,12 +643,13 @@ def _wire(page: Page) -> None:
     outputs = _edit_outputs(page)
     on_edit, on_live, on_invert, on_compare = _work_handlers(page)
     on_interpolate, on_seeds = _application_handlers(page)
-    on_model, on_choice, on_reset = _setting_handlers(page)
+    on_model, on_choice, on_reset, on_inverter = _setting_handlers(page)
     on_example, on_interpolate_example, on_seeds_example = _example_handlers(page)
     cleared = list(_cleared(page))
     choice_out = [*page.inv_boxes.values(), *page.ed_boxes.values(), c["choice_note"]]
     for comp in (c["inverter"], c["editor"], c["steps"]):
         comp.change(on_choice, {c["model"], c["inverter"], c["editor"], c["steps"]}, choice_out, queue=False, api_visibility="private")
+    c["inverter"].input(on_inverter, {c["model"], c["inverter"]}, list(page.inv_params[""].values()), queue=False, api_visibility="private")
     model_out = [*cleared, c["model"], c["steps"], c["seed"], c["guidance"], c["edit_guidance"], c["inverter"], c["shape_examples"], c["photo_examples"], c["model_line"]]
     model_out += [comp for params in (page.inv_params, page.ed_params) for comps in params.values() for comp in comps.values()]
     c["model"].input(on_model, {c["model"]}, model_out, api_visibility="private", concurrency_id="model")

@@ -437,3 +437,19 @@ def test_the_page_speaks_to_visitors(served, browser):
     assert not [t for t in labels if "_" in t]
     cut = page.evaluate("() => [...document.querySelectorAll('#shown-input label, #recon label, #edited label')].filter(l => l.scrollWidth > l.clientWidth + 1).length")
     assert cut == 0
+
+
+def test_the_parameters_every_inverter_takes_are_on_the_page_and_reach_the_engine(served, browser, monkeypatch):
+    """Step noise and strength sit in the inverter settings once, for every inverter: a change reaches the
+    request (only what differs from the model's defaults is sent)."""
+    seen = record_edits(served[0], monkeypatch, "source")
+    page = _page(browser, served[1])
+    page.locator("#slider img").nth(1).wait_for(timeout=WAIT)
+    page.get_by_text("Inverter settings").click()
+    text = page.locator("body").inner_text()
+    assert "Every inverter" in text and "Step noise" in text and "Strength" in text
+    step_noise = page.get_by_label("Step noise")
+    step_noise.click()
+    page.get_by_role("option", name="drawn").click()
+    _run(page, "#edit-btn")
+    assert seen and seen[-1].params == {"step_noise": "drawn"}, seen[-1].params
