@@ -87,6 +87,12 @@ def serve_app(model_name: str, mcp: bool = False):
         demo.close()
 
 
+@pytest.fixture(scope="session")
+def shapes_app():
+    """The app on the offline default model, shared by the browser, README and visitor tests: (engine, url)."""
+    yield from serve_app("shapes-lcm")
+
+
 def chromium_or_skip() -> str:
     import shutil
 

@@ -23,8 +23,11 @@ DONE = """before => { const s = document.querySelector('#summary');
 
 
 @pytest.fixture(scope="module")
-def served():
-    yield from serve_app(BROWSER_MODEL)
+def served(request):
+    if BROWSER_MODEL == "shapes-lcm":
+        yield request.getfixturevalue("shapes_app")  # one server for every module that needs this one
+    else:
+        yield from serve_app(BROWSER_MODEL)
 
 
 @pytest.fixture(scope="module")

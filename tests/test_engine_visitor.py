@@ -9,18 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from demo.engine import Cancelled, EditRequest, Engine, InversionRequest
+from demo.engine import Cancelled, EditRequest, InversionRequest
 from demo.report import vocabulary_warning
 from demo.ui import example_specs
 from inversion.images import load_image
 from shapes.judge import find_objects
 
-EXAMPLES_MODEL = "shapes-lcm"
-
 
 @pytest.fixture(scope="module")
-def engine():
-    return Engine(EXAMPLES_MODEL)
+def engine(shapes_app):
+    return shapes_app[0]  # the served app's engine (sessions of its own: "test", "w", "cmp", "stopper")
 
 
 def _judged(x: torch.Tensor):

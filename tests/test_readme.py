@@ -6,7 +6,7 @@ import re
 import shlex
 
 import pytest
-from conftest import ROOT, serve_app
+from conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
 
@@ -72,17 +72,12 @@ def test_the_python_api_block_runs(in_a_user_folder):
         assert (in_a_user_folder / name).stat().st_size > 0, name
 
 
-def test_the_gradio_client_block_edits(in_a_user_folder):
+def test_the_gradio_client_block_edits(in_a_user_folder, shapes_app):
     """The README's client example against the app: every call answers, and the edit changes the image."""
     code = _block("## The app's API", "python")
-    gen = serve_app("shapes-lcm")
-    engine, url = next(gen)
-    try:
-        scope: dict = {}
-        exec(compile(code.replace("http://127.0.0.1:7860/", url + "/"), "README.md (app API)", "exec"), scope)
-        assert scope["metrics"]["inversion"]["nfe"] > 0 or scope["metrics"]["inversion"]["cached"]
-        edit_metrics = next(v for k, v in scope.items() if isinstance(v, dict) and "edit" in v)
-        assert edit_metrics["edit"]["change_psnr"] < 30  # an edit that changes the image, not the input back
-        assert len(scope["frames"]) == 8 and scope["rows"]
-    finally:
-        gen.close()
+    scope: dict = {}
+    exec(compile(code.replace("http://127.0.0.1:7860/", shapes_app[1] + "/"), "README.md (app API)", "exec"), scope)
+    assert scope["metrics"]["inversion"]["nfe"] > 0 or scope["metrics"]["inversion"]["cached"]
+    edit_metrics = next(v for k, v in scope.items() if isinstance(v, dict) and "edit" in v)
+    assert edit_metrics["edit"]["change_psnr"] < 30  # an edit that changes the image, not the input back
+    assert len(scope["frames"]) == 8 and scope["rows"]
