@@ -456,3 +456,17 @@ def test_the_parameters_every_inverter_takes_are_on_the_page_and_reach_the_engin
     page.get_by_role("option", name="drawn").click()
     _run(page, "#edit-btn")
     assert seen and seen[-1].params == {"step_noise": "drawn"}, seen[-1].params
+
+
+def test_the_interpolate_and_more_like_these_tabs_have_examples_that_run(served, browser):
+    page = _page(browser, served[1])
+    page.get_by_role("tab", name="Interpolate").click()
+    page.locator("#interpolate-example").click()
+    page.wait_for_function("() => document.querySelector('#interp-summary').innerText.includes('frames')", timeout=WAIT)
+    page.locator("#strip img").nth(7).wait_for(timeout=30000)
+    assert page.locator("#image2 img").count() == 1
+    page.get_by_role("tab", name="More like these").click()
+    page.locator("#seeds-example").click()
+    page.wait_for_function("() => document.querySelector('#seeds-summary').innerText.includes('samples from 3 reference')", timeout=WAIT)
+    page.locator("#seeded img").nth(3).wait_for(timeout=30000)
+    assert page.locator("#references img").count() == 3
