@@ -25,6 +25,7 @@ from inversion.images import load_image
 from inversion.inverters import INVERTERS
 from inversion.inverters.base import SHARED_PARAMS
 from inversion.params import Param
+from inversion.pipeline import max_nfe
 
 from . import api, report
 from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, EditRequest, Engine, InversionRequest
@@ -357,9 +358,14 @@ def _mask_overlay(x, mask):
 def _choice_note(engine: Engine, model, inverter: str, editor: str, steps=None) -> str:
     """One line on each choice, what it costs here, and how the pair did in this model's benchmark."""
     first = INVERTER_HELP.get(inverter, inverter)
+    try:
+        calls = max_nfe(model, inverter, int(steps) if steps else None)
+        first += f" Cost: at most {calls} network calls here"
+    except Exception:  # noqa: BLE001 -- a hint only (an inverter that does not fit the model says so when run)
+        calls = None
     last = engine.timings.get((model.name, inverter))
-    if last is not None:
-        first += f" Its last inversion here took {last:.1f} s."
+    if calls is not None:
+        first += f"; its last inversion here took {last:.1f} s." if last is not None else "."
     bench = report.benchmark_note(model.name, inverter, editor)
     notes = [first, EDITOR_HELP[editor] + (f" {bench}" if bench else "")]
     if EDITORS[editor].needs_attention and steps is not None and int(steps) < 2:
