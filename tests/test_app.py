@@ -458,3 +458,56 @@ def test_every_number_of_invert_edit_and_compare_is_recomputed_from_the_images_b
     for item, row in zip(gallery, rows):
         assert item["caption"] == row["inverter"] and psnr(_png(item["image"]), x) == pytest.approx(row["psnr"], abs=0.3)
         assert row["nfe"] >= 4 and row["seconds"] >= 0
+
+
+def test_the_edited_image_arrives_before_its_metrics_are_computed(client, served, cat_image, monkeypatch):
+    """/edit's first output is the edit, sent while the reconstruction and metrics are not computed yet
+    (the measuring waits here until the client holds the edit); its last output has every metric."""
+    import threading
+
+    from gradio_client import handle_file
+
+    engine, release, measured = served[0], threading.Event(), []
+    real = engine.edit_record
+
+    def held(r):
+        assert release.wait(60)  # the edit must already be with the client
+        measured.append(True)
+        return real(r)
+
+    monkeypatch.setattr(engine, "edit_record", held)
+    job = client.submit(image=handle_file(str(cat_image)), source_prompt="a cat held back", target_prompt="a dog held back", inverter="ddim", steps=3,
+                        editor="p2p", api_name="/edit")
+    deadline = time.time() + 60
+    while not job.outputs() and time.time() < deadline:
+        time.sleep(0.02)
+    first = job.outputs()[0]
+    assert not measured and first[0] is not None and first[1] is None and "reconstruction" not in first[2] and first[2]["edit"]["nfe"] == 3
+    release.set()
+    edited, recon, metrics = job.result(timeout=60)
+    assert measured and recon is not None and {"reconstruction", "edit", "server"} <= set(metrics)
+    assert np.array_equal(np.asarray(Image.open(edited)), np.asarray(Image.open(first[0])))  # the same edit, sent once more with the rest
+
+
+def test_every_edit_parameter_of_the_api_shows_its_effect(client, cat_image, tmp_path):
+    """Each /edit parameter beyond the inversion's (those change the cache key: tested above) changes the
+    result or the field that echoes it."""
+    base = {"source_prompt": "a cat on a rug", "target_prompt": "a dog on a rug", "inverter": "ddim", "steps": 3}
+    _, _, m0 = _edit(client, cat_image, **base)
+    changes = {
+        "editor": ("masactrl", lambda m: m["edit"]["editor"] == "masactrl"),
+        "edit_guidance": (2.5, lambda m: m["edit"]["guidance"] == 2.5 and m["edit"]["change_psnr"] != m0["edit"]["change_psnr"]),
+        "editor_params": ('{"cross_replace": 0.3}', lambda m: m["edit"]["params"]["cross_replace"] == 0.3 and m["edit"]["change_psnr"] != m0["edit"]["change_psnr"]),
+        "target_prompt": ("a fox on a rug", lambda m: m["edit"]["change_psnr"] != m0["edit"]["change_psnr"]),
+        "seed": (5, lambda m: m["seed"] == 5),
+    }
+    for name, (value, holds) in changes.items():
+        _, _, m = _edit(client, cat_image, **{**base, name: value})
+        assert holds(m), (name, m["edit"], m.get("seed"))
+    from gradio_client import handle_file
+
+    w, h = Image.open(cat_image).size  # edit_region: a mask of the upload's size, its top-left quarter painted
+    region = tmp_path / "region.png"
+    Image.fromarray(np.pad(np.full((h // 2, w // 2), 255, np.uint8), ((0, h - h // 2), (0, w - w // 2)))).save(region)
+    _, _, m = _edit(client, cat_image, **{**base, "editor": "diffedit"}, edit_region=handle_file(str(region)))
+    assert m["edit"]["mask_fraction"] is not None and 0 < m["edit"]["mask_fraction"] < 0.6

@@ -147,3 +147,17 @@ def test_compare_shows_what_differs_and_every_number_belongs_to_its_image(engine
     implied = moments((inv.z_T.double() - a**0.5 * inv.x0.double()) / (1 - a) ** 0.5)
     row = next(r for r in rows if r["inverter"] == "ddim")
     assert row["noise_std"] == pytest.approx(implied["std"], abs=1e-3) and row["noise_gaussian"] == looks_gaussian(implied)
+
+
+def test_valid_looking_settings_that_failed_late_now_fail_early_or_succeed(engine):
+    """Steps beyond an LCM's 50-step skeleton are refused before any UNet call, with the reason; fixed-point
+    and IterInv at 16 steps, which diverged to NaN with drawn step noise, run (predicted noise, the default)."""
+    from inversion.errors import ParameterError
+
+    scene = "assets/shapes/examples/scene0.png"
+    with engine.model.stages[0].measure() as meter, pytest.raises(ParameterError, match="between 1 and 50 .*50-step skeleton"):
+        engine.inversion_record("late", InversionRequest(scene, "a red circle on a blue background", "ddim", steps=51))
+    assert meter.nfe == 0
+    for name in ("fixed-point", "iterinv"):
+        _, record = engine.inversion_record("late", InversionRequest(scene, "a red circle on a blue background", name, steps=16, params={"iterations": 2}))
+        assert record["reconstruction"]["psnr"] > 60, name

@@ -131,3 +131,30 @@ def test_four_concurrent_sessions_get_their_own_results(cat_image, tmp_path):
         assert len(visitors) == 4 and sum(engine.cache.nbytes(s) for s in visitors) < CACHE_BYTES_PER_SESSION * 4
     finally:
         served.close()
+
+
+def test_an_output_file_is_never_read_partly_written(tmp_path):
+    """`written` writes a temporary file and renames it: a reader polling the path sees nothing or the
+    whole file, never a prefix, while writers replace it again and again."""
+    import threading
+
+    from demo.glue import written
+
+    path, stop, seen = tmp_path / "edit.png", threading.Event(), set()
+    sizes = [200_000, 300_000]
+
+    def writer():
+        for k in range(60):
+            written(path, lambda p, k=k: p.write_bytes(bytes([k % 251]) * sizes[k % 2]))
+        stop.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    while not stop.is_set():
+        try:
+            seen.add(len(path.read_bytes()))
+        except FileNotFoundError:
+            pass
+    t.join()
+    assert seen <= set(sizes) and seen, seen
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
