@@ -31,6 +31,13 @@ def tiny_lcm():
 
 
 @pytest.fixture(scope="session")
+def shapes_lcm():
+    from inversion.models import load_model
+
+    return load_model("shapes-lcm")
+
+
+@pytest.fixture(scope="session")
 def tiny_if():
     from inversion.models import load_model
 

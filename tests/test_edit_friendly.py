@@ -107,4 +107,4 @@ def test_a_diverging_inversion_blames_the_settings_not_the_image(lcm_oracle, ora
 
     monkeypatch.setattr(lcm_oracle, "_eps", overflowing)
     with pytest.raises(Diverged, match=r"fixed-point diverged on oracle-lcm at 16 steps.*step_noise=predicted keeps every step well posed"):
-        invert(lcm_oracle, x0, "", "fixed-point", steps=16)
+        invert(lcm_oracle, x0, "", "fixed-point", steps=16, step_noise="drawn")

@@ -43,7 +43,8 @@ INVERT_FLAGS = [  # (flag and value, the JSON fields that must change)
     (["--param", "noise_correction=false"], {"params", "psnr"}),
     (["--inverter", "rnri"], {"inverter", "nfe"}),
     (["--negative-prompt", "blurry"], {"negative_prompt"}),
-    (["--seed", "5"], {"seed", "psnr_uncorrected"}),
+    (["--seed", "5"], {"seed"}),  # on LCM the default step noise is the model's own (predicted): nothing drawn
+    (["--param", "step_noise=drawn"], {"params", "psnr_uncorrected"}),
     (["--model", "tiny-sd"], {"model"}),
 ]
 
@@ -54,6 +55,8 @@ def test_every_invert_flag_changes_what_it_names(capsys, cat_image, scene, tmp_p
         got = _run(invert_main, INVERT + ["--image", cat_image.as_posix()] + extra, capsys)
         changed = {k for k in fields if got.get(k) != base.get(k)}
         assert changed == fields, (extra, {k: (base.get(k), got.get(k)) for k in fields})
+    drawn = [_run(invert_main, INVERT + ["--image", cat_image.as_posix(), "--param", "step_noise=drawn", "--seed", seed], capsys) for seed in ("0", "5")]
+    assert drawn[0]["psnr_uncorrected"] != drawn[1]["psnr_uncorrected"]  # with drawn step noise the seed draws it
     other = _run(invert_main, INVERT + ["--image", scene], capsys)
     assert other["image"] != base["image"] and other["psnr"] != base["psnr"]
     # --out, --save-inversion: the files exist, and the reported PSNR/SSIM are those of the written image

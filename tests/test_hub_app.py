@@ -148,6 +148,13 @@ def test_a_decorated_handler_asks_zerogpu_for_longer_after_a_slow_run(tmp_path, 
 
     log = tmp_path / "calls.jsonl"
     monkeypatch.setenv("SPACES_STANDIN_LOG", str(log))
+    from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
+
+    for cls in (UNet2DConditionModel, AutoencoderKL, AutoencoderTiny, CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel):
+        for method in ("forward", "encode", "decode"):  # the stand-in guards these in place: undone after this test
+            if method in vars(cls):
+                monkeypatch.setattr(cls, method, vars(cls)[method])
     spec = importlib.util.spec_from_file_location("spaces", ROOT / "tests" / "zerogpu" / "spaces.py")
     standin = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(standin)

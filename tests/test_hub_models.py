@@ -42,7 +42,8 @@ def test_each_hub_model_loads_unchanged_and_inverts_reconstructs_and_edits(hub, 
     assert torch.allclose(reconstruct(model, inv), recon)
     p2p = get_editor("p2p")
     same = p2p.edit(model, inv, "a cat sitting", inv.guidance, p2p.resolve_params(model.defaults))
-    assert torch.allclose(same.latent, reconstruct_latent(model, inv), atol=1e-4 * float(inv.latents.abs().max()))  # a no-op edit is the reconstruction
+    scale = max(float(inv.latents.abs().max()), float(inv.noises.abs().max()) if inv.noises is not None else 0.0)  # LCM's noises amplify float32 batch differences
+    assert torch.allclose(same.latent, reconstruct_latent(model, inv), atol=1e-4 * scale)  # a no-op edit is the reconstruction
     changed = edit(model, inv, "a dog sitting", editor="p2p")
     assert changed.image.shape == recon.shape and not torch.allclose(changed.image, recon, atol=1e-3)
 

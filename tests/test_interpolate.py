@@ -21,11 +21,6 @@ SHAPE_PROMPTS = ("a red circle on a blue background", "a yellow square on a purp
 
 
 @pytest.fixture(scope="module")
-def shapes_lcm():
-    return load_model("shapes-lcm")
-
-
-@pytest.fixture(scope="module")
 def flipped_cat(cat_image):
     return ImageOps.mirror(Image.open(cat_image).convert("RGB"))
 

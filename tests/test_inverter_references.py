@@ -38,19 +38,24 @@ def rms(x):
     return float(x.pow(2).mean().sqrt())
 
 
-def reference(model, x0, steps, solve, seed=0, noise_correction=True):
-    """The shared step loop: noise drawn per sampling step from one generator, in the loop's order;
-    each step solved by `solve`; on LCM the noise that makes the step exact recorded instead."""
+def reference(model, x0, steps, solve, seed=0, noise_correction=True, step_noise="drawn"):
+    """The shared step loop: noise drawn per sampling step from one generator, in the loop's order
+    (with step_noise="predicted", none: the step injects its own eps); each step solved by `solve`;
+    on LCM the noise that makes the step exact recorded instead (uncorrected and predicted: eps(x_t))."""
     s = model.sampler(steps)
     n, cond = s.num_steps, model.encode_prompt([""] * x0.shape[0])
     gen = torch.Generator().manual_seed(seed)
     drawn = {j: torch.randn(x0.shape, generator=gen) for j in range(n - 1, -1, -1) if s.takes_noise(j)}
+    if step_noise == "predicted" and s.stochastic:
+        s, drawn = dataclasses.replace(s, predicted_noise=True), {}
     latents, residuals, recorded = [x0], [], [torch.zeros_like(x0)] * n
     for j in range(n - 1, -1, -1):
         z, res = solve(model, cond, s, latents[-1], j, drawn.get(j))
         noise = drawn.get(j)
         if s.stochastic and noise_correction:
             noise = s.corrected_noise(z, model.predict_noise(z, s.timesteps[j], cond), j, latents[-1])
+        elif s.predicted_noise and s.takes_noise(j):
+            noise = model.predict_noise(z, s.timesteps[j], cond)
         if noise is not None:
             recorded[j] = noise
         latents.append(z)
@@ -60,7 +65,8 @@ def reference(model, x0, steps, solve, seed=0, noise_correction=True):
 
 def check(model, x0, steps, name, solve, seed=0, atol=1e-5, **params):
     inv = get_inverter(name).invert(model, x0, model.encode_prompt([""] * x0.shape[0]), steps, seed=seed, **params)
-    latents, noises, residuals = reference(model, x0, steps, solve, seed, params.get("noise_correction", True))
+    step_noise = get_inverter(name).resolve_params(model.defaults, **params)["step_noise"]
+    latents, noises, residuals = reference(model, x0, steps, solve, seed, params.get("noise_correction", True), step_noise)
     assert [len(r) for r in inv.residuals] == [len(r) for r in residuals]
     for got, want, z in zip(inv.residuals, residuals, latents[1:]):  # float32 rounding of the latent bounds the agreement
         assert got == pytest.approx(want, rel=1e-4, abs=1e-6 * float(z.abs().max()))
@@ -77,7 +83,7 @@ def rnri(x0, iterations, tolerance, prior_weight):
     spread = float((x0 - x0.mean()).pow(2).mean())
 
     def solve(model, cond, s, x_prev, j, noise):
-        t, a, c = s.timesteps[j], s.alpha(j), s.eps_gain(j)
+        t, a, c = s.timesteps[j], s.alpha(j), s.eps_gain(j, noise is not None)
         mu, lam = math.sqrt(a) * x0, prior_weight / (1 - a)
         kappa = [math.sqrt(1 - a) / (a * spread + 1 - a)] * x0.shape[0]  # the Gaussian data's J_eps, per row
         z, last, res, fs = x_prev, None, [], []
@@ -384,8 +390,10 @@ def ddim(model, cond, s, x_prev, j, noise):
 def test_the_step_loop_draws_its_noise_from_the_seed_and_records_what_it_used(models, pair):
     for seed in (0, 5):
         check(models["lcm"], pair, 4, "ddim", ddim, seed=seed)
-    check(models["lcm"], pair, 4, "ddim", ddim, noise_correction=False)  # the drawn noise, zeros at the last step
-    default = get_inverter("ddim").invert(models["lcm"], pair, models["lcm"].encode_prompt(["", ""]), 4)
+        check(models["lcm"], pair, 4, "ddim", ddim, seed=seed, step_noise="drawn")
+    check(models["lcm"], pair, 4, "ddim", ddim, noise_correction=False, step_noise="drawn")  # the drawn noise, zeros at the last step
+    check(models["lcm"], pair, 4, "ddim", ddim, noise_correction=False)  # predicted (LCM's default): eps(x_t), what each step injects
+    default = get_inverter("ddim").invert(models["lcm"], pair, models["lcm"].encode_prompt(["", ""]), 4, step_noise="drawn")
     assert torch.equal(default.latents, reference(models["lcm"], pair, 4, ddim, seed=0)[0])  # seed 0 by default
 
 

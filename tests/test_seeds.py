@@ -18,11 +18,6 @@ SCENES = ASSETS / "shapes" / "examples"
 RED = "a red circle on a blue background"
 
 
-@pytest.fixture(scope="module")
-def shapes_lcm():
-    return load_model("shapes-lcm")
-
-
 def _guidance(inv):
     return (inv.stages[0] if hasattr(inv, "stages") else inv).guidance
 

@@ -15,8 +15,8 @@ MIN_GENERATED = 8  # of 10 held-out captions at 4 steps; the full evaluation mea
 
 
 @pytest.fixture(scope="module")
-def lcm_model():
-    return load_model("shapes-lcm")
+def lcm_model(shapes_lcm):
+    return shapes_lcm
 
 
 def test_the_distilled_stage_is_an_lcm_with_a_guidance_embedding(lcm_model):

@@ -123,6 +123,8 @@ class Inverter:
                 if sampler.stochastic and p["noise_correction"]:
                     eps = model.predict_noise(x_t, sampler.timesteps[j], cond)
                     noise = sampler.corrected_noise(x_t, eps, j, latents[-1])
+                elif sampler.predicted_noise and sampler.takes_noise(j):  # the noise this step used, so a replay retraces it
+                    noise = model.predict_noise(x_t, sampler.timesteps[j], cond)
             noises[j] = noise
             latents.append(x_t)
             residuals.append(res)
@@ -142,7 +144,7 @@ class Inverter:
         checks against its time budget before any work)."""
         p = self.resolve_params(model.defaults, **overrides)
         sampler = model.sampler(num_steps, p["strength"])
-        correction = 1 if sampler.stochastic and p["noise_correction"] else 0
+        correction = 1 if sampler.stochastic and (p["noise_correction"] or p["step_noise"] == "predicted") else 0
         return sampler.num_steps * (self.calls_per_step(p) + correction)
 
     def for_stage(self, stage: int, params: dict) -> tuple[Inverter, dict]:
