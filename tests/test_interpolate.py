@@ -12,7 +12,6 @@ from editing import interpolate, slerp
 from editing.cli import main as edit_main
 from editing.interpolate import frame_alphas, lerp, mixed_condition, mixed_inversion
 from inversion.errors import IncompatibleInversion, ParameterError
-from inversion.models import load_model
 from inversion.pipeline import invert, reconstruct
 from inversion.result import stage_inversions
 

@@ -11,7 +11,6 @@ from PIL import Image
 from editing import concept_seeds, normalised_mean, sample_seeds
 from editing.cli import main as edit_main
 from inversion.errors import IncompatibleInversion, ParameterError
-from inversion.models import load_model
 from inversion.pipeline import invert, reconstruct
 
 SCENES = ASSETS / "shapes" / "examples"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from editing import edit
-from inversion import generate, invert, load_model
+from inversion import generate, invert
 from inversion.pipeline import evaluate
 from shapes.evaluate import to_tensor, to_uint8
 from shapes.judge import has
