@@ -81,7 +81,7 @@ def test_fixed_point_acceleration_beats_plain_iteration(oracle):
 def test_every_inverter_reconstructs_lcm_exactly_through_its_recorded_noise(tiny_lcm, cat_image, name):
     inv = invert(tiny_lcm, cat_image, "a cat", name, steps=4)
     report, _ = evaluate(tiny_lcm, cat_image, inv)
-    scale = float(inv.latents.abs().max())
+    scale = max(float(inv.latents.abs().max()), float(inv.noises.abs().max()))  # the random model amplifies float32 rounding through the noises
     assert report["latent_psnr"] > 70, report  # float32 rounding only
     from inversion.sampling import reconstruct_latent
 

