@@ -41,6 +41,12 @@ def browser():
         b.close()
 
 
+def _loaded(page):
+    """The first example's edit and then its metrics are on the page (they stream in that order)."""
+    page.locator("#slider img").nth(1).wait_for(timeout=WAIT)
+    page.wait_for_function(DONE, arg="", timeout=WAIT)
+
+
 def _page(browser, url, width=1400, height=1000):
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
     page.goto(url, wait_until="networkidle")
@@ -86,7 +92,7 @@ def test_an_edit_shows_the_slider_the_three_images_and_the_metrics(served, brows
     page = _page(browser, served[1])
     summary = _edit(page)
     assert "Reconstruction" in summary and "dB" in summary and "calls" in summary and BROWSER_MODEL in summary
-    page.locator("#slider img").nth(1).wait_for(timeout=WAIT)
+    _loaded(page)
     for elem in ("shown-input", "recon", "edited"):
         assert _shown_image(page, elem).shape[0] >= 256
     shot = tmp_path / "screenshot.png"
@@ -324,7 +330,7 @@ def test_a_result_is_on_the_page_when_it_loads_and_no_stale_one_stays(served, br
     """The first example's edit is there before any click; a new upload takes every old result off the
     page; "Invert only" then shows that image's reconstruction and offers its inversion, no old edit."""
     page = _page(browser, served[1])
-    page.locator("#slider img").nth(1).wait_for(timeout=WAIT)
+    _loaded(page)
     assert page.locator("#source textarea").input_value() and "Reconstruction" in page.locator("#summary").inner_text()
     _upload(page, SCENE.parent / "scene1.png")
     page.wait_for_function("() => !document.querySelector('#edited img') && !document.querySelector('#slider img')", timeout=WAIT)
@@ -340,7 +346,7 @@ def test_a_mistake_is_said_once_where_the_result_would_be(served, browser):
     """No image and no prompts: the first missing thing (the image) is named, in the summary, once,
     however often Edit is clicked; no toast piles up."""
     page = _page(browser, served[1])
-    page.locator("#slider img").nth(1).wait_for(timeout=WAIT)
+    _loaded(page)
     page.locator("#input button[aria-label='Remove Image']").first.click()
     page.locator("#source textarea").fill("")
     page.locator("#target textarea").fill("")
@@ -371,7 +377,7 @@ def test_on_a_phone_the_examples_come_first_and_a_tapped_one_shows_its_result(se
 
 def test_enter_reset_random_seed_and_stop(served, browser):
     page = _page(browser, served[1])
-    page.locator("#slider img").nth(1).wait_for(timeout=WAIT)
+    _loaded(page)
     page.locator("#settings").get_by_text("Model, steps").click()
     before = page.locator("#summary").inner_text()
     page.locator("#target textarea").fill("a white circle on a blue background")
@@ -401,7 +407,7 @@ def test_enter_reset_random_seed_and_stop(served, browser):
 
 def test_examples_keep_the_visitor_s_inverter_unless_they_are_about_one(served, browser):
     page = _page(browser, served[1])
-    page.locator("#slider img").nth(1).wait_for(timeout=WAIT)
+    _loaded(page)
     page.locator("#inverter input").fill("easyinv")
     page.keyboard.press("Enter")
     page.wait_for_function("() => document.querySelector('#choice-note').innerText.includes('EasyInv')", timeout=WAIT)
@@ -447,8 +453,9 @@ def test_the_parameters_every_inverter_takes_are_on_the_page_and_reach_the_engin
     request (only what differs from the model's defaults is sent)."""
     seen = record_edits(served[0], monkeypatch, "source")
     page = _page(browser, served[1])
-    page.locator("#slider img").nth(1).wait_for(timeout=WAIT)
+    _loaded(page)
     page.get_by_text("Inverter settings").click()
+    page.get_by_label("Step noise").wait_for(timeout=WAIT)  # the accordion's content renders after the click
     text = page.locator("body").inner_text()
     assert "Every inverter" in text and "Step noise" in text and "Strength" in text
     step_noise = page.get_by_label("Step noise")
