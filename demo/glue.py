@@ -140,9 +140,10 @@ def client_gone() -> bool:
 
 
 def later_request_waiting() -> bool:
-    """Whether the visitor whose event this thread serves has another event waiting behind it in the same
-    queue: then this one is dropped and only the latest runs (one queued heavy job per visitor, so a
-    client that floods the queue delays another by one job at most)."""
+    """Whether the visitor whose event this thread serves has a later event of the same action (the same
+    button, API endpoint or key) waiting behind it: then this one is dropped and only the latest runs, so
+    a client that floods the queue delays another by one job per action at most. Other actions do not
+    count: the no-op that typing queues when live mode is off must not drop the Enter that follows it."""
     from gradio.context import LocalContext
 
     blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
@@ -151,7 +152,7 @@ def later_request_waiting() -> bool:
     if event is None:
         return False
     waiting = queue.event_queue_per_concurrency_id.get(event.concurrency_id)
-    return waiting is not None and any(e.session_hash == event.session_hash and e._id != event._id for e in list(waiting.queue))
+    return waiting is not None and any(e.session_hash == event.session_hash and e.fn is event.fn and e._id != event._id for e in list(waiting.queue))
 
 
 def session_of(request: gr.Request | None) -> str:

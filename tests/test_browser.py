@@ -380,8 +380,9 @@ def test_enter_reset_random_seed_and_stop(served, browser):
     _loaded(page)
     page.locator("#settings").get_by_text("Model, steps").click()
     before = page.locator("#summary").inner_text()
-    page.locator("#target textarea").fill("a white circle on a blue background")
-    page.locator("#target textarea").press("Enter")
+    page.locator("#target textarea").fill("a white circle on a blue")
+    page.locator("#target textarea").press_sequentially(" background", delay=20)  # typed: each key queues live mode's no-op
+    page.locator("#target textarea").press("Enter")  # which must not drop the edit that Enter asks for
     page.wait_for_function(DONE, arg=before, timeout=WAIT)
     assert "reused" in page.locator("#summary").inner_text()  # the loaded example's inversion, edited again
     seed = page.locator("#seed input")
