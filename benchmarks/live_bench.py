@@ -7,7 +7,7 @@ Timed three ways, each the median of --repeats runs after a warm-up:
 - library: invert + edit end to end (a fresh inversion each run), then a second edit of
   the same inversion (what the app's cache gives); with the overhead against the UNet
   calls alone (inversion.benchmark);
-- API: the same through the app's /edit endpoint with gradio_client on loopback (server,
+- API: the same through the app's /edit endpoint with gradio_client on loopback (app.py in its own process,
   queue, image transfer, the reconstruction and metrics the app adds); a new client per
   run is a new session, so its first edit inverts and its second reuses;
 - browser (--browser): one click on Edit to the edited image shown, in Debian chromium.
@@ -81,7 +81,7 @@ def api(url: str, steps: int, repeats: int, inverter: str) -> list[dict]:
             start = time.perf_counter()
             job = client.submit(image=handle_file(str(SCENE)), source_prompt=SOURCE, target_prompt=target, inverter=inverter, editor="p2p", steps=steps, api_name="/edit")
             while not job.outputs() and not job.done():
-                time.sleep(0.002)
+                time.sleep(0.005)
             times[(kind, "edit")].append(time.perf_counter() - start)
             *_, metrics = job.result()
             times[(kind, "all")].append(time.perf_counter() - start)
@@ -143,18 +143,17 @@ def main(argv=None) -> list[dict]:
     inverters = a.inverters.split(",")
     rows = [r for name in inverters for r in library(model, x, steps, a.repeats, name)]
     if not a.no_api or a.browser:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import serve_app
+        from load import Server  # app.py in a process of its own, as people run it (in this process the
+        # client's threads would take the GIL from the server's and slow its model work by half)
 
-        served = serve_app(a.model)
-        _, url = next(served)
+        server = Server(a.model, file_age=600, threads=a.threads)
         try:
             if not a.no_api:
-                rows += [r for name in inverters for r in api(url, steps, a.repeats, name)]
+                rows += [r for name in inverters for r in api(server.url, steps, a.repeats, name)]
             if a.browser:
-                rows += browser(url)
+                rows += browser(server.url)
         finally:
-            served.close()
+            server.stop()
     machine = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, {a.threads} threads"
     print(f"{a.model}, {steps} steps per stage; {machine}; median of {a.repeats} runs\n")
     print("| path | what | median s | min s | max s | NFE | UNet-only s | overhead |\n|---|---|---|---|---|---|---|---|")

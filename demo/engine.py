@@ -333,7 +333,9 @@ class Engine:
         steps = base.default_steps if req.steps is None else check_whole(req.steps, "steps", 1, top, why)
         seed = check_whole(req.seed, "seed", 0, SEED_LIMIT - 1)
         guidance = check_guidance(req.guidance, "the inversion guidance")
-        guidance = base.default_guidance if guidance is None else guidance  # one cache key for "the default" and its value
+        # The default's value is the default: None, so each stage of a cascade takes its own (a super-resolution
+        # stage's is 1, no guidance pass; the page always sends the base's), and one cache key for both
+        guidance = None if guidance == base.default_guidance else guidance
         if req.inverter not in INVERTERS:
             raise ParameterError(f"unknown inverter {req.inverter!r}; choose one of: {', '.join(INVERTERS)}")
         if not isinstance(req.params, dict):

@@ -161,3 +161,20 @@ def test_valid_looking_settings_that_failed_late_now_fail_early_or_succeed(engin
     for name in ("fixed-point", "iterinv"):
         _, record = engine.inversion_record("late", InversionRequest(scene, "a red circle on a blue background", name, steps=16, params={"iterations": 2}))
         assert record["reconstruction"]["psnr"] > 60, name
+
+
+def test_the_page_s_default_guidance_inverts_and_edits_as_the_library_does(engine):
+    """The page always sends the base stage's default guidance; each stage then takes its own default (the
+    SR stage's is 1: no guidance pass), so what the page shows is what the library and the benchmarks
+    measured. (It passed the base's 3 to the SR stage: a guidance pass there, 1.4x the time, other pixels.)"""
+    from editing import edit
+    from inversion.pipeline import invert
+
+    scene, prompt, target = "assets/shapes/examples/scene0.png", "a red circle on a blue background", "a green circle on a blue background"
+    model = engine.model
+    page = engine.edit("same-as-library", EditRequest(InversionRequest(scene, prompt, "rnri", guidance=engine.base(model).default_guidance), target, "p2p"))
+    x = model.prepare_image(load_image(scene))
+    lib = invert(model, x, prompt, "rnri")
+    assert [s.guidance for s in page["inversion"].stages] == [s.guidance for s in lib.stages] == [3.0, 1.0]
+    assert torch.equal(page["inversion"].stages[1].latents, lib.stages[1].latents)
+    assert torch.equal(page["edit"], edit(model, lib, target, "p2p").image)
