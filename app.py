@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--share", action="store_true")
     ap.add_argument("--mcp", action="store_true", help="also serve /invert, /edit, /compare and /interpolate as MCP tools (/gradio_api/mcp/)")
     a = ap.parse_args(argv)
+    if "OMP_NUM_THREADS" not in os.environ:  # leave a core to the server's event loop and transport: on 2 cores
+        import torch  # one torch thread serves an edit in 0.78 s where two take 1.14 (benchmarks/live_bench.py)
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
     engine = Engine(a.model)
     if engine.notice:
         print(engine.notice.replace("**", "") + " On a GPU start it with --model lcm-dreamshaper-v7.", flush=True)

@@ -109,6 +109,9 @@ def browser(url: str) -> list[dict]:
         b = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=flags)
         page = b.new_page(viewport={"width": 1366, "height": 900})
         page.goto(url, wait_until="networkidle")
+        page.locator("#slider img").nth(1).wait_for(timeout=120000)  # the page's first example, edited on load (this scene)
+        page.locator("#settings").get_by_text("Model, steps").click()
+        page.locator("#seed input").fill("1")  # another seed: a fresh inversion, not the example's cached one
         page.locator("#input input[type=file]").set_input_files(str(SCENE))
         page.locator("#input img").first.wait_for(timeout=30000)
         page.locator("#source textarea").fill(SOURCE)
@@ -130,7 +133,8 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--model", default="shapes-lcm")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="the library's torch threads")
+    ap.add_argument("--server-threads", type=int, default=None, help="app.py's torch threads (default: its own choice, the cores less one)")
     ap.add_argument("--inverters", default="rnri,ddim")
     ap.add_argument("--browser", action="store_true")
     ap.add_argument("--no-api", action="store_true")
@@ -146,7 +150,7 @@ def main(argv=None) -> list[dict]:
         from load import Server  # app.py in a process of its own, as people run it (in this process the
         # client's threads would take the GIL from the server's and slow its model work by half)
 
-        server = Server(a.model, file_age=600, threads=a.threads)
+        server = Server(a.model, file_age=600, threads=a.server_threads)
         try:
             if not a.no_api:
                 rows += [r for name in inverters for r in api(server.url, steps, a.repeats, name)]

@@ -41,11 +41,14 @@ TARGETS = ["green", "yellow", "white"]
 class Server:
     """app.py on loopback in a subprocess, with folders of its own to count."""
 
-    def __init__(self, model: str, file_age: float, threads: int):
+    def __init__(self, model: str, file_age: float, threads: int | None):
         self.dir = Path(tempfile.mkdtemp(prefix="load-"))
         self.port = free_port()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(self.dir / "gradio"),
-               "APP_OUTPUT_DIR": str(self.dir / "outputs"), "APP_FILE_AGE": str(file_age), "OMP_NUM_THREADS": str(threads)}
+               "APP_OUTPUT_DIR": str(self.dir / "outputs"), "APP_FILE_AGE": str(file_age)}
+        env.pop("OMP_NUM_THREADS", None)
+        if threads:  # else the app's own choice (app.py: the cores less one)
+            env["OMP_NUM_THREADS"] = str(threads)
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--port", str(self.port)], cwd=ROOT, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -212,7 +215,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--soak", type=int, default=1000)
     ap.add_argument("--flood", type=int, default=40)
     ap.add_argument("--file-age", type=float, default=60.0, help="seconds the server keeps each file it writes")
-    ap.add_argument("--threads", type=int, default=2, help="the server's torch threads")
+    ap.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: app.py's choice)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
     server = Server(a.model, a.file_age, a.threads)
