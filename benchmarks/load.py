@@ -41,12 +41,14 @@ TARGETS = ["green", "yellow", "white"]
 class Server:
     """app.py on loopback in a subprocess, with folders of its own to count."""
 
-    def __init__(self, model: str, file_age: float, threads: int | None):
+    def __init__(self, model: str, file_age: float, threads: int | None, cache_mb: float | None = None):
         self.dir = Path(tempfile.mkdtemp(prefix="load-"))
         self.port = free_port()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(self.dir / "gradio"),
                "APP_OUTPUT_DIR": str(self.dir / "outputs"), "APP_FILE_AGE": str(file_age)}
         env.pop("OMP_NUM_THREADS", None)
+        if cache_mb is not None:  # the inversion cache's bound (APP_CACHE_MB): a soak past it shows whether anything else grows
+            env["APP_CACHE_MB"] = str(cache_mb)
         if threads:  # else the app's own choice (app.py: the cores less one)
             env["OMP_NUM_THREADS"] = str(threads)
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--port", str(self.port)], cwd=ROOT, env=env,
@@ -216,9 +218,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--flood", type=int, default=40)
     ap.add_argument("--file-age", type=float, default=60.0, help="seconds the server keeps each file it writes")
     ap.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: app.py's choice)")
+    ap.add_argument("--cache-mb", type=float, default=64.0, help="the server's inversion cache bound (app default 1024 MB: ~1,400 shapes-lcm inversions)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args(argv)
-    server = Server(a.model, a.file_age, a.threads)
+    server = Server(a.model, a.file_age, a.threads, a.cache_mb)
     try:
         result = {"model": a.model, "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}", "file_age_s": a.file_age,
                   "listening_after_s": round(server.listening_after, 1)}

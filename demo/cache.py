@@ -8,13 +8,14 @@ one visitor can never be served another's inversion.
 from __future__ import annotations
 
 import collections
+import os
 import threading
 from dataclasses import dataclass
 
 import torch
 
-CACHE_BYTES_PER_SESSION = 256 * 2**20
-CACHE_BYTES_TOTAL = 1024 * 2**20
+CACHE_BYTES_TOTAL = int(float(os.environ.get("APP_CACHE_MB", "1024")) * 2**20)  # a server's whole cache (benchmarks/load.py lowers it)
+CACHE_BYTES_PER_SESSION = min(256 * 2**20, CACHE_BYTES_TOTAL)
 CACHE_SESSIONS = 64
 
 
