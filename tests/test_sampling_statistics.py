@@ -71,3 +71,20 @@ def test_rare_concept_samples_and_interpolation_frames_are_as_clean_as_generated
     assert np.mean([has(img, a.shapes[0].colour, a.shapes[0].kind) for img in to_uint8(more.images)]) >= 2 / 3
     frames = interpolate(model, inv_a, inv_b, frames=5).frames[1:-1]
     assert 0.5 * g <= _grain(frames) <= 2.0 * g, (_grain(frames), g)
+
+
+def test_a_seed_and_fresh_noise_mix_on_the_noise_s_shell(model, items):
+    """A sample's starting noise mixes its seed with fresh noise by slerp: two independent unit Gaussians
+    stay unit Gaussians at any strength (a straight-line mix would shrink them to std 0.71 at 0.5, and the
+    samples would come out washed out, each still deterministic and different per seed)."""
+    import dataclasses
+
+    from editing.seeds import _start
+
+    a = items[0]
+    seeds = concept_seeds(model, [invert(model, to_tensor(render(a, 64)[0]), a.caption, "ddim")])
+    stage, st = model.stages[0], seeds.stages[0]
+    unit = dataclasses.replace(st, z_T=torch.randn(st.z_T.shape, generator=torch.Generator().manual_seed(1)))
+    for strength in (0.25, 0.5, 0.75):
+        stds = [float(_start(stage, unit, 4, 0, torch.Generator().manual_seed(s), strength, "fresh")[0].std()) for s in range(8)]
+        assert 0.93 <= np.mean(stds) <= 1.07, (strength, stds)
