@@ -112,6 +112,7 @@ def browser(url: str) -> list[dict]:
         page.locator("#slider img").nth(1).wait_for(timeout=120000)  # the page's first example, edited on load (this scene)
         page.locator("#settings").get_by_text("Model, steps").click()
         page.locator("#seed input").fill("1")  # another seed: a fresh inversion, not the example's cached one
+        page.locator("#seed input").press("Tab")
         page.locator("#input input[type=file]").set_input_files(str(SCENE))
         page.locator("#input img").first.wait_for(timeout=30000)
         page.locator("#source textarea").fill(SOURCE)

@@ -665,9 +665,11 @@ def _wire(page: Page) -> None:
     busy = dict(api_visibility="private", concurrency_id="model", show_progress_on=[c["summary"]])
     # on a phone the result is a screen below the button: bring it into view (no move when it is in view)
     into_view = dict(fn=None, js="() => document.querySelector('#slider').scrollIntoView({block: 'nearest', behavior: 'smooth'})", queue=False)
-    edits = [c["edit_btn"].click(on_edit, all_inputs, outputs, **busy),
-             c["target"].submit(on_edit, all_inputs, outputs, **busy),
-             c["invert_btn"].click(on_invert, all_inputs, outputs, **busy),
+    # always_last: a click while the last edit's metrics still stream in runs after them (with gradio's default,
+    # "once", live_bench's click right as the edit appeared was lost: the page showed nothing pending)
+    edits = [c["edit_btn"].click(on_edit, all_inputs, outputs, trigger_mode="always_last", **busy),
+             c["target"].submit(on_edit, all_inputs, outputs, trigger_mode="always_last", **busy),
+             c["invert_btn"].click(on_invert, all_inputs, outputs, trigger_mode="always_last", **busy),
              # Live: only the latest keystroke's edit runs once the running one ends (always_last).
              c["target"].input(on_live, all_inputs, outputs, trigger_mode="always_last", **busy)]
     # A new upload (or none): every old result leaves the page; the painting canvas shows the new image.
