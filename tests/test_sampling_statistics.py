@@ -9,19 +9,17 @@ import pytest
 import torch
 
 from editing import concept_seeds, edit, interpolate, sample_seeds
-from inversion import generate, invert, load_model
+from inversion import generate, invert
 from shapes.edit_tasks import edit_task, judge_edit
 from shapes.evaluate import to_tensor, to_uint8
 from shapes.judge import has
 from shapes.scenes import render, scenes
 from shapes.smoothness import grain
 
-MODEL = "shapes-lcm"
-
 
 @pytest.fixture(scope="module")
-def model():
-    return load_model(MODEL)
+def model(shapes_lcm):  # the offline default, loaded once per session (conftest)
+    return shapes_lcm
 
 
 @pytest.fixture(scope="module")

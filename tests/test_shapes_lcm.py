@@ -14,19 +14,14 @@ from shapes.scenes import Scene, Shape, render, scenes
 MIN_GENERATED = 8  # of 10 held-out captions at 4 steps; the full evaluation measures the rate (README)
 
 
-@pytest.fixture(scope="module")
-def lcm_model(shapes_lcm):
-    return shapes_lcm
-
-
-def test_the_distilled_stage_is_an_lcm_with_a_guidance_embedding(lcm_model):
-    base, sr = lcm_model.stages
+def test_the_distilled_stage_is_an_lcm_with_a_guidance_embedding(shapes_lcm):
+    base, sr = shapes_lcm.stages
     assert base.sampler_kind == "lcm" and not base.uses_cfg and base.unet.config.time_cond_proj_dim
     assert base.default_steps == sr.default_steps == 4
     assert base.timesteps(4) == [999, 759, 499, 259]
 
 
-def test_a_consistency_step_equals_diffusers_lcm_scheduler(lcm_model):
+def test_a_consistency_step_equals_diffusers_lcm_scheduler(shapes_lcm):
     """Our sampler on the distilled model vs LCMScheduler.step on its raw v output, noise and all;
     static thresholding is LCMScheduler's clip_sample at range 1."""
     from diffusers import LCMScheduler
@@ -34,7 +29,7 @@ def test_a_consistency_step_equals_diffusers_lcm_scheduler(lcm_model):
     from inversion.models import shapes_arch as arch
     from inversion.models.unet_model import guidance_embedding
 
-    base = lcm_model.stages[0]
+    base = shapes_lcm.stages[0]
     sched = LCMScheduler.from_config(arch.lcm_scheduler().config, clip_sample=True, clip_sample_range=1.0)
     sched.set_timesteps(4)
     ours = base.sampler(4)
@@ -53,9 +48,9 @@ def test_a_consistency_step_equals_diffusers_lcm_scheduler(lcm_model):
         x = ref
 
 
-def test_four_step_generation_draws_held_out_captions(lcm_model):
+def test_four_step_generation_draws_held_out_captions(shapes_lcm):
     items = scenes(101, 10, held_out=True, single_shape=True)
-    imgs = to_uint8(generate(lcm_model, [s.caption for s in items], steps=4, seed=5))
+    imgs = to_uint8(generate(shapes_lcm, [s.caption for s in items], steps=4, seed=5))
     hits = sum(has(img, s.shapes[0].colour, s.shapes[0].kind) for img, s in zip(imgs, items))
     assert hits >= MIN_GENERATED, hits
 
@@ -67,24 +62,24 @@ def scene():
     return s, to_tensor(img), masks[0]
 
 
-def test_lcm_reconstruction_is_exact_with_the_recorded_residual(lcm_model, scene):
+def test_lcm_reconstruction_is_exact_with_the_recorded_residual(shapes_lcm, scene):
     s, x, _ = scene
-    report, recon = evaluate(lcm_model, x, invert(lcm_model, x, s.caption, "ddim", steps=4))
+    report, recon = evaluate(shapes_lcm, x, invert(shapes_lcm, x, s.caption, "ddim", steps=4))
     assert report["psnr"] > 60
 
 
-def test_rnri_beats_ddim_without_the_last_residual(lcm_model, scene):
+def test_rnri_beats_ddim_without_the_last_residual(shapes_lcm, scene):
     """With the last step's recorded residual every inverter reconstructs exactly; without it the
     reconstruction shows how well each solved the implicit steps."""
     s, x, _ = scene
-    gen = to_tensor(to_uint8(generate(lcm_model, [s.caption], steps=4, seed=1))[0])
-    ddim, _ = evaluate(lcm_model, gen, invert(lcm_model, gen, s.caption, "ddim", steps=4))
-    rnri, _ = evaluate(lcm_model, gen, invert(lcm_model, gen, s.caption, "rnri", steps=4))
+    gen = to_tensor(to_uint8(generate(shapes_lcm, [s.caption], steps=4, seed=1))[0])
+    ddim, _ = evaluate(shapes_lcm, gen, invert(shapes_lcm, gen, s.caption, "ddim", steps=4))
+    rnri, _ = evaluate(shapes_lcm, gen, invert(shapes_lcm, gen, s.caption, "rnri", steps=4))
     assert rnri["latent_psnr_uncorrected"] > ddim["latent_psnr_uncorrected"] + 3
 
 
 @pytest.mark.parametrize("inverter", ["ddim", "easyinv", "rnri", "renoise", "fixed-point", "iterinv"])
-def test_every_inverter_s_p2p_colour_edits_change_the_colour_and_keep_the_background(lcm_model, inverter):
+def test_every_inverter_s_p2p_colour_edits_change_the_colour_and_keep_the_background(shapes_lcm, inverter):
     """Each inverter with its defaults on the offline default model, on the edit benchmark's first 4 held-out
     scenes: P2P's colour edits succeed in at least 2 (the judge finds the new colour in place: mask IoU >=
     0.8; on these 4 every inverter wins 2 or 3, the benchmark's rates are 42-70%), and where they do, outside
@@ -99,7 +94,7 @@ def test_every_inverter_s_p2p_colour_edits_change_the_colour_and_keep_the_backgr
         img, masks = render(sc, 64)
         x = to_tensor(img)
         target, colour, shape, _ = edit_task(sc, "p2p")
-        out = edit(lcm_model, invert(lcm_model, x, sc.caption, inverter), target, "p2p")
+        out = edit(shapes_lcm, invert(shapes_lcm, x, sc.caption, inverter), target, "p2p")
         won = judge_edit(to_uint8(out.image)[0], colour, shape, "p2p", masks[0])["success"]
         wins.append(won)
         if won:
@@ -112,7 +107,7 @@ def test_every_inverter_s_p2p_colour_edits_change_the_colour_and_keep_the_backgr
 
 
 @pytest.mark.parametrize("inverter", ["ddim", "easyinv", "rnri", "renoise", "fixed-point", "iterinv"])
-def test_every_inverter_s_noise_is_noise_sized(lcm_model, inverter):
+def test_every_inverter_s_noise_is_noise_sized(shapes_lcm, inverter):
     """The noise each inversion implies at its start, (z - sqrt(a) x0) / sqrt(1 - a), is noise-sized: std
     0.4 to 2.5 and a KS distance from N(0, 1) below 0.35 (inversion.noise_stats) on held-out scenes, where
     the cosine-schedule model's drawn-noise inversions gave 0.03 (RNRI) and 1,100 (fixed-point). A strict
@@ -120,12 +115,12 @@ def test_every_inverter_s_noise_is_noise_sized(lcm_model, inverter):
     from inversion.noise_stats import noise_statistics
 
     for sc in scenes(71, 2, held_out=True, single_shape=True):
-        inv = invert(lcm_model, to_tensor(render(sc, 64)[0]), sc.caption, inverter)
-        noise = noise_statistics(inv.stages[0], lcm_model.stages[0].alphas_cumprod)["implied_noise"]
+        inv = invert(shapes_lcm, to_tensor(render(sc, 64)[0]), sc.caption, inverter)
+        noise = noise_statistics(inv.stages[0], shapes_lcm.stages[0].alphas_cumprod)["implied_noise"]
         assert 0.4 <= noise["std"] <= 2.5 and noise["ks"] < 0.35, (sc.caption, noise)
 
 
-def test_the_few_step_defaults_are_the_ones_the_edit_benchmark_chose(lcm_model):
+def test_the_few_step_defaults_are_the_ones_the_edit_benchmark_chose(shapes_lcm):
     """Each inverter's step_noise and strength on an LCM are what `python -m shapes.edit_bench --grid` chose on
     this model (assets/shapes/eval_lcm.json), and the app's default inverter edits most often there."""
     import json
@@ -135,7 +130,7 @@ def test_the_few_step_defaults_are_the_ones_the_edit_benchmark_chose(lcm_model):
     from inversion.inverters import INVERTERS
 
     grid = json.loads((ASSETS / "shapes" / "eval_lcm.json").read_text())["edit_grid"]
-    base = lcm_model.stages[0]
+    base = shapes_lcm.stages[0]
     for name, chosen in grid["chosen"].items():
         p = INVERTERS[name].resolve_params(base.defaults)
         assert {k: p[k] for k in chosen["setting"]} == chosen["setting"], name
