@@ -31,11 +31,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--share", action="store_true")
     ap.add_argument("--mcp", action="store_true", help="also serve /invert, /edit, /compare and /interpolate as MCP tools (/gradio_api/mcp/)")
     a = ap.parse_args(argv)
-    if "OMP_NUM_THREADS" not in os.environ:  # leave a core to the server's event loop and transport: on 2 cores
-        import torch  # one torch thread serves an edit in 0.78 s where two take 1.14 (benchmarks/live_bench.py)
+    import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
-    engine = Engine(a.model)
+    # every core for the model thread, where all model work runs (demo/model_thread.py); the others stay at one
+    # torch thread, so none of them starts a thread team of its own
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1
+    torch.set_num_threads(1)
+    engine = Engine(a.model, threads=threads)
     if engine.notice:
         print(engine.notice.replace("**", "") + " On a GPU start it with --model lcm-dreamshaper-v7.", flush=True)
     demo = build(engine)

@@ -1,5 +1,5 @@
 """The app's work, without gradio: models loaded on demand (with fallbacks), request
-checks, the per-session inversion cache, one lock around the UNet, and the records
+checks, the per-session inversion cache, one thread for every model computation, and the records
 the UI and the API show.
 
 Requests are small dataclasses; everything a user can get wrong raises a
@@ -35,6 +35,7 @@ from inversion.result import stage_inversions
 
 from . import report
 from .cache import Entry, InversionCache
+from .model_thread import ModelThread, on_model_thread
 
 MAX_STEPS = 100
 MAX_FRAMES = 32  # interpolation frames: each one samples the whole model
@@ -156,10 +157,10 @@ class Models:
     """Models by registry name, loaded on first use and kept (at most one hub model at a time:
     they are large). The default is what the app starts on, after its fallbacks."""
 
-    def __init__(self, requested: str = "auto"):
+    def __init__(self, requested: str = "auto", worker: ModelThread | None = None):
+        self.worker = worker or ModelThread()  # loading runs where the model will: on the model thread
         self.loaded: dict[str, object] = {}
         self.extra: set[str] = set()  # models added in memory, not in the registry
-        self.lock = threading.Lock()
         self.default, self.notice = self._startup(requested)
 
     def _startup(self, requested: str) -> tuple[str, str]:
@@ -196,15 +197,20 @@ class Models:
             return self.loaded[name]
         if name not in MODELS:
             raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(self.choices())}")
-        with self.lock:
-            if name not in self.loaded:
-                if not MODELS[name].offline:
-                    for other in [n for n in self.loaded if not MODELS[n].offline]:
-                        del self.loaded[other]
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-                self.loaded[name] = load_model(name)
-            return self.loaded[name]
+        model = self.loaded.get(name)
+        return model if model is not None else self._load(name)
+
+    @on_model_thread
+    def _load(self, name: str):
+        """On the model thread: one load at a time, and none while a request computes."""
+        if name not in self.loaded:
+            if not MODELS[name].offline:
+                for other in [n for n in self.loaded if not MODELS[n].offline]:
+                    del self.loaded[other]
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            self.loaded[name] = load_model(name)
+        return self.loaded[name]
 
     def choices(self) -> list[str]:
         """The picker's models: the offline ones, the hub ones, and the default if it is neither."""
@@ -222,12 +228,12 @@ class Models:
 
 # ---------------------------------------------------------------- the engine --------------
 class Engine:
-    """One lock serves one request at a time on the UNet (editors swap its attention
-    processors, and NFE counts must not interleave)."""
+    """One thread (demo/model_thread.py) serves one request at a time on the model (editors swap its
+    attention processors, and NFE counts must not interleave)."""
 
-    def __init__(self, model_name: str = "auto"):
-        self.models = Models(model_name)
-        self.lock = threading.Lock()
+    def __init__(self, model_name: str = "auto", threads: int | None = None):
+        self.worker = ModelThread(threads)  # every model computation runs on this one thread (model_thread.py says why)
+        self.models = Models(model_name, self.worker)
         self.cache = InversionCache()
         self.stops: dict[str, threading.Event] = {}  # session -> set by its Cancel click
         self.running: dict[str, str] = {}  # session -> the kind of its request in progress
@@ -271,7 +277,7 @@ class Engine:
 
     @contextlib.contextmanager
     def working(self, session: str, model, x: torch.Tensor):
-        """Model work for `session`: the lock, the out-of-memory message, and a meter whose check stops
+        """Model work for `session` (on the model thread): the out-of-memory message, and a meter whose check stops
         the work at the next UNet call once the session cancels (yields the meter)."""
         def check() -> None:
             stop = self.stops.get(session)
@@ -282,8 +288,8 @@ class Engine:
                 raise TooLong(f"this request passed the {deadline[1]:.0f} s one request may take on this server and was stopped; "
                               "use fewer steps, iterations, frames or samples")
 
-        check()  # cancelled while it waited for the lock
-        with self.lock, oom_guard(x), as_cascade(model).measure() as meter:
+        check()  # cancelled while it waited for the model thread
+        with oom_guard(x), as_cascade(model).measure() as meter:
             meter.check = check
             yield meter
 
@@ -346,6 +352,7 @@ class Engine:
         base.check_prompt(req.prompt)
         return steps, seed, guidance
 
+    @on_model_thread
     def invert(self, session: str, req: InversionRequest, progress=None) -> tuple[Entry, bool]:
         """The cached inversion for these inputs, or a new one (then cached)."""
         model = self.model_for(req.model)
@@ -368,6 +375,7 @@ class Engine:
         self.cache.put(session, key, entry)
         return entry, False
 
+    @on_model_thread
     def measured(self, session: str, model, entry: Entry) -> Entry:
         """The entry with its reconstruction and metrics (inversion.pipeline.evaluate), computed once
         and kept with the cached entry: after the first edit is on the page, not before it."""
@@ -415,6 +423,7 @@ class Engine:
         return req if req.inverter else replace(req, inverter=base_stage(model).default_inverter)
 
     @request("invert")
+    @on_model_thread
     def inversion_record(self, session: str, req: InversionRequest, progress=None) -> tuple[Entry, dict]:
         model = self.model_for(req.model)
         req = self.with_defaults(req, model)
@@ -426,6 +435,7 @@ class Engine:
 
     # ---- editing --------------------------------------------------------------------
     @request("edit")
+    @on_model_thread
     def edit(self, session: str, req: EditRequest, progress=None) -> dict:
         """Invert (or reuse) and edit: the edit and what it needs to be shown, no more. The reconstruction,
         its metrics and the record follow with `edit_record` (after the edit is on the page)."""
@@ -450,6 +460,7 @@ class Engine:
         return {"x": entry.x, "edit": out.image, "mask": out.mask, "inversion": entry.inversion,
                 "entry": entry, "cached": cached, "out": out, "req": req, "model": model, "session": session}
 
+    @on_model_thread
     def edit_record(self, r: dict) -> dict:
         """`edit`'s result completed: the reconstruction and the metrics record (measured once per
         inversion), the warnings, the edit's region on the upload."""
@@ -481,6 +492,7 @@ class Engine:
         return replace(req, params={**req.params, "strength": 1.0})
 
     @request("interpolate")
+    @on_model_thread
     def interpolate(self, session: str, first: InversionRequest, image2, prompt2: str, frames, progress=None) -> dict:
         """Frames between two uploads, each inverted with the same choices (cached; the whole schedule);
         the second prompt defaults to the first."""
@@ -501,6 +513,7 @@ class Engine:
                             "inversions": [a.inversion.inverter, b.inversion.inverter], "warnings": out.warnings}}
 
     @request("seeds")
+    @on_model_thread
     def more_like_these(self, session: str, base: InversionRequest, references: list, prompt: str, samples, strength, progress=None) -> dict:
         """New samples of `prompt` started from the inverted noise of 1-4 reference images (each
         inverted with the left column's choices and this prompt; cached), one reference per sample
@@ -534,6 +547,7 @@ class Engine:
                             "nfe": out.nfe, "seconds": round(out.seconds, 3)}}
 
     @request("compare")
+    @on_model_thread
     def compare(self, session: str, req: InversionRequest, progress=None, target_prompt: str = "", editors: tuple[str, ...] = ()) -> list[dict]:
         """Every inverter on one image (cached per inverter), in registry order: what each recovers
         (its reconstruction, and on an LCM the one without the last recorded residual, which is where

@@ -347,12 +347,14 @@ def _painted(value) -> np.ndarray | None:
 
 
 def _mask_overlay(x, mask):
-    """The input with the edit region tinted red (the mask brought to the image's size)."""
-    import torch.nn.functional as F
-
-    m = F.interpolate(mask.float().cpu(), size=x.shape[-2:], mode="nearest")
-    tint = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1)
-    return x.cpu() * (1 - 0.5 * m) + tint * 0.5 * m
+    """The input with the edit region tinted red (the mask brought to the image's size, nearest pixel). In
+    numpy: a handler's thread starts no torch thread team (demo/model_thread.py)."""
+    img = x[0].detach().float().cpu().numpy()
+    m = mask[0, 0].detach().cpu().numpy().astype(np.float32)
+    (H, W), (h, w) = img.shape[-2:], m.shape
+    m = m[(np.arange(H) * h // H)[:, None], (np.arange(W) * w // W)[None, :]]
+    tint = np.array([1.0, -1.0, -1.0], dtype=np.float32)[:, None, None]
+    return torch.from_numpy(img * (1 - 0.5 * m) + tint * 0.5 * m)[None]
 
 
 def _choice_note(engine: Engine, model, inverter: str, editor: str, steps=None) -> str:

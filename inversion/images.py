@@ -194,5 +194,6 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     """(1, 3, H, W) or (3, H, W) tensor in [-1, 1] -> PIL RGB."""
     if x.dim() == 4:
         x = x[0]
-    a = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(a.permute(1, 2, 0).numpy())
+    # in numpy, not torch: no torch thread team starts in whichever thread shows an image (demo/model_thread.py)
+    a = (np.clip(x.detach().float().cpu().numpy(), -1, 1) + 1) * np.float32(127.5)
+    return Image.fromarray(np.rint(a).astype(np.uint8).transpose(1, 2, 0))
