@@ -89,13 +89,14 @@ def sdxl_turbo_sized(device: str, dtype: torch.dtype, tiny: bool = False) -> SDX
     unet = UNet2DConditionModel(**{**SDXL_UNET, **(TINY_SDXL["unet"] if tiny else {})})
     vae_spec = TINY_SDXL["vae"] if tiny else SDXL_VAE
     vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, scaling_factor=0.13025, **vae_spec)
-    for m in (*texts, unet, vae):
+    taesdxl = AutoencoderTiny(**TAESD_CONFIG)  # madebyollin/taesdxl: TAESD's network, for SDXL's latents (live previews)
+    for m in (*texts, unet, vae, taesdxl):
         m.to(device=device, dtype=dtype).eval().requires_grad_(False)
     fields = {**schedule_fields(EulerAncestralDiscreteScheduler(**TURBO_SCHEDULER)), "final_alpha": 1.0}
     return SDXLModel(
         name="sdxl-turbo-sized", family="sdxl-turbo", sampler_kind="euler_a", **fields, device=torch.device(device), dtype=dtype, latent_channels=4, default_steps=4,
         default_guidance=1.0, default_edit_guidance=1.0, image_size=512, size_multiple=64, latent_scale=8,
-        unet_module=unet, text_encoder=texts[0], tokenizer=tok, text_encoder_2=texts[1], tokenizer_2=tok, vae=vae, scaling_factor=0.13025,
+        unet_module=unet, text_encoder=texts[0], tokenizer=tok, text_encoder_2=texts[1], tokenizer_2=tok, vae=vae, scaling_factor=0.13025, preview_vae=taesdxl,
     )
 
 
@@ -121,7 +122,17 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: str, repeats: int):
+START = time.perf_counter()
+
+
+def say(what: str) -> None:
+    """Progress on stderr: at full size on a CPU each phase takes minutes."""
+    print(f"[{time.perf_counter() - START:7.1f} s] {what}", file=sys.stderr, flush=True)
+
+
+def timed(fn, device: str, repeats: int, what: str = ""):
+    if what:
+        say(f"{what}: a warm-up and {repeats} timed runs")
     fn()  # warm-up (and compilation)
     times, out = [], None
     for _ in range(repeats):
@@ -169,7 +180,7 @@ def through_engine(model, x, prompt: str, target: str, a, rows: list[dict]) -> d
         folder = output_folder()
         png(r["x"], "input.png", folder=folder), png(r["edit"], "edit-view.png", folder=folder)
 
-    seconds, _ = timed(once, a.device, a.repeats)
+    seconds, _ = timed(once, a.device, a.repeats, "a fresh inversion + edit through the engine")
     library = rows[0]["seconds"] + rows[1]["seconds"]
     return {"seconds": seconds, "library_seconds": library, "ratio": seconds / library}
 
@@ -190,6 +201,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     dtype = getattr(torch, a.dtype) if a.dtype else (torch.float16 if a.device.startswith("cuda") else torch.float32)
+    say(f"building the {a.arch}-sized model")
     if a.arch == "sdxl-turbo":
         model = sdxl_turbo_sized(a.device, dtype, tiny=a.tiny)
     else:
@@ -204,17 +216,19 @@ def main() -> None:
     for batch in (1, 2):
         cond = model.encode_prompt([prompt] * batch)
         z = torch.randn(batch, 4, size // 8, size // 8, device=a.device)
-        report[f"unet_call_b{batch}_s"], _ = timed(lambda z=z, cond=cond: model.predict_noise(z, 500, cond), a.device, a.repeats)
+        report[f"unet_call_b{batch}_s"], _ = timed(lambda z=z, cond=cond: model.predict_noise(z, 500, cond), a.device, a.repeats, f"one UNet call, batch {batch}")
     z = torch.randn(1, 4, size // 8, size // 8, device=a.device)
-    report["decode_full_s"], _ = timed(lambda: model.decode(z), a.device, a.repeats)  # one image: the final edit and the metrics
-    report["decode_preview_s"], _ = timed(lambda: model.preview(z), a.device, a.repeats)  # TAESD: live mode's preview
-    inv_s, inv = timed(lambda: invert(model, x, prompt, a.inverter, a.steps), a.device, a.repeats)
+    report["decode_full_s"], _ = timed(lambda: model.decode(z), a.device, a.repeats, "one VAE decode")  # one image: the final edit and the metrics
+    report["decode_preview_s"], _ = timed(lambda: model.preview(z), a.device, a.repeats, "one preview decode")  # TAESD: live mode's preview
+    inv_s, inv = timed(lambda: invert(model, x, prompt, a.inverter, a.steps), a.device, a.repeats, f"{a.inverter} inversion")
+    say("the inversion once more, instrumented")
     with profiled(model) as prof:  # one more run, instrumented: where the time goes
         inv = invert(model, x, prompt, a.inverter, a.steps)
     rows = [breakdown_row(f"{a.inverter} inversion", inv_s, inv.nfe, prof)]
     for name in a.edits.split(","):
         editor, params = CONFIGS[name]
-        edit_s, out = timed(lambda editor=editor, params=params: edit(model, inv, target, editor, **params), a.device, a.repeats)
+        edit_s, out = timed(lambda editor=editor, params=params: edit(model, inv, target, editor, **params), a.device, a.repeats, f"{name} edit")
+        say(f"{name} edit once more, instrumented")
         with profiled(model) as prof:
             out = edit(model, inv, target, editor, **params)
         rows.append(breakdown_row(f"{name} edit", edit_s, out.nfe, prof))

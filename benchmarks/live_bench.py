@@ -1,16 +1,17 @@
-"""How live the offline demo is: an inversion (RNRI, and DDIM, the app's default on `shapes-lcm`)
+"""How live the offline demo is: an inversion (RNRI, the app's default on `shapes-lcm`, and DDIM)
 plus a P2P edit on `shapes-lcm` at 4 steps.
 
     python benchmarks/live_bench.py [--model shapes-lcm] [--inverters rnri,ddim] [--repeats 7] [--browser] [--json out.json]
 
-Timed three ways, each the median of --repeats runs after a warm-up:
+Timed four ways, each the median of --repeats runs after a warm-up:
 - library: invert + edit end to end (a fresh inversion each run), then a second edit of
   the same inversion (what the app's cache gives); with the overhead against the UNet
   calls alone (inversion.benchmark);
 - API: the same through the app's /edit endpoint with gradio_client on loopback (app.py in its own process,
   queue, image transfer, the reconstruction and metrics the app adds); a new client per
   run is a new session, so its first edit inverts and its second reuses;
-- browser (--browser): one click on Edit to the edited image shown, in Debian chromium.
+- plain HTTP: the same /edit call made with httpx (upload, call, a blocking read of the event stream);
+- browser (--browser): clicks on Edit to the edited image shown, in Debian chromium (a new image each round).
 A benchmark, not a test: it prints a Markdown table and JSON, and asserts nothing.
 """
 
@@ -68,13 +69,30 @@ def library(model, x, steps: int, repeats: int, inverter: str) -> list[dict]:
     return rows
 
 
+def _request_rows(path: str, inverter: str, times: dict, server: dict) -> list[dict]:
+    """Medians over the rounds after the first (which warms the server up), with the server's own breakdown."""
+    rows = []
+    for kind, what in (("fresh", f"{inverter} inversion + P2P edit"), ("cached", f"second edit ({inverter}, cached inversion)")):
+        for part, label in (("edit", "the edited image"), ("all", "every metric")):
+            t = times[(kind, part)][1:]
+            rows.append({"path": path, "what": f"{what}: to {label}", "median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)})
+        # where a whole request's time went: the server's own parts, and the rest (queue, gradio, transport)
+        parts = {k: statistics.median(p[k] for p in server[kind][1:]) for k in ("work_s", "encode_s", "measure_s")}
+        parts["queue_transport_s"] = statistics.median(times[(kind, "all")][1:]) - sum(parts.values())
+        rows[-1]["breakdown"] = {k: round(v, 4) for k, v in parts.items()}
+    return rows
+
+
+def _empty():
+    return {(k, part): [] for k in ("fresh", "cached") for part in ("edit", "all")}, {k: [] for k in ("fresh", "cached")}
+
+
 def api(url: str, steps: int, repeats: int, inverter: str) -> list[dict]:
     """/edit through gradio_client: the time to its first output (the edited image, as soon as it is
     made) and to its last (with the reconstruction and every metric)."""
     from gradio_client import Client, handle_file
 
-    times = {(k, part): [] for k in ("fresh", "cached") for part in ("edit", "all")}
-    server = {k: [] for k in ("fresh", "cached")}
+    times, server = _empty()
     for _ in range(repeats + 1):  # the first round warms the server up
         client = Client(url, verbose=False)
         for target, kind in ((TARGET, "fresh"), (TARGET2, "cached")):
@@ -86,47 +104,96 @@ def api(url: str, steps: int, repeats: int, inverter: str) -> list[dict]:
             *_, metrics = job.result()
             times[(kind, "all")].append(time.perf_counter() - start)
             server[kind].append(metrics["server"])
-    rows = []
-    for kind, what in (("fresh", f"{inverter} inversion + P2P edit"), ("cached", f"second edit ({inverter}, cached inversion)")):
-        for part, label in (("edit", "the edited image"), ("all", "every metric")):
-            t = times[(kind, part)][1:]
-            rows.append({"path": "API (gradio_client)", "what": f"{what}: to {label}", "median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)})
-        # where a whole request's time went: the server's own parts, and the rest (queue, gradio, transport)
-        parts = {k: statistics.median(p[k] for p in server[kind][1:]) for k in ("work_s", "encode_s", "measure_s")}
-        parts["queue_transport_s"] = statistics.median(times[(kind, "all")][1:]) - sum(parts.values())
-        rows[-1]["breakdown"] = {k: round(v, 4) for k, v in parts.items()}
-    return rows
+    return _request_rows("API (gradio_client)", inverter, times, server)
 
 
-def browser(url: str) -> list[dict]:
+def http_api(url: str, steps: int, repeats: int, inverter: str) -> list[dict]:
+    """/edit over plain HTTP, as any client may call it: upload the image, post the call, then a blocking read
+    of its event stream (gradio_client instead polls its outputs every millisecond: on a 2-core machine that
+    client takes CPU from the server). To the edited image downloaded, and to the last output."""
+    import uuid
+
+    import httpx
+
+    times, server = _empty()
+    with httpx.Client(timeout=300) as http:
+        for _ in range(repeats + 1):  # the first round warms the server up
+            session = uuid.uuid4().hex  # a new session: its first edit inverts, its second reuses
+            for target, kind in ((TARGET, "fresh"), (TARGET2, "cached")):
+                start = time.perf_counter()
+                with SCENE.open("rb") as f:
+                    path = http.post(f"{url}/gradio_api/upload", files={"files": (SCENE.name, f, "image/png")}).json()[0]
+                image = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": SCENE.name}
+                data = [image, SOURCE, target, inverter, "p2p", steps, 0, None, None, "{}", "{}", "", None]
+                event_id = http.post(f"{url}/gradio_api/call/edit", json={"data": data, "session_hash": session}).json()["event_id"]
+                first = metrics = None
+                with http.stream("GET", f"{url}/gradio_api/call/edit/{event_id}") as stream:
+                    event = None
+                    for line in stream.iter_lines():
+                        if line.startswith("event:"):
+                            event = line[6:].strip()
+                        elif line.startswith("data:") and event == "error":
+                            raise RuntimeError(f"/edit failed: {line[5:].strip()}")
+                        elif line.startswith("data:") and event in ("generating", "complete"):
+                            out = json.loads(line[5:])
+                            if first is None:
+                                http.get(out[0]["url"]).raise_for_status()  # the edited image, as a page would fetch it
+                                first = time.perf_counter() - start
+                            if event == "complete":
+                                metrics = out[2]
+                                break
+                times[(kind, "edit")].append(first)
+                times[(kind, "all")].append(time.perf_counter() - start)
+                server[kind].append(metrics["server"])
+    return _request_rows("API (plain HTTP)", inverter, times, server)
+
+
+def browser(url: str, repeats: int) -> list[dict]:
+    """Clicks on Edit in Debian chromium, each timed to the edited image shown. Each round uploads a new image
+    (the scene shifted by a few pixels: a fresh inversion, never the on-load example's cached one), clicks Edit,
+    then edits it again (the cached inversion); the page's own summary must say which it was ("reused" or
+    not), so a click is never timed on a result that was not its own."""
     import shutil
+    import tempfile
 
+    import numpy as np
+    from PIL import Image
     from playwright.sync_api import sync_playwright
 
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-    with sync_playwright() as p:
+    scene = np.asarray(Image.open(SCENE).convert("RGB"))
+    times = {"fresh": [], "cached": []}
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         b = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=flags)
         page = b.new_page(viewport={"width": 1366, "height": 900})
         page.goto(url, wait_until="networkidle")
-        page.locator("#slider img").nth(1).wait_for(timeout=120000)  # the page's first example, edited on load (this scene)
-        page.locator("#settings").get_by_text("Model, steps").click()
-        page.locator("#seed input").fill("1")  # another seed: a fresh inversion, not the example's cached one
-        page.locator("#seed input").press("Tab")
-        page.locator("#input input[type=file]").set_input_files(str(SCENE))
-        page.locator("#input img").first.wait_for(timeout=30000)
-        page.locator("#source textarea").fill(SOURCE)
-        rows = []
-        for target, what in ((TARGET, "click Edit to image (the app's default inverter, fresh)"), (TARGET2, "click Edit to image (cached inversion)")):
-            page.locator("#target textarea").fill(target)
-            before = page.locator("#edited img").first.get_attribute("src") if page.locator("#edited img").count() else None
-            start = time.perf_counter()
-            page.locator("#edit-btn").click()
-            page.wait_for_function("b => { const i = document.querySelector('#edited img'); return i && i.complete && i.src !== b; }", arg=before, timeout=120000)
-            t = time.perf_counter() - start
-            rows.append({"path": "browser (chromium)", "what": what, "median_s": t, "min_s": t, "max_s": t})
+        page.locator("#slider img").nth(1).wait_for(timeout=120000)  # the page's first example, edited on load
+        summary = page.locator("#summary")
+        for i in range(repeats + 1):  # the first round warms up
+            shifted = Path(tmp) / f"scene_{i}.png"
+            Image.fromarray(np.roll(scene, 2 * (i + 1), axis=1)).save(shifted)
+            page.locator("#input input[type=file]").set_input_files(str(shifted))
+            page.locator("#input img").first.wait_for(timeout=30000)
+            page.wait_for_function("() => !document.querySelector('#edited img')", timeout=30000)  # the upload cleared the old edit
+            page.locator("#source textarea").fill(SOURCE)
+            for target, kind in ((TARGET, "fresh"), (TARGET2, "cached")):
+                page.locator("#target textarea").fill(target)
+                before = page.locator("#edited img").first.get_attribute("src") if page.locator("#edited img").count() else None
+                said_before = summary.inner_text()
+                start = time.perf_counter()
+                page.locator("#edit-btn").click()
+                page.wait_for_function("b => { const i = document.querySelector('#edited img'); return i && i.complete && i.src !== b; }", arg=before, timeout=120000)
+                t = time.perf_counter() - start
+                page.wait_for_function("b => { const s = document.querySelector('#summary').innerText; return s !== b && s.includes(' calls'); }", arg=said_before, timeout=120000)
+                reused = "reused" in summary.inner_text()
+                if reused != (kind == "cached"):
+                    raise RuntimeError(f"round {i}: the {kind} click's inversion was {'reused' if reused else 'fresh'}; not timing it")
+                times[kind].append(t)
         b.close()
-    return rows
+    return [{"path": "browser (chromium)", "what": f"click Edit to the edited image ({what})", "median_s": statistics.median(times[kind][1:]),
+             "min_s": min(times[kind][1:]), "max_s": max(times[kind][1:])}
+            for kind, what in (("fresh", "the app's default inverter, fresh inversion"), ("cached", "cached inversion"))]
 
 
 def main(argv=None) -> list[dict]:
@@ -154,9 +221,10 @@ def main(argv=None) -> list[dict]:
         server = Server(a.model, file_age=600, threads=a.server_threads)
         try:
             if not a.no_api:
+                rows += [r for name in inverters for r in http_api(server.url, steps, a.repeats, name)]
                 rows += [r for name in inverters for r in api(server.url, steps, a.repeats, name)]
             if a.browser:
-                rows += browser(server.url)
+                rows += browser(server.url, a.repeats)
         finally:
             server.stop()
     machine = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, {a.threads} threads"
