@@ -202,7 +202,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2, help="the library's torch threads")
-    ap.add_argument("--server-threads", type=int, default=None, help="app.py's torch threads (default: its own choice, the cores less one)")
+    ap.add_argument("--server-threads", type=int, default=None, help="app.py's model-thread torch threads (default: its own choice, every core)")
     ap.add_argument("--inverters", default="rnri,ddim")
     ap.add_argument("--browser", action="store_true")
     ap.add_argument("--no-api", action="store_true")

@@ -49,7 +49,7 @@ class Server:
         env.pop("OMP_NUM_THREADS", None)
         if cache_mb is not None:  # the inversion cache's bound (APP_CACHE_MB): a soak past it shows whether anything else grows
             env["APP_CACHE_MB"] = str(cache_mb)
-        if threads:  # else the app's own choice (app.py: the cores less one)
+        if threads:  # else the app's own choice (app.py: every core for its model thread)
             env["OMP_NUM_THREADS"] = str(threads)
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--port", str(self.port)], cwd=ROOT, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
