@@ -321,6 +321,9 @@ class Engine:
         """(the image as the model takes it, what was done to it, the upload's (width, height))."""
         if image is None:
             raise ImageError("upload an image first (or click one of the examples)")
+        if isinstance(image, (str, os.PathLike)) and "://" not in str(image) and not os.path.isfile(image):
+            # an upload removed while its request waited in the queue (uploads are kept a limited time)
+            raise ImageError("the uploaded image is no longer on this server (it is kept for a limited time); upload it again")
         notes: list[str] = []
         img = load_image(image, name="the uploaded file", notes=notes)
         x = model.prepare_image(img)

@@ -158,3 +158,13 @@ def test_an_output_file_is_never_read_partly_written(tmp_path):
     t.join()
     assert seen <= set(sizes) and seen, seen
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+
+
+def test_an_upload_removed_while_its_request_waited_is_said_in_plain_words(tmp_path):
+    """load.py's 32 sessions with 60 s file age on a busy machine: requests that queued longer lost their upload."""
+    import demo.engine as engine_mod
+
+    engine = engine_mod.Engine("tiny-sd")
+    gone = tmp_path / "upload.png"
+    with pytest.raises(engine_mod.ImageError, match="no longer on this server .* upload it again"):
+        engine.invert("s", engine_mod.InversionRequest(str(gone), "a cat", "ddim", 3, 0, 1.0))
