@@ -157,8 +157,8 @@ class Models:
     """Models by registry name, loaded on first use and kept (at most one hub model at a time:
     they are large). The default is what the app starts on, after its fallbacks."""
 
-    def __init__(self, requested: str = "auto", worker: ModelThread | None = None):
-        self.worker = worker or ModelThread()  # loading runs where the model will: on the model thread
+    def __init__(self, requested: str, worker: ModelThread):
+        self.worker = worker  # the engine's model thread: loading runs where the model will
         self.loaded: dict[str, object] = {}
         self.extra: set[str] = set()  # models added in memory, not in the registry
         self.default, self.notice = self._startup(requested)
