@@ -76,8 +76,17 @@ def request(kind: str):
     return wrap
 
 
+STOPPED = "Stopped: nothing from that run was kept."
+
+
 class Cancelled(UserError):
-    """The visitor stopped the request: raised at the next UNet call after the Cancel click."""
+    """The visitor stopped the request: raised at the next UNet call after the Cancel click. Its words and
+    mark are the Stop button's own, so whichever of the two reaches the page last says the same."""
+
+    mark = "⏹"
+
+    def __init__(self, message: str = STOPPED):
+        super().__init__(message)
 
 
 class Superseded(UserError):
@@ -282,7 +291,7 @@ class Engine:
         def check() -> None:
             stop = self.stops.get(session)
             if (stop is not None and stop.is_set()) or self.abandoned():
-                raise Cancelled("stopped: nothing from this run was kept")
+                raise Cancelled()
             deadline = self.deadlines.get(session)
             if deadline is not None and time.monotonic() > deadline[0]:
                 raise TooLong(f"this request passed the {deadline[1]:.0f} s one request may take on this server and was stopped; "

@@ -206,6 +206,10 @@ def _message(e: Exception, where: str) -> str:
     return f"Internal error (reference {ref}); the server log has the details. Your inputs are kept."
 
 
+def _marked(e: Exception, where: str) -> str:
+    return f"{getattr(e, 'mark', '⚠️')} {_message(e, where)}"
+
+
 def shown_errors(target, live: bool = False):
     """For the page's handlers: a failure is said once, in `target` (where the result would have been),
     instead of a toast that stacks with every click (`user_errors` keeps raising for the API). Works on
@@ -219,7 +223,7 @@ def shown_errors(target, live: bool = False):
                 try:
                     yield from fn(*args, **kwargs)
                 except Exception as e:  # noqa: BLE001 -- every failure becomes a message on the page
-                    yield {target: gr.skip() if live and isinstance(e, UserError) else f"⚠️ {_message(e, fn.__name__)}"}
+                    yield {target: gr.skip() if live and isinstance(e, UserError) else _marked(e, fn.__name__)}
 
             return streamed
 
@@ -228,7 +232,7 @@ def shown_errors(target, live: bool = False):
             try:
                 return fn(*args, **kwargs)
             except Exception as e:  # noqa: BLE001
-                return {target: f"⚠️ {_message(e, fn.__name__)}"}
+                return {target: _marked(e, fn.__name__)}
 
         return plain
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 class UserError(Exception):
     """A choice or input a user can fix; the message says how."""
 
+    mark = "⚠️"  # how the app marks the message on the page
+
 
 class ImageError(UserError, ValueError):
     """An input image that cannot be used; the message says why."""

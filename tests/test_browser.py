@@ -399,7 +399,7 @@ def test_enter_reset_random_seed_and_stop(served, browser):
     page.get_by_role("tab", name="Compare").click()
     page.locator("#compare-edits").get_by_text("every editor").click()
     page.locator("#compare-btn").click()
-    for _ in range(600):  # until the comparison runs (it may wait in the queue behind another test's request)
+    for _ in range(WAIT // 100):  # until the comparison runs (it may wait in the queue behind another test's request)
         if "compare" in served[0].running.values():
             break
         page.wait_for_timeout(100)
