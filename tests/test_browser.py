@@ -83,6 +83,16 @@ def _choose_diffedit(page) -> None:
     assert page.locator("#editor input").input_value() == "diffedit"
 
 
+def _canvas(page):
+    """The painting canvas once the server has put the image on it: a stroke made while that request is
+    still processing (under load, seconds) is wiped when the image arrives."""
+    canvas = page.locator("#region canvas").first
+    canvas.wait_for(timeout=WAIT)
+    page.wait_for_function("() => !document.querySelector('#region').innerText.includes('processing')", timeout=WAIT)
+    page.wait_for_timeout(300)  # the editor draws the image it received
+    return canvas
+
+
 def _shown_image(page, elem: str) -> np.ndarray:
     src = page.locator(f"#{elem} img").first.get_attribute("src")
     data = page.request.get(src).body()
@@ -198,9 +208,7 @@ def test_a_painted_region_is_the_edit_region(served, browser, monkeypatch):
     page = _page(browser, served[1])
     _upload(page, SCENE)
     page.locator("#region-box").get_by_text("Paint the region").click()
-    canvas = page.locator("#region canvas").first
-    canvas.wait_for(timeout=30000)
-    page.wait_for_timeout(1000)
+    canvas = _canvas(page)
     box = canvas.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx - 20, cy - 20)
@@ -241,8 +249,7 @@ def test_the_editor_s_own_mask_can_be_corrected_on_the_canvas(served, browser, m
     painted, auto = seen[-1]
     assert painted is None and auto is not None and 0 < auto.mean() < 1  # nothing painted: DiffEdit's own mask
     page.locator("#mask-to-canvas").click()
-    page.locator("#region canvas").first.wait_for(timeout=30000)
-    page.wait_for_timeout(1000)
+    _canvas(page)
     _run(page, "#edit-btn")
     region = seen[-1][0]
     assert region is not None and region.shape == auto.shape and ((region > 0) == auto).all()
