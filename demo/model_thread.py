@@ -41,7 +41,15 @@ class ModelThread:
         if self.threads:
             import torch
 
+            # torch gives a thread, at its first parallel operation, the count last set anywhere (a lazy
+            # per-thread init): this thread takes its init now, then its own count; then the process default goes
+            # back to one from a passing thread, or a handler thread's first large tensor copy (the inversion's
+            # download, a deep copy) would start a team again (measured: a fresh edit from the page 1.4 s, not 1.0)
+            torch.get_num_threads()
             torch.set_num_threads(self.threads)
+            helper = threading.Thread(target=torch.set_num_threads, args=(1,))
+            helper.start()
+            helper.join()
 
     def on_it(self) -> bool:
         return self._pid == os.getpid() and threading.get_ident() == self._ident

@@ -36,6 +36,29 @@ def test_the_model_thread_runs_calls_on_one_thread_of_its_own_and_returns_what_t
     assert worker.run(WHO.get) == "the caller"
 
 
+def test_only_the_model_thread_uses_several_torch_threads():
+    """Any other thread's large operation runs on its own thread: no second OpenMP team (on Linux, counted)."""
+    import os
+
+    import torch
+
+    worker = ModelThread(threads=2)
+    assert worker.run(torch.get_num_threads) == 2
+    counts, big = [], torch.randn(1 << 21)
+
+    def other():  # a handler thread, new to torch, copying a large tensor
+        before = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
+        counts.append((torch.get_num_threads(), (big * 2).sum().item() != 0))
+        after = len(os.listdir("/proc/self/task")) if before is not None else None
+        counts.append((before, after))
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert counts[0] == (1, True) and counts[1][0] == counts[1][1]
+    assert worker.run(torch.get_num_threads) == 2  # the model thread kept its own
+
+
 def test_every_network_call_of_the_engine_runs_on_its_model_thread(cat_image):
     from demo.engine import EditRequest, Engine, InversionRequest
 
