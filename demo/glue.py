@@ -22,7 +22,7 @@ from PIL import Image
 from inversion.errors import UserError
 from inversion.images import to_pil
 
-from .progress import Progress
+from .progress import Progress, throttled
 
 try:  # Hugging Face ZeroGPU: model work runs on a borrowed GPU when the package is present
     import spaces
@@ -161,7 +161,7 @@ def session_of(request: gr.Request | None) -> str:
 
 
 def progress_of(p: gr.Progress | None) -> Progress | None:
-    return None if p is None else Progress(lambda fraction, text: p(fraction, desc=text))
+    return None if p is None else Progress(throttled(lambda fraction, text: p(fraction, desc=text)))
 
 
 def user_errors(fn):

@@ -9,6 +9,7 @@ and its text says "stage 2/2". `sink(fraction, text)` is the UI's progress.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 
@@ -28,3 +29,20 @@ class Progress:
             self.sink(start + (end - start) * min(within, 1.0), f"{text}: step {done}/{total}")
 
         return update
+
+
+def throttled(sink: Callable[[float, str], None], first: float = 0.5, every: float = 0.25, clock=time.monotonic) -> Callable[[float, str], None]:
+    """`sink`, passed an update only once `first` seconds have gone since this call (a request's start) and then
+    at most every `every` seconds. A sub-second edit draws no bar (the page's own timer says it is working), and
+    a long job still moves it four times a second. Why: every update the page draws takes CPU, and on a small
+    machine that serves the browser too it is taken from the model (2 cores, the page's fresh edit measured
+    1.09 s with an update per network call, 0.94 s with none)."""
+    start, last = clock(), [float("-inf")]
+
+    def send(fraction: float, text: str) -> None:
+        now = clock()
+        if now - start >= first and now - last[0] >= every:
+            last[0] = now
+            sink(fraction, text)
+
+    return send
