@@ -206,8 +206,9 @@ def _message(e: Exception, where: str) -> str:
     return f"Internal error (reference {ref}); the server log has the details. Your inputs are kept."
 
 
-def _marked(e: Exception, where: str) -> str:
-    return f"{getattr(e, 'mark', '⚠️')} {_message(e, where)}"
+def error_text(e: Exception, where: str) -> str:
+    """A failure as the page says it: its class's mark (a user error's own), then its message."""
+    return f"{getattr(e, 'mark', UserError.mark)} {_message(e, where)}"
 
 
 def shown_errors(target, live: bool = False):
@@ -223,7 +224,7 @@ def shown_errors(target, live: bool = False):
                 try:
                     yield from fn(*args, **kwargs)
                 except Exception as e:  # noqa: BLE001 -- every failure becomes a message on the page
-                    yield {target: gr.skip() if live and isinstance(e, UserError) else _marked(e, fn.__name__)}
+                    yield {target: gr.skip() if live and isinstance(e, UserError) else error_text(e, fn.__name__)}
 
             return streamed
 
@@ -232,7 +233,7 @@ def shown_errors(target, live: bool = False):
             try:
                 return fn(*args, **kwargs)
             except Exception as e:  # noqa: BLE001
-                return {target: _marked(e, fn.__name__)}
+                return {target: error_text(e, fn.__name__)}
 
         return plain
 

@@ -28,10 +28,11 @@ from inversion.params import Param
 from inversion.pipeline import max_nfe
 
 from . import api, report
-from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, STOPPED, Cancelled, EditRequest, Engine, InversionRequest
+from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, Cancelled, EditRequest, Engine, InversionRequest
 from .glue import (
     OUTPUT_AGE,
     client_gone,
+    error_text,
     gpu,
     later_request_waiting,
     output_folder,
@@ -703,7 +704,7 @@ def _wire(page: Page) -> None:
 
     def on_stop(request: gr.Request):
         kind = engine.cancel(session_of(request))
-        return {said[kind]: f"{Cancelled.mark} {STOPPED}"} if kind in said else {}
+        return {said[kind]: error_text(Cancelled(), "on_stop")} if kind in said else {}
 
     c["stop_btn"].click(on_stop, None, list(dict.fromkeys(said.values())), cancels=edits, queue=False, api_visibility="private")
     for event in (c["edit_btn"].click, c["target"].submit, c["invert_btn"].click, c["shape_examples"].click, c["photo_examples"].click):
