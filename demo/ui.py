@@ -18,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
+from starlette.middleware import Middleware
 
 from editing import EDITORS
 from inversion.errors import ImageError, ModelError
@@ -44,6 +45,7 @@ from .glue import (
     write_downloads,
     written,
 )
+from .timer_fix import TimerFix
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES_EXAMPLES = ROOT / "assets" / "shapes" / "examples"
@@ -86,9 +88,16 @@ CSS = """
 # /run/ shortcut around its size and concurrency limit), one model request at a time, gradio's cached
 # copies of uploads and outputs deleted after an hour (checked every ten minutes).
 QUEUE = dict(max_size=64, default_concurrency_limit=1, api_open=False)
-LAUNCH = dict(max_file_size="50mb", css=CSS, show_error=True)  # show_error: what gradio refuses before a handler (a wrong type, a
-# missing input, a path no one uploaded) reaches the client as its message, not as {"error": null}; the handlers' own
-# failures are messages already (unexpected ones with a reference, never a traceback)
+
+
+def launch_options() -> dict:
+    """demo.launch's options, fresh each time (gradio adds to the app's keyword arguments). show_error: what gradio
+    refuses before a handler (a wrong type, a missing input, a path no one uploaded) reaches the client as its message,
+    not as {"error": null}; the handlers' own failures are messages already (unexpected ones with a reference, never a
+    traceback). The middleware serves gradio's status tracker without its endless timer loop (demo/timer_fix.py)."""
+    return dict(max_file_size="50mb", css=CSS, show_error=True, app_kwargs={"middleware": [Middleware(TimerFix)]})
+
+
 DELETE_CACHE = (int(max(10, min(600, OUTPUT_AGE / 4))), int(OUTPUT_AGE))  # (how often, what age): gradio's copies and uploads
 
 

@@ -2,7 +2,7 @@
 # Bugs injected on purpose, one at a time: each must make a test fail (the six of the first audit, issue 15,
 # and the kinds that audit found slipping through, issue 25: a number against the wrong reference, a flag
 # replaced by another's, a sampling path that degrades statistically, the CPU-only loading path, a ZeroGPU
-# duration that stops adapting, a re-edit command that cannot run; then two of the live fixes of issue 23). Runs the tests that should catch each,
+# duration that stops adapting, a re-edit command that cannot run; then three of the live fixes of issue 23). Runs the tests that should catch each,
 # restores the file: bash scripts/injected_bugs.sh
 cd "$(dirname "$0")/.."
 run() { OMP_NUM_THREADS=1 timeout 900 "${VENV:-.venv}/bin/python" -m pytest -q -x -p no:randomly "$@" 2>&1 | tail -1; }
@@ -58,7 +58,6 @@ run tests/test_hub_app.py -k decorated_handler; revert demo/glue.py
 echo "12. The re-edit command the page shows needs --image again"
 inject editing/cli.py 'x = input_tensor(model, a.image, a.size, a.seed) if a.image is not None else saved_input(model, inv)' 'x = input_tensor(model, a.image, a.size, a.seed)'
 run tests/test_cli.py -k splits_timings; revert editing/cli.py
-git status --short  # nothing: every file is restored
 
 echo "13. The model thread leaves the process default at its own count: handler threads start OpenMP teams again"
 inject demo/model_thread.py '            helper.start()' '            helper = threading.Thread(target=lambda: None)
@@ -68,3 +67,8 @@ run tests/test_model_thread.py; revert demo/model_thread.py
 echo "14. A stopped request's own message differs from the Stop button's (the later one to reach the page wins)"
 inject demo/engine.py '    mark = "⏹"' '    mark = "⚠️"'
 run tests/test_engine_visitor.py -k stop; revert demo/engine.py
+
+echo "15. gradio's status tracker served as shipped: its timer loop runs on every open page, 60 frames a second"
+inject demo/ui.py 'app_kwargs={"middleware": [Middleware(TimerFix)]}' 'app_kwargs={}'
+run tests/test_browser.py -k idle_page; revert demo/ui.py
+git status --short  # nothing: every file is restored

@@ -60,7 +60,9 @@ def run(model, inverters, count: int, steps: int, seed: int = SEED, progress=pri
     rows = []
     for inv_name in inverters:
         per = {(e, pin): [] for e, pin in rows_of}
-        for s in items:
+        for i, s in enumerate(items):
+            if i and i % 10 == 0:
+                progress(f"edit bench {inv_name}: {i} of {len(items)} scenes")
             img, masks = render(s, 64)
             x = to_tensor(img)
             inv = invert(model, x, s.caption, inv_name, steps, **(params or {}))
@@ -191,12 +193,18 @@ def main(argv=None) -> list[dict]:
     with torch.no_grad():
         rows = run(model, a.inverters.split(","), a.scenes, steps, params=parse_params(a.inverter_param))
     print(markdown(rows))
-    if not a.no_save:
+    if not a.no_save:  # merged like the grid's: an inverter measured alone replaces only its own rows
         out = OUT[a.model]
         results = json.loads(out.read_text()) if out.exists() else {}
-        results["edit_bench"] = {"scenes": a.scenes, "steps": steps, "seed": SEED, "rows": rows}
+        saved = results.get("edit_bench", {})
+        if saved.get("scenes") != a.scenes or saved.get("steps") != steps or saved.get("seed") != SEED:
+            saved = {"scenes": a.scenes, "steps": steps, "seed": SEED, "rows": []}
+        names = {r["inverter"] for r in rows}
+        kept = [r for r in saved["rows"] if r["inverter"] not in names]
+        saved["rows"] = sorted(kept + rows, key=lambda r: list(INVERTERS).index(r["inverter"]))
+        results["edit_bench"] = saved
         out.write_text(json.dumps(results, indent=1))
-        plot(rows, out.with_name(f"edit_bench_{a.model}.png"), f"{a.model}, {steps} steps, {a.scenes} held-out scenes")
+        plot(saved["rows"], out.with_name(f"edit_bench_{a.model}.png"), f"{a.model}, {steps} steps, {a.scenes} held-out scenes")
     return rows
 
 

@@ -81,13 +81,13 @@ def free_port() -> int:
 def serve_app(model_name: str, mcp: bool = False):
     """The app on loopback (as app.py builds it; `mcp`: with its MCP server); yields (engine, url)."""
     from demo.engine import Engine
-    from demo.ui import LAUNCH, QUEUE, build
+    from demo.ui import QUEUE, build, launch_options
 
     engine = Engine(model_name)
     demo = build(engine)
     demo.queue(**QUEUE)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, mcp_server=mcp, **LAUNCH)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, mcp_server=mcp, **launch_options())
     try:
         yield engine, f"http://127.0.0.1:{port}"
     finally:

@@ -518,3 +518,34 @@ def test_a_click_while_the_last_edit_s_metrics_stream_in_is_not_lost(served, bro
     page.locator("#target textarea").fill(second)
     page.locator("#edit-btn").click()
     assert reached(second), seen
+
+
+# Counts the animation frames the page asks for; installed before any of gradio's code runs, so its modules
+# take this requestAnimationFrame as theirs.
+COUNT_FRAMES = """window.__frames = 0;
+const ask = window.requestAnimationFrame.bind(window);
+window.requestAnimationFrame = callback => ask(t => { window.__frames += 1; callback(t); });"""
+
+
+def test_an_idle_page_draws_no_frames(served, browser):
+    """gradio's status tracker left a timer loop running on every page, 60 frames a second for as long as the
+    page is open (demo/timer_fix.py); idle, the page asks for none, before and after an edit (whose timer ran)."""
+    _, url = served
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.add_init_script(COUNT_FRAMES)
+    page = context.new_page()
+    page.goto(url, wait_until="networkidle")
+    _loaded(page)
+
+    def idle_frames() -> int:  # once gradio's transitions after a change (about 3 s of frames) are over
+        page.wait_for_timeout(3500)
+        before = page.evaluate("window.__frames")
+        page.wait_for_timeout(1500)
+        return page.evaluate("window.__frames") - before
+
+    assert idle_frames() <= 3
+    before = page.evaluate("window.__frames")
+    _edit(page, target="a yellow circle on a blue background")
+    assert page.evaluate("window.__frames") > before
+    assert idle_frames() <= 3
+    context.close()
