@@ -247,6 +247,7 @@ def _input_column(page: Page, model) -> None:
         c["invert_btn"] = gr.Button("Invert only", elem_id="invert-btn", min_width=80)
         c["edit_btn"] = gr.Button("Edit", variant="primary", elem_id="edit-btn", min_width=80)
         c["stop_btn"] = gr.Button("Stop", variant="stop", elem_id="stop-btn", min_width=60)
+        c["waiting"] = gr.Textbox(visible=False)  # filled by the Stop button's js: where a request waits in the queue
     c["live"] = gr.Checkbox(label="Live: re-edit as you type the target prompt (the inversion is reused)", value=False, elem_id="live")
     with gr.Accordion("Paint the region to edit (optional)", open=False, elem_id="region-box") as c["region_box"]:
         gr.Markdown("Paint over what should change: it becomes DiffEdit's mask, P2P's LocalBlend and MasaCtrl's foreground. "
@@ -711,11 +712,16 @@ def _wire(page: Page) -> None:
 
     said = {"edit": c["summary"], "invert": c["summary"], "compare": c["compare_summary"], "interpolate": c["interp_summary"], "seeds": c["seeds_summary"]}
 
-    def on_stop(request: gr.Request):
-        kind = engine.cancel(session_of(request))
-        return {said[kind]: error_text(Cancelled(), "on_stop")} if kind in said else {}
+    by_id = {comp.elem_id: comp for comp in said.values()}
 
-    c["stop_btn"].click(on_stop, None, list(dict.fromkeys(said.values())), cancels=edits, queue=False, api_visibility="private")
+    def on_stop(waiting: str, request: gr.Request):
+        """Said where the stopped request's result would go: the running one's, or else the one the page saw
+        waiting in the queue (gradio drops a queued request without a word, and the engine never saw it)."""
+        shown = said.get(engine.cancel(session_of(request))) or by_id.get(waiting)
+        return {shown: error_text(Cancelled(), "on_stop")} if shown is not None else {}
+
+    waiting = f"() => {json.dumps(list(by_id))}.find(id => document.querySelector(`#${{id}} .wrap:not(.hide)`)) || ''"
+    c["stop_btn"].click(on_stop, c["waiting"], list(by_id.values()), cancels=edits, queue=False, api_visibility="private", js=waiting)
     for event in (c["edit_btn"].click, c["target"].submit, c["invert_btn"].click, c["shape_examples"].click, c["photo_examples"].click):
         event(**into_view)
 

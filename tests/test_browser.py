@@ -384,8 +384,9 @@ def test_on_a_phone_the_examples_come_first_and_a_tapped_one_shows_its_result(se
 
 
 def test_enter_reset_random_seed_and_stop(served, browser):
-    page = _page(browser, served[1])
+    page, other = _page(browser, served[1]), _page(browser, served[1])
     _loaded(page)
+    _loaded(other)
     page.locator("#settings").get_by_text("Model, steps").click()
     before = page.locator("#summary").inner_text()
     page.locator("#target textarea").fill("a white circle on a blue")
@@ -410,6 +411,12 @@ def test_enter_reset_random_seed_and_stop(served, browser):
         if "compare" in served[0].running.values():
             break
         page.wait_for_timeout(100)
+    # another visitor's edit waits in the queue behind it; their Stop says so there and leaves the comparison running
+    other.locator("#edit-btn").click()
+    other.wait_for_function("() => document.querySelector('#summary').innerText.includes('queue')", timeout=WAIT)
+    other.locator("#stop-btn").click()
+    other.wait_for_function("() => document.querySelector('#summary').innerText.includes('Stopped')", timeout=WAIT)
+    assert "compare" in served[0].running.values()
     page.locator("#stop-btn").click()
     page.wait_for_function("() => document.querySelector('#compare-summary').innerText.includes('Stopped')", timeout=WAIT)
 
