@@ -90,12 +90,24 @@ CSS = """
 QUEUE = dict(max_size=64, default_concurrency_limit=1, api_open=False)
 
 
+# Which blocks show a pending request when Stop is clicked, noted before gradio's own click handling cancels (and so
+# hides) them: the Stop handler says "Stopped" where a request waited in the queue, which the engine never saw.
+PENDING_AT_STOP = """<script>
+document.addEventListener("click", event => {
+  if (!(event.target instanceof Element) || !event.target.closest("#stop-btn")) return;
+  window.pendingAtStop = [...document.querySelectorAll('[data-testid="status-tracker"]:not(.hide)')]
+    .map(tracker => tracker.closest("[id]")?.id).filter(Boolean).join(",");
+}, true);
+</script>"""
+
+
 def launch_options() -> dict:
     """demo.launch's options, fresh each time (gradio adds to the app's keyword arguments). show_error: what gradio
     refuses before a handler (a wrong type, a missing input, a path no one uploaded) reaches the client as its message,
     not as {"error": null}; the handlers' own failures are messages already (unexpected ones with a reference, never a
-    traceback). The middleware serves gradio's status tracker without its endless timer loop (demo/timer_fix.py)."""
-    return dict(max_file_size="50mb", css=CSS, show_error=True, app_kwargs={"middleware": [Middleware(TimerFix)]})
+    traceback). head: the Stop button's note of what was pending. The middleware serves gradio's status tracker without its
+    endless timer loop (demo/timer_fix.py)."""
+    return dict(max_file_size="50mb", css=CSS, head=PENDING_AT_STOP, show_error=True, app_kwargs={"middleware": [Middleware(TimerFix)]})
 
 
 DELETE_CACHE = (int(max(10, min(600, OUTPUT_AGE / 4))), int(OUTPUT_AGE))  # (how often, what age): gradio's copies and uploads
@@ -247,7 +259,7 @@ def _input_column(page: Page, model) -> None:
         c["invert_btn"] = gr.Button("Invert only", elem_id="invert-btn", min_width=80)
         c["edit_btn"] = gr.Button("Edit", variant="primary", elem_id="edit-btn", min_width=80)
         c["stop_btn"] = gr.Button("Stop", variant="stop", elem_id="stop-btn", min_width=60)
-        c["waiting"] = gr.Textbox(visible=False)  # filled by the Stop button's js: where a request waits in the queue
+        c["waiting"] = gr.Textbox(visible=False)  # the Stop button's js fills it: which blocks showed a pending request
     c["live"] = gr.Checkbox(label="Live: re-edit as you type the target prompt (the inversion is reused)", value=False, elem_id="live")
     with gr.Accordion("Paint the region to edit (optional)", open=False, elem_id="region-box") as c["region_box"]:
         gr.Markdown("Paint over what should change: it becomes DiffEdit's mask, P2P's LocalBlend and MasaCtrl's foreground. "
@@ -654,6 +666,21 @@ def _canvas_with(mask, path):
     return {"background": canvas["background"], "layers": [layer], "composite": composite}, gr.Accordion(open=True)
 
 
+def _model_work(summary) -> dict:
+    """How a model event runs: in the model's queue, its progress on its own summary."""
+    return dict(api_visibility="private", concurrency_id="model", show_progress_on=[summary])
+
+
+def _quiet_progress(demo: gr.Blocks) -> None:
+    """No event of the page shows gradio's animated logo, whose springs run about 3 s past every request it shows on,
+    60 frames a second (0.3 s of chromium's CPU per edit, taken from the model where the browser shares its cores):
+    queued work (the model, the canvas) greys its outputs and shows its timer and progress bar ("minimal"); instant
+    page updates show nothing ("hidden"). An event that chose its own display keeps it."""
+    for fn in demo.fns.values():
+        if fn.show_progress == "full":
+            fn.show_progress = "minimal" if fn.queue is not False else "hidden"
+
+
 def _wire(page: Page) -> None:
     c, engine = page.c, page.engine
     all_inputs = {c[k] for k in ("model", "image", "source", "target", "inverter", "editor", "steps", "seed", "guidance", "edit_guidance", "live", "region")}
@@ -675,7 +702,7 @@ def _wire(page: Page) -> None:
     c["reset"].click(on_reset, {c["model"]}, [o for o in model_out if o not in cleared and o not in (c["model"], c["shape_examples"], c["photo_examples"], c["model_line"])],
                      queue=False, api_visibility="private")
     c["random_seed"].click(lambda: random.randrange(2**31), None, c["seed"], queue=False, api_visibility="private")
-    busy = dict(api_visibility="private", concurrency_id="model", show_progress_on=[c["summary"]])
+    busy = _model_work(c["summary"])
     # on a phone the result is a screen below the button: bring it into view (no move when it is in view)
     into_view = dict(fn=None, js="() => document.querySelector('#slider').scrollIntoView({block: 'nearest', behavior: 'smooth'})", queue=False)
     # always_last: a click while the last edit's metrics still stream in runs after them (with gradio's default,
@@ -695,17 +722,17 @@ def _wire(page: Page) -> None:
         edits.append(c[key].click(on_example(key), c[key], example_out, queue=False, api_visibility="private")
                      .then(on_edit, all_inputs, outputs, **busy))
     edits.append(c["compare_btn"].click(on_compare, all_inputs | {c["compare_edits"]}, [c["gallery"], c["compare_gallery"], c["table"], c["plot"], c["compare_summary"]],
-                                        api_visibility="private", concurrency_id="model", show_progress_on=[c["compare_summary"]]))
+                                        **_model_work(c["compare_summary"])))
     seeds_in = all_inputs | {c["references"], c["concept"], c["samples"], c["strength"]}
     seeds_out = [c["seeded"], c["seeds_summary"]]
-    edits.append(c["seeds_btn"].click(on_seeds, seeds_in, seeds_out, api_visibility="private", concurrency_id="model", show_progress_on=[c["seeds_summary"]]))
+    edits.append(c["seeds_btn"].click(on_seeds, seeds_in, seeds_out, **_model_work(c["seeds_summary"])))
     edits.append(c["seeds_example"].click(on_seeds_example, None, [c["references"], c["concept"]], queue=False, api_visibility="private")
-                 .then(on_seeds, seeds_in, seeds_out, api_visibility="private", concurrency_id="model", show_progress_on=[c["seeds_summary"]]))
+                 .then(on_seeds, seeds_in, seeds_out, **_model_work(c["seeds_summary"])))
     interp_in = all_inputs | {c["image2"], c["prompt2"], c["frames"]}
     interp_out = [c["strip"], c["interp_summary"], c["gif_file"]]
-    edits.append(c["interpolate_btn"].click(on_interpolate, interp_in, interp_out, api_visibility="private", concurrency_id="model", show_progress_on=[c["interp_summary"]]))
+    edits.append(c["interpolate_btn"].click(on_interpolate, interp_in, interp_out, **_model_work(c["interp_summary"])))
     edits.append(c["interpolate_example"].click(on_interpolate_example, None, [c["image"], c["source"], c["image2"], c["prompt2"]], queue=False, api_visibility="private")
-                 .then(on_interpolate, interp_in, interp_out, api_visibility="private", concurrency_id="model", show_progress_on=[c["interp_summary"]]))
+                 .then(on_interpolate, interp_in, interp_out, **_model_work(c["interp_summary"])))
 
     # the references are what the gallery shows: an upload beyond four keeps the newest four
     c["references"].upload(lambda files: (files or [])[-MAX_REFERENCES:], c["references"], c["references"], queue=False, api_visibility="private")
@@ -717,11 +744,10 @@ def _wire(page: Page) -> None:
     def on_stop(waiting: str, request: gr.Request):
         """Said where the stopped request's result would go: the running one's, or else the one the page saw
         waiting in the queue (gradio drops a queued request without a word, and the engine never saw it)."""
-        shown = said.get(engine.cancel(session_of(request))) or by_id.get(waiting)
-        return {shown: error_text(Cancelled(), "on_stop")} if shown is not None else {}
+        shown = said.get(engine.cancel(session_of(request))) or next((by_id[i] for i in (waiting or "").split(",") if i in by_id), None)
+        return {shown: error_text(Cancelled(), "on_stop")} if shown is not None else gr.skip()
 
-    waiting = f"() => {json.dumps(list(by_id))}.find(id => document.querySelector(`#${{id}} .wrap:not(.hide)`)) || ''"
-    c["stop_btn"].click(on_stop, c["waiting"], list(by_id.values()), cancels=edits, queue=False, api_visibility="private", js=waiting)
+    c["stop_btn"].click(on_stop, c["waiting"], list(by_id.values()), cancels=edits, queue=False, api_visibility="private", js="() => window.pendingAtStop || ''")
     for event in (c["edit_btn"].click, c["target"].submit, c["invert_btn"].click, c["shape_examples"].click, c["photo_examples"].click):
         event(**into_view)
 
@@ -742,7 +768,7 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
         engine.adopt(session_of(request))  # the shown example's inversion is the visitor's too
         return {k: v for k, v in made.items() if k != "none"}
 
-    demo.load(on_load, None, outputs, api_visibility="private", concurrency_id="model")
+    demo.load(on_load, None, outputs, **_model_work(c["summary"]))
 
 
 def _first_result(page: Page, model) -> dict:
@@ -788,4 +814,5 @@ def build(engine: Engine) -> gr.Blocks:
         _wire(page)
         api.add_endpoints(engine)
         _first_on_load(demo, page, model)
+    _quiet_progress(demo)
     return demo

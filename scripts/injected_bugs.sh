@@ -2,7 +2,7 @@
 # Bugs injected on purpose, one at a time: each must make a test fail (the six of the first audit, issue 15,
 # and the kinds that audit found slipping through, issue 25: a number against the wrong reference, a flag
 # replaced by another's, a sampling path that degrades statistically, the CPU-only loading path, a ZeroGPU
-# duration that stops adapting, a re-edit command that cannot run; then four of the live fixes of issue 23). Runs the tests that should catch each,
+# duration that stops adapting, a re-edit command that cannot run; then five of the live fixes of issue 23). Runs the tests that should catch each,
 # restores the file: bash scripts/injected_bugs.sh
 cd "$(dirname "$0")/.."
 run() { OMP_NUM_THREADS=1 timeout 900 "${VENV:-.venv}/bin/python" -m pytest -q -x -p no:randomly "$@" 2>&1 | tail -1; }
@@ -75,4 +75,9 @@ run tests/test_browser.py -k idle_page; revert demo/ui.py
 echo "16. Stop of a request still waiting in the queue says nothing (gradio drops it silently; the engine never saw it)"
 inject demo/ui.py 'shown = said.get(engine.cancel(session_of(request))) or by_id.get(waiting)' 'shown = said.get(engine.cancel(session_of(request)))'
 run tests/test_browser.py -k enter_reset; revert demo/ui.py
+
+echo "17. The page's events keep gradio's full progress display: its logo animates for about 3 s past every request"
+inject demo/ui.py '    _quiet_progress(demo)
+    return demo' '    return demo'
+run tests/test_browser.py -k idle_page; revert demo/ui.py
 git status --short  # nothing: every file is restored
