@@ -12,6 +12,7 @@ Timed four ways, each the median of --repeats runs after a warm-up:
   run is a new session, so its first edit inverts and its second reuses;
 - plain HTTP: the same /edit call made with httpx (upload, call, a blocking read of the event stream);
 - browser (--browser): clicks on Edit to the edited image loaded and decoded, timed on the page's own clock, in Debian chromium (a new image each round).
+The library is timed again after the requests: on a shared host the machine's speed drifts over minutes.
 A benchmark, not a test: it prints a Markdown table and JSON, and asserts nothing.
 """
 
@@ -51,7 +52,7 @@ def median_of(repeats: int, fn):
     return statistics.median(times), min(times), max(times), out
 
 
-def library(model, x, steps: int, repeats: int, inverter: str) -> list[dict]:
+def library(model, x, steps: int, repeats: int, inverter: str, path: str = "library") -> list[dict]:
     warm_up(model, x, SOURCE)
 
     def both():
@@ -61,11 +62,11 @@ def library(model, x, steps: int, repeats: int, inverter: str) -> list[dict]:
     med, lo, hi, (inv, out) = median_of(repeats, both)
     with profiled(model) as prof:
         both()
-    rows = [{"path": "library", "what": f"{inverter} inversion + P2P edit", "median_s": med, "min_s": lo, "max_s": hi, "nfe": inv.nfe + out.nfe, **prof.fields(med, inv.nfe + out.nfe)}]
+    rows = [{"path": path, "what": f"{inverter} inversion + P2P edit", "median_s": med, "min_s": lo, "max_s": hi, "nfe": inv.nfe + out.nfe, **prof.fields(med, inv.nfe + out.nfe)}]
     med, lo, hi, out = median_of(repeats, lambda: edit(model, inv, TARGET2, "p2p"))
     with profiled(model) as prof:
         edit(model, inv, TARGET2, "p2p")
-    rows.append({"path": "library", "what": f"second edit ({inverter}, cached inversion)", "median_s": med, "min_s": lo, "max_s": hi, "nfe": out.nfe, **prof.fields(med, out.nfe)})
+    rows.append({"path": path, "what": f"second edit ({inverter}, cached inversion)", "median_s": med, "min_s": lo, "max_s": hi, "nfe": out.nfe, **prof.fields(med, out.nfe)})
     return rows
 
 
@@ -241,6 +242,9 @@ def main(argv=None) -> list[dict]:
                 rows += browser(server.url, a.repeats)
         finally:
             server.stop()
+        # the machine's speed drifts over minutes (a shared host): the library again, after the requests, so each
+        # path can be read against the library measured before and after it
+        rows += [r for name in inverters for r in library(model, x, steps, a.repeats, name, path="library, again after the requests")]
     machine = f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, {a.threads} threads"
     print(f"{a.model}, {steps} steps per stage; {machine}; median of {a.repeats} runs\n")
     print("| path | what | median s | min s | max s | NFE | UNet-only s | overhead |\n|---|---|---|---|---|---|---|---|")
