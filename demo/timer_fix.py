@@ -9,7 +9,7 @@ the browser pays it in edit time. The fix: the loop goes on only while the track
 pending, and clears the flag when it stops (so the next pending event starts it again); and it ticks
 ten times a second, the resolution of the seconds it shows (one decimal), not at every frame. It
 applies only to the exact bundled code it replaces: another gradio release is served as shipped
-(tests/test_timer_fix.py says so and checks the page's frames in chromium).
+(tests/test_timer_fix.py says so; tests/test_browser.py counts the page's frames in chromium).
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ class TimerFix:
         self.patched = patched_assets() if patched is None else patched
 
     async def __call__(self, scope, receive, send):
-        body = self.patched.get(scope.get("path", "")) if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD") else None
+        path = scope.get("path", "")
+        at = path.rfind("/assets/")  # from there on: the page may be served under a prefix (a proxy's root path)
+        body = self.patched.get(path[at:]) if at >= 0 and scope["type"] == "http" and scope.get("method") in ("GET", "HEAD") else None
         if body is None:
             await self.app(scope, receive, send)
             return

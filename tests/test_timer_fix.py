@@ -44,5 +44,6 @@ def test_the_middleware_serves_the_fixed_file_and_passes_everything_else_through
     start, body = _call(m, "/assets/statustracker-x.js")
     assert start["status"] == 200 and (b"content-type", b"text/javascript; charset=utf-8") in start["headers"] and body["body"] == b"fixed"
     assert _call(m, "/assets/statustracker-x.js", "HEAD")[1]["body"] == b""
+    assert _call(m, "/space/root/assets/statustracker-x.js")[1]["body"] == b"fixed"  # under a proxy's prefix
     assert _call(m, "/assets/other.js") == [] and _call(m, "/assets/statustracker-x.js", "POST") == []
     assert passed == ["/assets/other.js", "/assets/statustracker-x.js"]
