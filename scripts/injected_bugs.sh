@@ -73,7 +73,7 @@ inject demo/ui.py 'app_kwargs={"middleware": [Middleware(TimerFix)]}' 'app_kwarg
 run tests/test_browser.py -k idle_page; revert demo/ui.py
 
 echo "16. Stop of a request still waiting in the queue says nothing (gradio drops it silently; the engine never saw it)"
-inject demo/ui.py 'shown = said.get(engine.cancel(session_of(request))) or by_id.get(waiting)' 'shown = said.get(engine.cancel(session_of(request)))'
+inject demo/ui.py ' or next((by_id[i] for i in (waiting or "").split(",") if i in by_id), None)' ''
 run tests/test_browser.py -k enter_reset; revert demo/ui.py
 
 echo "17. The page's events keep gradio's full progress display: its logo animates for about 3 s past every request"
