@@ -71,6 +71,10 @@ FEW_STEPS = 8  # distilled few-step models (LCM, Turbo) are made for a handful o
 CSS = """
 #input img, #input .image-frame { max-height: 230px; object-fit: contain; }
 #summary, #compare-summary { overflow-x: auto; }
+/* a block greys, and its timer shows, at once while its request runs: gradio fades both (0.1-0.15 s), and a browser
+   without a GPU draws each frame of a fade in software (40 ms of chromium's CPU per edit, taken from the model where
+   the browser shares the server's cores; a cached edit's click to image 0.27 -> 0.22 s) */
+.block > [data-testid="status-tracker"], .block > [data-testid="status-tracker"] ~ div { transition: none !important; }
 #summary table, #summary td, #summary th { word-break: normal !important; overflow-wrap: normal !important; hyphens: none; }
 /* galleries wrap their thumbnails into rows instead of clipping them at the right edge */
 #references .grid-container { grid-template-columns: repeat(auto-fill, minmax(76px, 1fr)) !important; }

@@ -80,4 +80,7 @@ echo "17. The page's events keep gradio's full progress display: its logo animat
 inject demo/ui.py '    _quiet_progress(demo)
     return demo' '    return demo'
 run tests/test_browser.py -k idle_page; revert demo/ui.py
+echo "18. The summary fades to grey and back (gradio's transitions): each frame drawn in software where the browser has no GPU"
+inject demo/ui.py '.block > [data-testid="status-tracker"], .block > [data-testid="status-tracker"] ~ div { transition: none !important; }' ''
+run tests/test_browser.py -k idle_page; revert demo/ui.py
 git status --short  # nothing: every file is restored

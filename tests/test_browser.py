@@ -536,13 +536,18 @@ def test_a_click_while_the_last_edit_s_metrics_stream_in_is_not_lost(served, bro
 # take this requestAnimationFrame as theirs.
 COUNT_FRAMES = """window.__frames = 0;
 const ask = window.requestAnimationFrame.bind(window);
-window.requestAnimationFrame = callback => ask(t => { window.__frames += 1; callback(t); });"""
+window.requestAnimationFrame = callback => ask(t => { window.__frames += 1; callback(t); });
+window.__summaryTransitions = [];
+document.addEventListener("transitionrun", event => {
+  if (event.target.closest("#summary")) window.__summaryTransitions.push(event.propertyName);
+}, true);"""
 
 
 def test_an_idle_page_draws_no_frames(served, browser):
     """gradio's status tracker left a timer loop running on every page, 60 frames a second for as long as the
     page is open (demo/timer_fix.py); idle, the page asks for none, before and after an edit (whose timer ran), and
-    the second after an edit draws none either (its progress is "minimal": no animated logo)."""
+    the second after an edit draws none either (its progress is "minimal": no animated logo). The summary greys, and
+    its timer shows, without a fade (each frame of one is drawn in software where the browser has no GPU)."""
     _, url = served
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.add_init_script(COUNT_FRAMES)
@@ -561,6 +566,7 @@ def test_an_idle_page_draws_no_frames(served, browser):
     _edit(page, target="a yellow circle on a blue background")
     done = page.evaluate("window.__frames")
     assert done > before  # the timer ran while the edit was pending
+    assert page.evaluate("window.__summaryTransitions") == []
     page.wait_for_timeout(1000)  # and nothing animates past the request (gradio's full progress: its logo's springs, 60 a second)
     assert page.evaluate("window.__frames") - done <= 15
     assert idle_frames() <= 3
