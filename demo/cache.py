@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,6 +31,7 @@ class Entry:
     # measured after the first edit is on the page (Engine.measured): not on the edit's critical path
     reconstruction: torch.Tensor | None = None
     report: dict | None = None  # inversion.pipeline.evaluate's numbers
+    shown: dict = field(default_factory=dict, repr=False)  # the page's display files of its images: key -> (path, written at)
 
     @property
     def nbytes(self) -> int:

@@ -384,7 +384,7 @@ def test_on_a_phone_the_examples_come_first_and_a_tapped_one_shows_its_result(se
     assert set(words) == {"normal"}  # numbers and words are not broken mid-word
 
 
-def test_enter_reset_random_seed_and_stop(served, browser):
+def test_enter_reset_random_seed_and_stop(served, browser, monkeypatch):
     page, other = _page(browser, served[1]), _page(browser, served[1])
     _loaded(page)
     _loaded(other)
@@ -396,9 +396,14 @@ def test_enter_reset_random_seed_and_stop(served, browser):
     before = page.locator("#summary").inner_text()
     page.locator("#target textarea").fill("a white circle on a blue")
     page.locator("#target textarea").press_sequentially(" background", delay=20)  # typed: each key queues live mode's no-op
+    saved = []  # the files the server writes (in this process): a re-edit encodes its unchanged input and reconstruction no more
+    save = Image.Image.save
+    monkeypatch.setattr(Image.Image, "save", lambda self, fp, *a, **k: (saved.append(Path(str(fp)).name.split(".")[1]), save(self, fp, *a, **k))[1])
     page.locator("#target textarea").press("Enter")  # which must not drop the edit that Enter asks for
     page.wait_for_function(DONE, arg=before, timeout=WAIT)
     assert "reused" in page.locator("#summary").inner_text()  # the loaded example's inversion, edited again
+    assert "edit-view" in saved and "input" not in saved and "reconstruction" not in saved, saved
+    monkeypatch.undo()
     seed = page.locator("#seed input")
     page.locator("#random-seed").click()
     page.wait_for_function("() => document.querySelector('#seed input').value !== '0'", timeout=WAIT)

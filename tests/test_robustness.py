@@ -160,6 +160,34 @@ def test_an_output_file_is_never_read_partly_written(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
 
 
+
+def test_a_re_edit_encodes_the_unchanged_input_once(tmp_path, monkeypatch):
+    """`png_once`: a cached inversion's input (and reconstruction) is encoded for the page once; again only when its
+    file is gone or half the files' age has passed (the sweep removes a folder a whole age after its last file), and
+    what it writes is the image, losslessly."""
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    import demo.glue as glue
+
+    for d in "abcd":
+        (tmp_path / d).mkdir()
+    x = torch.rand(1, 3, 40, 30) * 2 - 1
+    saves = []
+    real_save = Image.Image.save
+    monkeypatch.setattr(Image.Image, "save", lambda self, *a, **k: (saves.append(k), real_save(self, *a, **k))[1])
+    shown = {}
+    first = glue.png_once(shown, "input", x, "input.png", tmp_path / "a")
+    assert glue.png_once(shown, "input", x, "input.png", tmp_path / "b") == first and len(saves) == 1
+    assert saves[0]["compress_level"] == glue.PNG_LEVEL
+    np.testing.assert_array_equal(np.asarray(Image.open(first)), np.asarray(glue.show(x)))
+    Path(first).unlink()  # swept: written again, where this request's files go
+    assert glue.png_once(shown, "input", x, "input.png", tmp_path / "c") == str(tmp_path / "c" / "input.png") and len(saves) == 2
+    shown["input"] = (shown["input"][0], time.time() - glue.OUTPUT_AGE / 2 - 1)  # half an age old: written again
+    assert glue.png_once(shown, "input", x, "input.png", tmp_path / "d") == str(tmp_path / "d" / "input.png") and len(saves) == 3
+
 def test_an_upload_removed_while_its_request_waited_is_said_in_plain_words(tmp_path):
     """load.py's 32 sessions with 60 s file age on a busy machine: requests that queued longer lost their upload."""
     import demo.engine as engine_mod
