@@ -11,7 +11,8 @@ Timed four ways, each the median of --repeats runs after a warm-up:
   queue, image transfer, the reconstruction and metrics the app adds); a new client per
   run is a new session, so its first edit inverts and its second reuses;
 - plain HTTP: the same /edit call made with httpx (upload, call, a blocking read of the event stream);
-- browser (--browser): clicks on Edit to the edited image loaded and decoded, timed on the page's own clock, in Debian chromium (a new image each round).
+- browser (--browser): clicks on Edit to the edited image loaded and decoded, timed on the page's own clock, in Debian chromium (a new image each round),
+  each round against the library doing the same work a second before it (paired: the margin to the target per round).
 The library is timed again after the requests: on a shared host the machine's speed drifts over minutes.
 A benchmark, not a test: it prints a Markdown table and JSON, and asserts nothing.
 """
@@ -165,11 +166,13 @@ CLICK_TO_IMAGE = """before => new Promise(done => {
 })"""
 
 
-def browser(url: str, repeats: int) -> list[dict]:
+def browser(url: str, repeats: int, model, steps: int) -> list[dict]:
     """Clicks on Edit in Debian chromium, each timed to the edited image shown. Each round uploads a new image
     (the scene shifted by a few pixels: a fresh inversion, never the on-load example's cached one), clicks Edit,
     then edits it again (the cached inversion); the page's own summary must say which it was ("reused" or
-    not), so a click is never timed on a result that was not its own."""
+    not), so a click is never timed on a result that was not its own. In each round, just before the clicks, the
+    library does the same work on the same image (the page's default inverter, P2P, then the second target), so
+    each click is set against the library timed a second earlier: the host's speed drifts over minutes."""
     import shutil
     import tempfile
 
@@ -181,6 +184,19 @@ def browser(url: str, repeats: int) -> list[dict]:
              "--disable-background-networking", "--disable-component-update", "--disable-sync"]
     scene = np.asarray(Image.open(SCENE).convert("RGB"))
     times = {"fresh": [], "cached": []}
+    lib = {"fresh": [], "cached": []}
+    inverter = model.stages[0].default_inverter if hasattr(model, "stages") else model.default_inverter
+
+    def library_round(path: Path) -> None:
+        x = model.prepare_image(load_image(path))
+        start = time.perf_counter()
+        inv = invert(model, x, SOURCE, inverter, steps)
+        edit(model, inv, TARGET, "p2p")
+        lib["fresh"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        edit(model, inv, TARGET2, "p2p")
+        lib["cached"].append(time.perf_counter() - start)
+
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         b = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=flags)
         page = b.new_page(viewport={"width": 1366, "height": 900})
@@ -194,6 +210,8 @@ def browser(url: str, repeats: int) -> list[dict]:
             page.locator("#input img").first.wait_for(timeout=30000)
             page.wait_for_function("() => !document.querySelector('#edited img')", timeout=30000)  # the upload cleared the old edit
             page.locator("#source textarea").fill(SOURCE)
+            page.wait_for_timeout(300)  # the upload's canvas decoded: the server idle
+            library_round(shifted)
             for target, kind in ((TARGET, "fresh"), (TARGET2, "cached")):
                 page.locator("#target textarea").fill(target)
                 before = page.locator("#edited img").first.get_attribute("src") if page.locator("#edited img").count() else None
@@ -206,9 +224,16 @@ def browser(url: str, repeats: int) -> list[dict]:
                     raise RuntimeError(f"round {i}: the {kind} click's inversion was {'reused' if reused else 'fresh'}; not timing it")
                 times[kind].append(t)
         b.close()
-    return [{"path": "browser (chromium)", "what": f"click Edit to the edited image ({what})", "median_s": statistics.median(times[kind][1:]),
-             "min_s": min(times[kind][1:]), "max_s": max(times[kind][1:])}
-            for kind, what in (("fresh", "the app's default inverter, fresh inversion"), ("cached", "cached inversion"))]
+    rows = []
+    for kind, what in (("fresh", "the app's default inverter, fresh inversion"), ("cached", "cached inversion")):
+        t, base = times[kind][1:], lib[kind][1:]
+        limits = [1.15 * b + 0.1 for b in base]  # the target, against the library timed in the same round
+        rows.append({"path": "browser (chromium)", "what": f"click Edit to the edited image ({what})", "median_s": statistics.median(t),
+                     "min_s": min(t), "max_s": max(t), "paired": {"library_s": base, "browser_s": t, "rounds_within_target": sum(a <= b for a, b in zip(t, limits)),
+                                                                   "rounds": len(t), "median_margin_s": statistics.median(b - a for a, b in zip(t, limits))}})
+        rows.append({"path": "library, in turn with the browser", "what": f"{inverter} inversion + P2P edit" if kind == "fresh" else f"second edit ({inverter}, cached inversion)",
+                     "median_s": statistics.median(base), "min_s": min(base), "max_s": max(base)})
+    return rows
 
 
 def main(argv=None) -> list[dict]:
@@ -239,7 +264,7 @@ def main(argv=None) -> list[dict]:
                 rows += [r for name in inverters for r in http_api(server.url, steps, a.repeats, name)]
                 rows += [r for name in inverters for r in api(server.url, steps, a.repeats, name)]
             if a.browser:
-                rows += browser(server.url, a.repeats)
+                rows += browser(server.url, a.repeats, model, steps)
         finally:
             server.stop()
         # the machine's speed drifts over minutes (a shared host): the library again, after the requests, so each
@@ -251,6 +276,11 @@ def main(argv=None) -> list[dict]:
     for r in rows:
         extra = f"{r['nfe']} | {r['unet_seconds']:.3f} | {r['overhead']:.2f}" if "nfe" in r else " | | "
         print(f"| {r['path']} | {r['what']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['max_s']:.3f} | {extra} |")
+    for r in rows:
+        if "paired" in r:
+            p = r["paired"]
+            print(f"\n{r['what']}, each round against the library timed just before it: within 1.15 x the library + 0.1 s in "
+                  f"{p['rounds_within_target']} of {p['rounds']} rounds; median margin {p['median_margin_s']:+.3f} s")
     for r in rows:
         if "breakdown" in r:
             print(f"\n{r['what']}, where the whole request's time went: " + ", ".join(f"{k[:-2]} {v:.3f} s" for k, v in r["breakdown"].items()))
