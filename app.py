@@ -19,7 +19,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import gradio as gr  # noqa: E402
 
 from demo.engine import Engine  # noqa: E402
-from demo.ui import QUEUE, build, launch_options  # noqa: E402
+from demo.ui import QUEUE, build, launch_options, make_first_example  # noqa: E402
 from inversion.models import MODELS  # noqa: E402
 
 
@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> None:
         print(engine.notice.replace("**", "") + " On a GPU start it with --model lcm-dreamshaper-v7.", flush=True)
     demo = build(engine)
     demo.queue(**QUEUE)
-    demo.launch(server_name=a.host, server_port=a.port, share=a.share, theme=gr.themes.Soft(), mcp_server=a.mcp, **launch_options())
+    demo.launch(server_name=a.host, server_port=a.port, share=a.share, theme=gr.themes.Soft(), mcp_server=a.mcp, prevent_thread_lock=True, **launch_options())
+    make_first_example(demo)  # listening already: the first visitor finds the page's first edit made
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import threading
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from inversion.inverters.base import SHARED_PARAMS
 from inversion.params import Param
 from inversion.pipeline import max_nfe
 
-from . import api, report
+from . import api, glue, report
 from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, Cancelled, EditRequest, Engine, InversionRequest
 from .glue import (
     OUTPUT_AGE,
@@ -759,22 +761,42 @@ def _wire(page: Page) -> None:
 
 
 def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
-    """The page opens with the first example's edit on it: made once, at the first visit (inside a GPU
-    call on ZeroGPU, where start-up has no GPU), then shown to every visitor with its inversion."""
-    c, engine, made = page.c, page.engine, {}
+    """The page opens with the first example's edit on it: made once, by the first visit or by `make_first_example`
+    (app.py: in the background once the app listens), then shown to every visitor with its inversion."""
+    c, engine, made, making = page.c, page.engine, {}, threading.Lock()
     outputs = [*_edit_outputs(page), c["image"], c["source"], c["target"], c["editor"], c["region"]]
 
     @gpu("edit")
     def make() -> dict:
         return _first_result(page, model)
 
+    def first_example() -> dict:
+        with making:  # made once, whoever asks first: a visitor waits for the start-up's run instead of repeating it
+            if not made:
+                made.update(make() or {"none": True})
+        return made
+
     def on_load(request: gr.Request):
-        if not made:
-            made.update(make() or {"none": True})
+        shown = first_example()
         engine.adopt(session_of(request))  # the shown example's inversion is the visitor's too
-        return {k: v for k, v in made.items() if k != "none"}
+        return {k: v for k, v in shown.items() if k != "none"}
 
     demo.load(on_load, None, outputs, **_model_work(c["summary"]))
+    _first_examples[demo] = first_example
+
+
+_first_examples: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a page -> its first example's maker
+
+
+def make_first_example(demo: gr.Blocks) -> threading.Thread | None:
+    """Make the page's first example now, in a background thread (app.py, once the app listens): the first visitor
+    after a start finds it made instead of waiting for an inversion and an edit. Not on ZeroGPU, where a GPU is
+    lent to a visitor's request only."""
+    if glue.spaces is not None:
+        return None
+    worker = threading.Thread(target=_first_examples[demo], name="first-example", daemon=True)
+    worker.start()
+    return worker
 
 
 def _first_result(page: Page, model) -> dict:

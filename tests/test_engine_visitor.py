@@ -181,3 +181,29 @@ def test_the_page_s_default_guidance_inverts_and_edits_as_the_library_does(engin
     assert [s.guidance for s in page["inversion"].stages] == [s.guidance for s in lib.stages] == [3.0, 1.0]
     assert torch.equal(page["inversion"].stages[1].latents, lib.stages[1].latents)
     assert torch.equal(page["edit"], edit(model, lib, target, "p2p").image)
+
+
+def test_the_first_example_is_made_once_at_start_up(engine, monkeypatch):
+    """app.py makes the page's first example in the background once it listens: a visitor arriving meanwhile waits
+    for that run instead of starting another, later visitors get it made; on ZeroGPU it waits for a visitor (a GPU is
+    lent to requests only)."""
+    import demo.glue as glue
+    import demo.ui as ui
+
+    calls, made_by = [], ui._first_result
+
+    def counted(page, model):
+        calls.append(threading.current_thread().name)
+        time.sleep(0.3)  # a visitor arrives while it runs
+        return made_by(page, model)
+
+    monkeypatch.setattr(ui, "_first_result", counted)
+    demo = ui.build(engine)
+    worker = ui.make_first_example(demo)
+    time.sleep(0.1)
+    shown = ui._first_examples[demo]()  # the visitor's page load
+    worker.join()
+    assert calls == ["first-example"] and ui._first_examples[demo]() is shown
+    assert any(isinstance(v, tuple) and len(v) == 2 for v in shown.values())  # the slider's input and edit
+    monkeypatch.setattr(glue, "spaces", object())
+    assert ui.make_first_example(demo) is None
