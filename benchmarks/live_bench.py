@@ -39,6 +39,7 @@ from editing import edit  # noqa: E402
 from inversion import invert, load_model  # noqa: E402
 from inversion.benchmark import profiled, warm_up  # noqa: E402
 from inversion.images import load_image  # noqa: E402
+from inversion.models import base_stage  # noqa: E402
 
 SCENE = ROOT / "assets" / "shapes" / "examples" / "scene0.png"
 SOURCE, TARGET, TARGET2 = "a red circle on a blue background", "a green circle on a blue background", "a yellow circle on a blue background"
@@ -185,7 +186,7 @@ def browser(url: str, repeats: int, model, steps: int) -> list[dict]:
     scene = np.asarray(Image.open(SCENE).convert("RGB"))
     times = {"fresh": [], "cached": []}
     lib = {"fresh": [], "cached": []}
-    inverter = model.stages[0].default_inverter if hasattr(model, "stages") else model.default_inverter
+    inverter = base_stage(model).default_inverter
 
     def library_round(path: Path) -> None:
         x = model.prepare_image(load_image(path))
