@@ -25,7 +25,7 @@ from inversion.errors import ParameterError
 from inversion.inverters import INVERTERS
 
 from .engine import EditRequest, Engine, InversionRequest
-from .glue import NumberField, gpu, output_folder, png, session_of, uploaded_image, user_errors
+from .glue import NumberField, gpu, output_folder, png, png_once, session_of, uploaded_image, user_errors
 
 MAX_PARAMS_TEXT = 10_000  # characters of a parameters object: a few dozen names and values
 
@@ -90,7 +90,7 @@ def add_endpoints(engine: Engine) -> None:
             model: the model; empty for the server's.
         """
         entry, record = engine.inversion_record(session_of(request), inversion_request(image, source_prompt, inverter, steps, seed, inversion_guidance, inverter_params, model))
-        return png(entry.reconstruction, "reconstruction.png", at_least=1), record
+        return png_once(entry.shown, entry.reconstruction, "reconstruction.png", at_least=1), record
 
     @gpu("edit")
     @user_errors
@@ -126,7 +126,7 @@ def add_endpoints(engine: Engine) -> None:
         t3 = time.perf_counter()
         r = engine.edit_record(r)  # then the reconstruction and every metric (a client's predict() returns this last output)
         t4 = time.perf_counter()
-        recon = png(r["reconstruction"], "reconstruction.png", 1, folder)
+        recon = png_once(r["entry"].shown, r["reconstruction"], "reconstruction.png", folder, at_least=1)
         # where the server's time went (benchmarks/live_bench.py sets it against the client's): the edit's work
         # (inversion, editor, checks), the PNG files, the measuring after the edit was sent
         timing = {"work_s": round(t1 - t0, 4), "encode_s": round(t2 - t1 + time.perf_counter() - t4, 4), "measure_s": round(t4 - t3, 4)}

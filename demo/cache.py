@@ -31,7 +31,7 @@ class Entry:
     # measured after the first edit is on the page (Engine.measured): not on the edit's critical path
     reconstruction: torch.Tensor | None = None
     report: dict | None = None  # inversion.pipeline.evaluate's numbers
-    shown: dict = field(default_factory=dict, repr=False)  # the page's display files of its images: key -> (path, written at)
+    shown: dict = field(default_factory=dict, repr=False)  # display files of its images: (name, size) -> (path, written at)
 
     @property
     def nbytes(self) -> int:

@@ -300,14 +300,15 @@ def png(x: torch.Tensor, name: str = "image.png", at_least: int = DISPLAY_SIDE, 
     return written((folder or output_folder()) / name, lambda p: img.save(p, format="PNG", compress_level=PNG_LEVEL))
 
 
-def png_once(shown: dict, key: str, x: torch.Tensor, name: str, folder: Path) -> str:
-    """`png`, once per cached inversion (`shown` is its entry's): a re-edit of the same image shows its input and
-    reconstruction without encoding them again. Written anew once half the files' age has passed, so the sweep never
-    removes a file the page is about to be sent (a folder goes a whole age after its last file)."""
-    path, made = shown.get(key, (None, 0.0))
+def png_once(shown: dict, x: torch.Tensor, name: str, folder: Path | None = None, at_least: int = DISPLAY_SIDE) -> str:
+    """`png`, once per cached inversion and size (`shown` is its entry's): a re-edit of the same image shows its input
+    and reconstruction without encoding them again. Written anew once half the files' age has passed, so the sweep never
+    removes a file about to be sent (a folder goes a whole age after its last file). `folder`: the request's own, as
+    `output_folder` gives (two sizes of one name never share one)."""
+    path, made = shown.get((name, at_least), (None, 0.0))
     if path is None or time.time() - made > OUTPUT_AGE / 2 or not os.path.exists(path):
-        path, made = png(x, name, folder=folder), time.time()
-        shown[key] = (path, made)
+        path, made = png(x, name, at_least, folder), time.time()
+        shown[(name, at_least)] = (path, made)
     return path
 
 

@@ -447,12 +447,12 @@ def _edit_steps(page: Page, r: dict):
     (the reconstruction, its metrics, the files, the mask) -- `r` is `Engine.edit`'s result."""
     c, engine = page.c, page.engine
     folder = output_folder()
-    x, e = png_once(r["entry"].shown, "input", r["x"], "input.png", folder), png(r["edit"], "edit-view.png", folder=folder)
+    x, e = png_once(r["entry"].shown, r["x"], "input.png", folder), png(r["edit"], "edit-view.png", folder=folder)
     yield {c["slider"]: (x, e), c["shown_input"]: x, c["edited"]: e, c["summary"]: "Edit done; measuring the reconstruction…"}
     r = engine.edit_record(r)
     edit_png, inv_path = write_downloads(r)
     mask = gr.update(value=png(_mask_overlay(r["x"], r["mask"]), "region.png", folder=folder), visible=True) if r["mask"] is not None else gr.update(value=None, visible=False)
-    yield {c["recon"]: png_once(r["entry"].shown, "reconstruction", r["reconstruction"], "reconstruction.png", folder), c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: edit_png,
+    yield {c["recon"]: png_once(r["entry"].shown, r["reconstruction"], "reconstruction.png", folder), c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: edit_png,
            c["inv_file"]: inv_path, c["mask_view"]: mask, c["mask_to_canvas"]: gr.update(visible=r["upload_mask"] is not None),
            c["upload_mask"]: None if r["upload_mask"] is None else r["upload_mask"].astype(np.uint8) * 255}
 
@@ -482,7 +482,7 @@ def _work_handlers(page: Page):
         entry, record = engine.inversion_record(session_of(request), _inversion_request(page, data), progress_of(progress))
         _, inv_path = write_downloads({"inversion": entry.inversion})
         folder = output_folder()
-        return {c["shown_input"]: png_once(entry.shown, "input", entry.x, "input.png", folder), c["recon"]: png_once(entry.shown, "reconstruction", entry.reconstruction, "reconstruction.png", folder), c["summary"]: report.summary_markdown(record), c["metrics"]: record,
+        return {c["shown_input"]: png_once(entry.shown, entry.x, "input.png", folder), c["recon"]: png_once(entry.shown, entry.reconstruction, "reconstruction.png", folder), c["summary"]: report.summary_markdown(record), c["metrics"]: record,
                 c["inv_file"]: inv_path, c["slider"]: None, c["edited"]: None, c["edit_file"]: None, c["mask_view"]: gr.update(value=None, visible=False),
                 c["mask_to_canvas"]: gr.update(visible=False), c["upload_mask"]: None}
 

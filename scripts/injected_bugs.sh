@@ -84,6 +84,6 @@ echo "18. The summary fades to grey and back (gradio's transitions): each frame 
 inject demo/ui.py '.block > [data-testid="status-tracker"], .block > [data-testid="status-tracker"] ~ div { transition: none !important; }' ''
 run tests/test_browser.py -k idle_page; revert demo/ui.py
 echo "19. A re-edit encodes its unchanged input again for the page (a 768 px PNG: 40 ms, 130-150 ms at zlib's default level)"
-inject demo/ui.py 'png_once(r["entry"].shown, "input", r["x"], "input.png", folder)' 'png(r["x"], "input.png", folder=folder)'
+inject demo/ui.py 'png_once(r["entry"].shown, r["x"], "input.png", folder)' 'png(r["x"], "input.png", folder=folder)'
 run tests/test_browser.py -k enter_reset; revert demo/ui.py
 git status --short  # nothing: every file is restored

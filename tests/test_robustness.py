@@ -172,21 +172,24 @@ def test_a_re_edit_encodes_the_unchanged_input_once(tmp_path, monkeypatch):
 
     import demo.glue as glue
 
-    for d in "abcd":
+    for d in "abcde":
         (tmp_path / d).mkdir()
     x = torch.rand(1, 3, 40, 30) * 2 - 1
     saves = []
     real_save = Image.Image.save
     monkeypatch.setattr(Image.Image, "save", lambda self, *a, **k: (saves.append(k), real_save(self, *a, **k))[1])
     shown = {}
-    first = glue.png_once(shown, "input", x, "input.png", tmp_path / "a")
-    assert glue.png_once(shown, "input", x, "input.png", tmp_path / "b") == first and len(saves) == 1
+    first = glue.png_once(shown, x, "input.png", tmp_path / "a")
+    assert glue.png_once(shown, x, "input.png", tmp_path / "b") == first and len(saves) == 1
     assert saves[0]["compress_level"] == glue.PNG_LEVEL
     np.testing.assert_array_equal(np.asarray(Image.open(first)), np.asarray(glue.show(x)))
     Path(first).unlink()  # swept: written again, where this request's files go
-    assert glue.png_once(shown, "input", x, "input.png", tmp_path / "c") == str(tmp_path / "c" / "input.png") and len(saves) == 2
-    shown["input"] = (shown["input"][0], time.time() - glue.OUTPUT_AGE / 2 - 1)  # half an age old: written again
-    assert glue.png_once(shown, "input", x, "input.png", tmp_path / "d") == str(tmp_path / "d" / "input.png") and len(saves) == 3
+    assert glue.png_once(shown, x, "input.png", tmp_path / "c") == str(tmp_path / "c" / "input.png") and len(saves) == 2
+    key = ("input.png", glue.DISPLAY_SIDE)
+    shown[key] = (shown[key][0], time.time() - glue.OUTPUT_AGE / 2 - 1)  # half an age old: written again
+    assert glue.png_once(shown, x, "input.png", tmp_path / "d") == str(tmp_path / "d" / "input.png") and len(saves) == 3
+    assert glue.png_once(shown, x, "input.png", tmp_path / "e", at_least=1) != glue.png_once(shown, x, "input.png", tmp_path / "d") and len(saves) == 4
+    assert Image.open(shown[("input.png", 1)][0]).size == (30, 40)  # another size, its own file: the API's full-size copy
 
 def test_an_upload_removed_while_its_request_waited_is_said_in_plain_words(tmp_path):
     """load.py's 32 sessions with 60 s file age on a busy machine: requests that queued longer lost their upload."""
