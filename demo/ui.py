@@ -367,6 +367,18 @@ def _cleared(page: Page) -> dict:
     return out
 
 
+def _in_the_page(values: dict) -> str:
+    """A JS function giving the outputs what gradio would send for `values` (each component's own postprocessing),
+    for an update the page can make alone."""
+    def sent(comp, value):
+        value = comp.postprocess(value)
+        return value.model_dump() if hasattr(value, "model_dump") else value
+
+    out = [{**v, **({"value": sent(comp, v["value"])} if "value" in v else {})} if isinstance(v, dict) and v.get("__type__") == "update"
+           else sent(comp, v) for comp, v in values.items()]
+    return f"() => {json.dumps(out)}"
+
+
 def _painted(value) -> np.ndarray | None:
     """The ImageEditor's painted strokes as one H x W mask (None when nothing is painted)."""
     if not value or not value.get("layers"):
@@ -721,8 +733,10 @@ def _wire(page: Page) -> None:
              # Live: only the latest keystroke's edit runs once the running one ends (always_last).
              c["target"].input(on_live, all_inputs, outputs, trigger_mode="always_last", **busy)]
     # A new upload (or none): every old result leaves the page; the painting canvas shows the new image.
+    # The clearing happens in the page, with no round trip: a server's answer could land after the new image's own
+    # first answer (a click during the upload runs as soon as the file arrives) and wipe its message.
     for event in (c["image"].upload, c["image"].clear):
-        event(lambda: _cleared(page), None, cleared, queue=False, api_visibility="private")
+        event(None, None, cleared, js=_in_the_page(_cleared(page)), queue=False, api_visibility="private")
         event(_canvas_of, c["image"], c["region"], api_visibility="private", concurrency_id="canvas")  # decodes an upload: queued
     c["mask_to_canvas"].click(_canvas_with, [c["upload_mask"], c["image"]], [c["region"], c["region_box"]], api_visibility="private", concurrency_id="canvas")
     example_out = [*cleared, c["image"], c["source"], c["target"], c["editor"], c["inverter"], c["region"]]

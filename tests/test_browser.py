@@ -153,19 +153,47 @@ def test_uploads_reach_the_model_as_the_library_reads_them(served, browser, tmp_
         assert "Input:" in page.locator("#summary").inner_text()  # the 16-bit / transparency note
 
 
-def test_a_bad_upload_gets_a_message_and_the_page_keeps_working(served, browser, tmp_path):
+def _slow_uploads_and_page_calls(monkeypatch, upload_s: float, unqueued_s: float):
+    """A slow network, server side: every upload, and every unqueued page request, answered later."""
+    import asyncio
+
+    from gradio import route_utils
+
+    parse, call = route_utils.GradioMultiPartParser.parse, route_utils.call_process_api
+
+    async def slow_parse(self):
+        await asyncio.sleep(upload_s)
+        return await parse(self)
+
+    async def slow_call(app, body, gr_request, fn, *args, **kwargs):
+        if fn.queue is False:
+            await asyncio.sleep(unqueued_s)
+        return await call(app, body, gr_request, fn, *args, **kwargs)
+
+    monkeypatch.setattr(route_utils.GradioMultiPartParser, "parse", slow_parse)
+    monkeypatch.setattr(route_utils, "call_process_api", slow_call)
+
+
+def test_a_bad_upload_gets_a_message_and_the_page_keeps_working(served, browser, tmp_path, monkeypatch):
+    """An impatient visitor on a slow line clicks Edit while a bad file still uploads: the edit waits for the file
+    and says what is wrong, and the message stays. (Clearing the old results was a server call; its answer could
+    land after the edit's quick refusal and wipe it: CI's flaky failure, made certain here by slow page calls.)"""
     fake = tmp_path / "notes.png"
     fake.write_bytes(b"this is a text file, renamed")
     page = _page(browser, served[1])
-    page.locator("#input input[type=file]").set_input_files(str(fake))
-    page.wait_for_timeout(1500)  # the upload's change event reaches the painting canvas first (as on a slow CI runner)
+    _slow_uploads_and_page_calls(monkeypatch, upload_s=2.0, unqueued_s=1.5)
     page.locator("#source textarea").fill(SOURCE)
     page.locator("#target textarea").fill(TARGET)
+    page.locator("#input input[type=file]").set_input_files(str(fake))
     page.locator("#edit-btn").click()
-    # said in the summary, or (when the click beats the canvas's reading of the upload) by gradio in a toast; the
-    # first match in the page may be a screen reader's copy, never visible, so wait for a visible one
-    page.locator("text=not an image this program can read >> visible=true").first.wait_for(timeout=WAIT)
+    # said in the summary, or by gradio in a toast; the first match in the page may be a screen reader's copy,
+    # never visible, so wait for a visible one
+    message = page.locator("text=not an image this program can read >> visible=true").first
+    message.wait_for(timeout=WAIT)
+    page.wait_for_timeout(2500)  # every answer to the upload has landed
+    assert message.is_visible()
     assert "/tmp" not in page.content().split("not an image this program can read")[0][-300:]
+    monkeypatch.undo()
     assert "Reconstruction" in _edit(page)  # a real image afterwards still edits
 
 
