@@ -131,6 +131,7 @@ class Page:
     inv_boxes: dict = field(default_factory=dict)
     ed_boxes: dict = field(default_factory=dict)
     examples: dict = field(default_factory=dict)  # gallery key -> its example specs
+    awaiting_first: set = field(default_factory=set)  # sessions whose page waits for the first example's edit
 
     @property
     def first_inverter(self) -> str:
@@ -634,7 +635,8 @@ def _example_handlers(page: Page):
     c = page.c
 
     def on_example(key: str):
-        def fill(index: int):
+        def fill(index: int, request: gr.Request):
+            page.awaiting_first.discard(session_of(request))  # this example's edit, not the first one's
             spec = page.examples[key][index]
             canvas = _canvas_of(spec["image"])
             if spec.get("region"):
@@ -711,6 +713,11 @@ def _wire(page: Page) -> None:
     on_interpolate, on_seeds = _application_handlers(page)
     on_model, on_choice, on_reset, on_inverter = _setting_handlers(page)
     on_example, on_interpolate_example, on_seeds_example = _example_handlers(page)
+
+    def on_upload(path, request: gr.Request):
+        page.awaiting_first.discard(session_of(request))  # the visitor's own image: the first example's edit is not shown
+        return _canvas_of(path)
+
     cleared = list(_cleared(page))
     choice_out = [*page.inv_boxes.values(), *page.ed_boxes.values(), c["choice_note"]]
     for comp in (c["inverter"], c["editor"], c["steps"]):
@@ -737,7 +744,7 @@ def _wire(page: Page) -> None:
     # first answer (a click during the upload runs as soon as the file arrives) and wipe its message.
     for event in (c["image"].upload, c["image"].clear):
         event(None, None, cleared, js=_in_the_page(_cleared(page)), queue=False, api_visibility="private")
-        event(_canvas_of, c["image"], c["region"], api_visibility="private", concurrency_id="canvas")  # decodes an upload: queued
+        event(on_upload, c["image"], c["region"], api_visibility="private", concurrency_id="canvas")  # decodes an upload: queued
     c["mask_to_canvas"].click(_canvas_with, [c["upload_mask"], c["image"]], [c["region"], c["region_box"]], api_visibility="private", concurrency_id="canvas")
     example_out = [*cleared, c["image"], c["source"], c["target"], c["editor"], c["inverter"], c["region"]]
     for key in ("shape_examples", "photo_examples"):
@@ -775,10 +782,15 @@ def _wire(page: Page) -> None:
 
 
 def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
-    """The page opens with the first example's edit on it: made once, by the first visit or by `make_first_example`
-    (app.py: in the background once the app listens), then shown to every visitor with its inversion."""
+    """The page opens with the first example's edit on it: made once, by `make_first_example` (app.py: in the
+    background once the app listens) or else by the first visit, then shown to every visitor with its inversion.
+
+    Once made it comes with the page, unqueued. Before that, the page gets the example's image and prompts at once
+    and its edit when made, unless the visitor has meanwhile uploaded an image or picked an example: what they chose
+    stays (the late edit replaced their image and prompts while the first example was made, or queued behind
+    other visitors' work)."""
     c, engine, made, making = page.c, page.engine, {}, threading.Lock()
-    outputs = [*_edit_outputs(page), c["image"], c["source"], c["target"], c["editor"], c["region"]]
+    results, nothing = _edit_outputs(page), {c["summary"]: gr.skip()}  # (gradio takes an empty dict for one value)
 
     @gpu("edit")
     def make() -> dict:
@@ -790,12 +802,31 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
                 made.update(make() or {"none": True})
         return made
 
-    def on_load(request: gr.Request):
-        shown = first_example()
-        engine.adopt(session_of(request))  # the shown example's inversion is the visitor's too
-        return {k: v for k, v in shown.items() if k != "none"}
+    def on_open(request: gr.Request):
+        session = session_of(request)
+        if made:
+            engine.adopt(session)  # the shown example's inversion is the visitor's too
+            return {k: v for k, v in made.items() if k != "none"} or nothing
+        page.awaiting_first.add(session)
+        spec = example_specs(model)[0]
+        return {c["image"]: spec["image"], c["source"]: spec["source"], c["target"]: spec["target"], c["editor"]: spec["editor"],
+                c["region"]: _canvas_of(spec["image"]), c["summary"]: "Making this example's edit…"}
 
-    demo.load(on_load, None, outputs, **_model_work(c["summary"]))
+    def on_first_result(request: gr.Request):
+        session = session_of(request)
+        if session not in page.awaiting_first:  # the page had it all when it opened
+            return nothing
+        shown = first_example()
+        try:
+            page.awaiting_first.remove(session)
+        except KeyError:  # the visitor chose something else meanwhile
+            return nothing
+        engine.adopt(session)
+        return {k: v for k, v in shown.items() if k in results} or {c["summary"]: ""}
+
+    (demo.load(on_open, None, [*results, c["image"], c["source"], c["target"], c["editor"], c["region"]], queue=False, show_progress="hidden",
+               api_visibility="private")
+     .then(on_first_result, None, results, concurrency_id="first-example", concurrency_limit=None, show_progress="hidden", api_visibility="private"))
     _first_examples[demo] = first_example
 
 

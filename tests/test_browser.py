@@ -197,6 +197,43 @@ def test_a_bad_upload_gets_a_message_and_the_page_keeps_working(served, browser,
     assert "Reconstruction" in _edit(page)  # a real image afterwards still edits
 
 
+def test_what_a_visitor_chose_before_the_first_example_arrived_stays(browser, monkeypatch):
+    """Opened while the first example's edit is still being made (a cold start; or, before, a queue busy with other
+    visitors' work): its image and prompts show at once; a visitor who uploads and types before the edit arrives
+    keeps their image and prompts, and the late edit is not shown. A later visitor gets it all with the page."""
+    import threading
+
+    from demo import ui
+
+    release, made = threading.Event(), ui._first_result
+    monkeypatch.setattr(ui, "_first_result", lambda *args: release.wait(WAIT / 1000) and made(*args))
+    gen = serve_app("tiny-lcm")
+    engine, url = next(gen)
+    try:
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.goto(url)
+        example = ui.example_specs(engine.model)[0]
+        page.wait_for_function("s => document.querySelector('#source textarea')?.value === s", arg=example["source"], timeout=WAIT)
+        _upload(page, SCENE)
+        page.locator("#source textarea").fill(SOURCE)
+        page.locator("#target textarea").fill(TARGET)
+        page.wait_for_timeout(500)  # the upload's canvas event has run
+        release.set()
+        for _ in range(WAIT // 100):  # the example is made (its inversion cached) ...
+            if engine.cache.entries("examples"):
+                break
+            page.wait_for_timeout(100)
+        page.wait_for_timeout(1500)  # ... and what the page's request for it returned has landed
+        assert page.locator("#source textarea").input_value() == SOURCE and page.locator("#target textarea").input_value() == TARGET
+        assert Path(page.locator("#input img").first.get_attribute("src")).name == SCENE.name
+        assert not _has_image(page, "slider") and "PSNR" not in page.locator("#summary").inner_text()
+        assert page.locator(".toast-body").count() == 0  # no error either
+        later = _page(browser, url)
+        assert _has_image(later, "slider") and later.locator("#source textarea").input_value() == example["source"]
+    finally:
+        gen.close()
+
+
 @pytest.mark.parametrize("order", [("tiny-sd", "tiny-lcm")])
 def test_examples_show_the_running_model_s_result(browser, order):
     """Started on one model and then on another, an example's result is the running model's."""
