@@ -133,6 +133,13 @@ class Page:
     examples: dict = field(default_factory=dict)  # gallery key -> its example specs
     awaiting_first: set = field(default_factory=set)  # sessions whose page waits for the first example's edit
 
+    def chose(self, request: gr.Request | None) -> str:
+        """The visitor's session, which has now chosen something of its own (an upload, an example, a model, an edit):
+        the first example's edit, if still being made, is not shown to it."""
+        session = session_of(request)
+        self.awaiting_first.discard(session)
+        return session
+
     @property
     def first_inverter(self) -> str:
         return Engine.base(self.engine.model).default_inverter
@@ -478,7 +485,7 @@ def _work_handlers(page: Page):
     @gpu("edit")
     @shown_errors(c["summary"])
     def on_edit(data: dict, request: gr.Request, progress=gr.Progress()):
-        yield from _edit_steps(page, engine.edit(session_of(request), _edit_request(page, data), progress_of(progress)))
+        yield from _edit_steps(page, engine.edit(page.chose(request), _edit_request(page, data), progress_of(progress)))
 
     @gpu("edit")
     @shown_errors(c["summary"], live=True)
@@ -487,12 +494,12 @@ def _work_handlers(page: Page):
             yield {k: gr.skip() for k in outputs}
             return
         req = replace(_edit_request(page, data), preview=True, live=True)
-        yield from _edit_steps(page, engine.edit(session_of(request), req, progress_of(progress)))
+        yield from _edit_steps(page, engine.edit(page.chose(request), req, progress_of(progress)))
 
     @gpu("invert")
     @shown_errors(c["summary"])
     def on_invert(data: dict, request: gr.Request, progress=gr.Progress()):
-        entry, record = engine.inversion_record(session_of(request), _inversion_request(page, data), progress_of(progress))
+        entry, record = engine.inversion_record(page.chose(request), _inversion_request(page, data), progress_of(progress))
         _, inv_path = write_downloads({"inversion": entry.inversion})
         folder = output_folder()
         return {c["shown_input"]: png_once(entry.shown, entry.x, "input.png", folder), c["recon"]: png_once(entry.shown, entry.reconstruction, "reconstruction.png", folder), c["summary"]: report.summary_markdown(record), c["metrics"]: record,
@@ -586,6 +593,7 @@ def _setting_handlers(page: Page):
     engine, c = page.engine, page.c
 
     def on_model(data: dict, request: gr.Request, progress=gr.Progress()):
+        page.chose(request)
         name = data[c["model"]]
         progress(0.1, desc=f"loading {name}")
         problem = ""
@@ -636,7 +644,7 @@ def _example_handlers(page: Page):
 
     def on_example(key: str):
         def fill(index: int, request: gr.Request):
-            page.awaiting_first.discard(session_of(request))  # this example's edit, not the first one's
+            page.chose(request)  # this example's edit, not the first one's
             spec = page.examples[key][index]
             canvas = _canvas_of(spec["image"])
             if spec.get("region"):
@@ -715,7 +723,7 @@ def _wire(page: Page) -> None:
     on_example, on_interpolate_example, on_seeds_example = _example_handlers(page)
 
     def on_upload(path, request: gr.Request):
-        page.awaiting_first.discard(session_of(request))  # the visitor's own image: the first example's edit is not shown
+        page.chose(request)  # the visitor's own image
         return _canvas_of(path)
 
     cleared = list(_cleared(page))

@@ -90,6 +90,6 @@ echo "20. A new upload's old results cleared by a server call: its answer can la
 inject demo/ui.py 'event(None, None, cleared, js=_in_the_page(_cleared(page)), queue=False' 'event(lambda: _cleared(page), None, cleared, queue=False'
 run tests/test_browser.py -k bad_upload; revert demo/ui.py
 echo "21. An upload does not count as the visitor's choice: the first example's late edit shows beside their own image"
-inject demo/ui.py 'page.awaiting_first.discard(session_of(request))  # the visitor' 'pass  # the visitor'
+inject demo/ui.py '        page.chose(request)  # the visitor' '        pass  # the visitor'
 run tests/test_browser.py -k visitor_chose; revert demo/ui.py
 git status --short  # nothing: every file is restored

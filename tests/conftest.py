@@ -1,11 +1,16 @@
 """Shared fixtures: offline environment and models built once per session."""
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Each pytest-xdist worker its own gradio file cache: the cache is content-addressed and an app deletes every file it
+# put there when it closes, so a test server closing in one worker deleted an upload of the same image that another
+# worker's request was about to read ("no longer on this server").
+os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), f"gradio-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"))
 
 from pathlib import Path  # noqa: E402
 
