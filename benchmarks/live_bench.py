@@ -208,7 +208,7 @@ def browser(url: str, repeats: int, model, steps: int) -> list[dict]:
             shifted = Path(tmp) / f"scene_{i}.png"
             Image.fromarray(np.roll(scene, 2 * (i + 1), axis=1)).save(shifted)
             page.locator("#input input[type=file]").set_input_files(str(shifted))
-            page.locator("#input img").first.wait_for(timeout=30000)
+            page.locator(f"#input img[src$='/{shifted.name}']").first.wait_for(timeout=30000)  # this upload, not the image before
             page.wait_for_function("() => !document.querySelector('#edited img')", timeout=30000)  # the upload cleared the old edit
             page.locator("#source textarea").fill(SOURCE)
             page.wait_for_timeout(300)  # the upload's canvas decoded: the server idle

@@ -55,8 +55,10 @@ def _page(browser, url, width=1400, height=1000):
 
 
 def _upload(page, path):
+    """Upload and wait until the page shows this file (the example's image is there before: waiting for any image
+    let a click go out with the old one on a loaded machine)."""
     page.locator("#input input[type=file]").set_input_files(str(path))
-    page.locator("#input img").first.wait_for(timeout=30000)
+    page.locator(f"#input img[src$='/{Path(path).name}']").first.wait_for(timeout=30000)
 
 
 def _run(page, button: str) -> str:
