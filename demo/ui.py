@@ -794,10 +794,10 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
     background once the app listens) or else by the first visit, then shown to every visitor with its inversion.
 
     Once made it comes with the page, unqueued. Before that, the page gets the example's image and prompts at once
-    and its edit when made, unless the visitor has meanwhile uploaded an image or picked an example: what they chose
-    stays (the late edit replaced their image and prompts while the first example was made, or queued behind
+    and its edit when made, unless the visitor has meanwhile chosen something of their own (`Page.chose`): what they
+    chose stays (the late edit replaced their image and prompts while the first example was made, or queued behind
     other visitors' work)."""
-    c, engine, made, making = page.c, page.engine, {}, threading.Lock()
+    c, engine, made, making, ready = page.c, page.engine, {}, threading.Lock(), threading.Event()
     results, nothing = _edit_outputs(page), {c["summary"]: gr.skip()}  # (gradio takes an empty dict for one value)
 
     @gpu("edit")
@@ -806,13 +806,14 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
 
     def first_example() -> dict:
         with making:  # made once, whoever asks first: a visitor waits for the start-up's run instead of repeating it
-            if not made:
+            if not ready.is_set():
                 made.update(make() or {"none": True})
+                ready.set()  # only now may an unqueued visit read it
         return made
 
     def on_open(request: gr.Request):
         session = session_of(request)
-        if made:
+        if ready.is_set():
             engine.adopt(session)  # the shown example's inversion is the visitor's too
             return {k: v for k, v in made.items() if k != "none"} or nothing
         page.awaiting_first.add(session)
