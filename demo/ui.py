@@ -799,6 +799,9 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
     other visitors' work)."""
     c, engine, made, making, ready = page.c, page.engine, {}, threading.Lock(), threading.Event()
     results, nothing = _edit_outputs(page), {c["summary"]: gr.skip()}  # (gradio takes an empty dict for one value)
+    # set when the page opened before the example was made: its change asks for the edit in the queue (a page that
+    # got everything sends no queued request, which a full queue would refuse with an error)
+    pending = gr.Number(0, visible=False)
 
     @gpu("edit")
     def make() -> dict:
@@ -819,11 +822,11 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
         page.awaiting_first.add(session)
         spec = example_specs(model)[0]
         return {c["image"]: spec["image"], c["source"]: spec["source"], c["target"]: spec["target"], c["editor"]: spec["editor"],
-                c["region"]: _canvas_of(spec["image"]), c["summary"]: "Making this example's edit…"}
+                c["region"]: _canvas_of(spec["image"]), c["summary"]: "Making this example's edit…", pending: 1}
 
     def on_first_result(request: gr.Request):
         session = session_of(request)
-        if session not in page.awaiting_first:  # the page had it all when it opened
+        if session not in page.awaiting_first:  # the visitor chose something else before this ran
             return nothing
         shown = first_example()
         try:
@@ -833,9 +836,9 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
         engine.adopt(session)
         return {k: v for k, v in shown.items() if k in results} or {c["summary"]: ""}
 
-    (demo.load(on_open, None, [*results, c["image"], c["source"], c["target"], c["editor"], c["region"]], queue=False, show_progress="hidden",
-               api_visibility="private")
-     .then(on_first_result, None, results, concurrency_id="first-example", concurrency_limit=None, show_progress="hidden", api_visibility="private"))
+    demo.load(on_open, None, [*results, c["image"], c["source"], c["target"], c["editor"], c["region"], pending], queue=False, show_progress="hidden",
+              api_visibility="private")
+    pending.change(on_first_result, None, results, concurrency_id="first-example", concurrency_limit=None, show_progress="hidden", api_visibility="private")
     _first_examples[demo] = first_example
 
 

@@ -202,13 +202,29 @@ def test_a_bad_upload_gets_a_message_and_the_page_keeps_working(served, browser,
 def test_what_a_visitor_chose_before_the_first_example_arrived_stays(browser, monkeypatch):
     """Opened while the first example's edit is still being made (a cold start; or, before, a queue busy with other
     visitors' work): its image and prompts show at once; a visitor who uploads and types before the edit arrives
-    keeps their image and prompts, and the late edit is not shown. A later visitor gets it all with the page."""
+    keeps their image and prompts, and the late edit is not shown. A later visitor gets it all with the page, unqueued."""
     import threading
 
     from demo import ui
 
-    release, made = threading.Event(), ui._first_result
-    monkeypatch.setattr(ui, "_first_result", lambda *args: release.wait(WAIT / 1000) and made(*args))
+    release, made, make = threading.Event(), threading.Event(), ui._first_result
+
+    def held(*args):  # made once released
+        release.wait(WAIT / 1000)
+        try:
+            return make(*args)
+        finally:
+            made.set()
+
+    monkeypatch.setattr(ui, "_first_result", held)
+    canvas_of, decoded = ui._canvas_of, threading.Event()
+
+    def canvas_seen(path):  # the upload's own event (it reads the file for the painting canvas) has run
+        if path and Path(path).name == SCENE.name:
+            decoded.set()
+        return canvas_of(path)
+
+    monkeypatch.setattr(ui, "_canvas_of", canvas_seen)
     gen = serve_app("tiny-lcm")
     engine, url = next(gen)
     try:
@@ -219,19 +235,20 @@ def test_what_a_visitor_chose_before_the_first_example_arrived_stays(browser, mo
         _upload(page, SCENE)
         page.locator("#source textarea").fill(SOURCE)
         page.locator("#target textarea").fill(TARGET)
-        page.wait_for_timeout(500)  # the upload's canvas event has run
+        assert decoded.wait(WAIT / 1000)
         release.set()
-        for _ in range(WAIT // 100):  # the example is made (its inversion cached) ...
-            if engine.cache.entries("examples"):
-                break
-            page.wait_for_timeout(100)
-        page.wait_for_timeout(1500)  # ... and what the page's request for it returned has landed
+        assert made.wait(WAIT / 1000)
+        page.wait_for_timeout(1500)  # what the page's request for it returned has landed
         assert page.locator("#source textarea").input_value() == SOURCE and page.locator("#target textarea").input_value() == TARGET
         assert Path(page.locator("#input img").first.get_attribute("src")).name == SCENE.name
         assert not _has_image(page, "slider") and "PSNR" not in page.locator("#summary").inner_text()
         assert page.locator(".toast-body").count() == 0  # no error either
-        later = _page(browser, url)
+        later = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        joined = []
+        later.on("request", lambda r: "queue/join" in r.url and joined.append(r.url))
+        later.goto(url, wait_until="networkidle")
         assert _has_image(later, "slider") and later.locator("#source textarea").input_value() == example["source"]
+        assert not joined  # not queued: a full or busy queue cannot hold it back
     finally:
         gen.close()
 
