@@ -247,7 +247,8 @@ def test_what_a_visitor_chose_before_the_first_example_arrived_stays(browser, mo
         joined = []
         later.on("request", lambda r: "queue/join" in r.url and joined.append(r.url))
         later.goto(url, wait_until="networkidle")
-        assert _has_image(later, "slider") and later.locator("#source textarea").input_value() == example["source"]
+        later.locator("#slider img").nth(1).wait_for(timeout=WAIT)  # drawn (on a loaded machine, after the network is idle)
+        assert later.locator("#source textarea").input_value() == example["source"]
         assert not joined  # not queued: a full or busy queue cannot hold it back
     finally:
         gen.close()
