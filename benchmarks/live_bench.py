@@ -54,6 +54,11 @@ def median_of(repeats: int, fn):
     return statistics.median(times), min(times), max(times), out
 
 
+def row_name(kind: str, inverter: str) -> str:
+    """The row's name for a fresh or a cached edit (the same row names for the library and every path)."""
+    return f"{inverter} inversion + P2P edit" if kind == "fresh" else f"second edit ({inverter}, cached inversion)"
+
+
 def library(model, x, steps: int, repeats: int, inverter: str, path: str = "library") -> list[dict]:
     warm_up(model, x, SOURCE)
 
@@ -64,21 +69,21 @@ def library(model, x, steps: int, repeats: int, inverter: str, path: str = "libr
     med, lo, hi, (inv, out) = median_of(repeats, both)
     with profiled(model) as prof:
         both()
-    rows = [{"path": path, "what": f"{inverter} inversion + P2P edit", "median_s": med, "min_s": lo, "max_s": hi, "nfe": inv.nfe + out.nfe, **prof.fields(med, inv.nfe + out.nfe)}]
+    rows = [{"path": path, "what": row_name("fresh", inverter), "median_s": med, "min_s": lo, "max_s": hi, "nfe": inv.nfe + out.nfe, **prof.fields(med, inv.nfe + out.nfe)}]
     med, lo, hi, out = median_of(repeats, lambda: edit(model, inv, TARGET2, "p2p"))
     with profiled(model) as prof:
         edit(model, inv, TARGET2, "p2p")
-    rows.append({"path": path, "what": f"second edit ({inverter}, cached inversion)", "median_s": med, "min_s": lo, "max_s": hi, "nfe": out.nfe, **prof.fields(med, out.nfe)})
+    rows.append({"path": path, "what": row_name("cached", inverter), "median_s": med, "min_s": lo, "max_s": hi, "nfe": out.nfe, **prof.fields(med, out.nfe)})
     return rows
 
 
 def _request_rows(path: str, inverter: str, times: dict, server: dict) -> list[dict]:
     """Medians over the rounds after the first (which warms the server up), with the server's own breakdown."""
     rows = []
-    for kind, what in (("fresh", f"{inverter} inversion + P2P edit"), ("cached", f"second edit ({inverter}, cached inversion)")):
+    for kind in ("fresh", "cached"):
         for part, label in (("edit", "the edited image"), ("all", "every metric")):
             t = times[(kind, part)][1:]
-            rows.append({"path": path, "what": f"{what}: to {label}", "median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)})
+            rows.append({"path": path, "what": f"{row_name(kind, inverter)}: to {label}", "median_s": statistics.median(t), "min_s": min(t), "max_s": max(t)})
         # where a whole request's time went: the server's own parts, and the rest (queue, gradio, transport)
         parts = {k: statistics.median(p[k] for p in server[kind][1:]) for k in ("work_s", "encode_s", "measure_s")}
         parts["queue_transport_s"] = statistics.median(times[(kind, "all")][1:]) - sum(parts.values())
@@ -232,7 +237,7 @@ def browser(url: str, repeats: int, model, steps: int) -> list[dict]:
         rows.append({"path": "browser (chromium)", "what": f"click Edit to the edited image ({what})", "median_s": statistics.median(t),
                      "min_s": min(t), "max_s": max(t), "paired": {"library_s": base, "browser_s": t, "rounds_within_target": sum(a <= b for a, b in zip(t, limits)),
                                                                    "rounds": len(t), "median_margin_s": statistics.median(b - a for a, b in zip(t, limits))}})
-        rows.append({"path": "library, in turn with the browser", "what": f"{inverter} inversion + P2P edit" if kind == "fresh" else f"second edit ({inverter}, cached inversion)",
+        rows.append({"path": "library, in turn with the browser", "what": row_name(kind, inverter),
                      "median_s": statistics.median(base), "min_s": min(base), "max_s": max(base)})
     return rows
 

@@ -646,11 +646,7 @@ def _example_handlers(page: Page):
         def fill(index: int, request: gr.Request):
             page.chose(request)  # this example's edit, not the first one's
             spec = page.examples[key][index]
-            canvas = _canvas_of(spec["image"])
-            if spec.get("region"):
-                canvas, _ = _canvas_with(np.asarray(load_image(spec["region"]))[..., 0], spec["image"])
-            updates = {**_cleared(page), c["image"]: spec["image"], c["source"]: spec["source"], c["target"]: spec["target"], c["editor"]: spec["editor"],
-                       c["region"]: canvas}
+            updates = {**_cleared(page), **_example_inputs(page, spec)}
             if spec.get("inverter"):
                 updates[c["inverter"]] = spec["inverter"]
             return updates
@@ -667,6 +663,15 @@ def _example_handlers(page: Page):
         return {c["references"]: refs, c["concept"]: json.loads((SHAPES_EXAMPLES / "seeds" / "concept.json").read_text())["prompt"]}
 
     return on_example, on_interpolate_example, on_seeds_example
+
+
+def _example_inputs(page: Page, spec: dict) -> dict:
+    """An example's image, prompts and editor on the page, and its painting canvas (with its region painted, if any)."""
+    c = page.c
+    canvas = _canvas_of(spec["image"])
+    if spec.get("region"):
+        canvas, _ = _canvas_with(np.asarray(load_image(spec["region"]))[..., 0], spec["image"])
+    return {c["image"]: spec["image"], c["source"]: spec["source"], c["target"]: spec["target"], c["editor"]: spec["editor"], c["region"]: canvas}
 
 
 def _canvas_of(path):
@@ -821,8 +826,7 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
             return {k: v for k, v in made.items() if k != "none"} or nothing
         page.awaiting_first.add(session)
         spec = example_specs(model)[0]
-        return {c["image"]: spec["image"], c["source"]: spec["source"], c["target"]: spec["target"], c["editor"]: spec["editor"],
-                c["region"]: _canvas_of(spec["image"]), c["summary"]: "Making this example's edit…", pending: 1}
+        return {**_example_inputs(page, spec), c["summary"]: "Making this example's edit…", pending: 1}
 
     def on_first_result(request: gr.Request):
         session = session_of(request)
@@ -858,7 +862,7 @@ def make_first_example(demo: gr.Blocks) -> threading.Thread | None:
 
 def _first_result(page: Page, model) -> dict:
     """The first example's inputs and its result: the page shows an edit before the visitor has done anything."""
-    c, engine = page.c, page.engine
+    engine = page.engine
     spec = example_specs(model)[0]
     req = EditRequest(InversionRequest(spec["image"], spec["source"], spec.get("inverter"), model=model.name), spec["target"], spec["editor"])
     try:
@@ -866,8 +870,7 @@ def _first_result(page: Page, model) -> dict:
     except Exception:  # a model that cannot run its own example still serves the page
         return {}
     shown = {k: v for step in steps for k, v in step.items()}
-    shown.update({c["image"]: spec["image"], c["source"]: spec["source"], c["target"]: spec["target"], c["editor"]: spec["editor"],
-                  c["region"]: _canvas_of(spec["image"])})
+    shown.update(_example_inputs(page, spec))
     return shown
 
 
