@@ -615,8 +615,8 @@ def _setting_handlers(page: Page):
 
     def on_choice(data: dict):
         inv, ed, steps = data[c["inverter"]], data[c["editor"]], data[c["steps"]]
-        if inv not in INVERTERS or ed not in EDITORS:
-            return {}
+        if inv not in INVERTERS or ed not in EDITORS:  # not offered by the page: leave it as it is
+            return {c["choice_note"]: gr.skip()}  # (gradio takes an empty dict for one value)
         model = loaded(data[c["model"]])
         updates = {box: gr.update(visible=n == inv) for n, box in page.inv_boxes.items()}
         updates.update({box: gr.update(visible=n == ed) for n, box in page.ed_boxes.items()})
@@ -627,7 +627,7 @@ def _setting_handlers(page: Page):
         """The shared parameters at the picked inverter's defaults (RNRI inverts 0.6 of SDXL-Turbo's schedule)."""
         inv = data[c["inverter"]]
         if inv not in INVERTERS:
-            return {}
+            return {comp: gr.skip() for comp in page.inv_params[""].values()}
         specs, family = inverter_specs(inv), Engine.base(loaded(data[c["model"]])).defaults
         return {comp: specs[k].default_for(family) for k, comp in page.inv_params[""].items()}
 

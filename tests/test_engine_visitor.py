@@ -207,3 +207,22 @@ def test_the_first_example_is_made_once_at_start_up(engine, monkeypatch):
     assert any(isinstance(v, tuple) and len(v) == 2 for v in shown.values())  # the slider's input and edit
     monkeypatch.setattr(glue, "spaces", object())
     assert ui.make_first_example(demo) is None
+
+
+def test_a_setting_the_page_does_not_offer_leaves_the_page_as_it_is(engine):
+    """The unqueued handlers behind the inverter and editor menus answer a name they do not know (a raw client's, or
+    a menu's cleared value) by changing nothing: an empty dict would reach gradio as one value and fail the event."""
+    import gradio as gr
+
+    import demo.ui as ui
+
+    demo = ui.build(engine)
+    fns = {f.fn.__name__: f for f in demo.fns.values() if f.fn is not None}
+    for name, data in (("on_choice", {"inverter": "nope", "editor": "p2p"}), ("on_choice", {"inverter": "ddim", "editor": "nope"}),
+                       ("on_inverter", {"inverter": "nope"})):
+        fn = fns[name]
+        given = {"model": engine.model.name, "steps": 4, **data}
+        args = {b: given[b.elem_id] for b in fn.inputs}
+        out = fn.fn(args)
+        assert out and set(out) <= set(fn.outputs), name
+        assert all(isinstance(v, type(gr.skip())) for v in out.values()), name
