@@ -29,7 +29,7 @@ from inversion.errors import ImageError, IncompatibleChoice, ModelError, Paramet
 from inversion.images import centre_cropped_to, load_image, mask_on_upload
 from inversion.inverters import INVERTERS
 from inversion.models import MODELS, as_cascade, base_stage, is_available, load_model, stages_of
-from inversion.noise_stats import noise_statistics
+from inversion.noise_stats import noise_fields
 from inversion.pipeline import evaluate, invert, max_nfe, reconstruct_uncorrected
 from inversion.result import stage_inversions
 
@@ -580,8 +580,8 @@ class Engine:
                 uncorrected = reconstruct_uncorrected(model, entry.inversion)
                 edits = {ed: edit(model, entry.inversion, target_prompt, ed) for ed in editors}
             base = stage_inversions(entry.inversion)[0]
-            stats = noise_statistics(base, self.base(model).alphas_cumprod)
-            rows.append(report.compare_row(entry, cached, uncorrected, stats, edits))
+            noise = noise_fields(base, self.base(model).alphas_cumprod)
+            rows.append(report.compare_row(entry, cached, uncorrected, noise, edits))
         return rows
 
 def stages(model) -> int:

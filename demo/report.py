@@ -72,11 +72,9 @@ def edit_record(model, entry, cached: bool, out) -> dict:
     return record
 
 
-def compare_row(entry, cached: bool, uncorrected=None, stats: dict | None = None, edits: dict | None = None) -> dict:
+def compare_row(entry, cached: bool, uncorrected=None, noise: dict | None = None, edits: dict | None = None) -> dict:
     """One inverter's line of the comparison: its cost, its reconstruction (with and, on an LCM, without
-    the last recorded residual), the statistics of the noise it recovered, and its edits."""
-    from inversion.noise_stats import looks_gaussian
-
+    the last recorded residual), the statistics of the noise it recovered (`noise_stats.noise_fields`), and its edits."""
     inv, r = entry.inversion, entry.report
     row = {
         "inverter": inv.inverter,
@@ -91,9 +89,8 @@ def compare_row(entry, cached: bool, uncorrected=None, stats: dict | None = None
         "reconstruction_uncorrected": uncorrected,
         "residuals": inv.residuals,
     }
-    if stats is not None:
-        noise = stats["implied_noise"]
-        row.update(noise_std=_round(noise["std"], 3), noise_ks=_round(noise["ks"], 3), noise_gaussian=looks_gaussian(noise))
+    if noise is not None:
+        row.update(noise_std=_round(noise["noise_std"], 3), noise_ks=_round(noise["noise_ks"], 3), noise_gaussian=noise["noise_gaussian"])
     row["edits"] = {}
     for name, out in (edits or {}).items():
         row["edits"][name] = {"image": out.image, "change_psnr": _round(min(psnr(out.image, entry.x), PSNR_CAP), 2), "nfe": out.nfe, "seconds": round(out.seconds, 3)}

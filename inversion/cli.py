@@ -22,6 +22,8 @@ from .images import ImageError
 from .inverters import INVERTERS, get_inverter
 from .inverters.base import SHARED_PARAMS
 from .models import MODELS, as_cascade, load_model
+from .models.cascade import base_stage
+from .noise_stats import noise_fields
 from .pipeline import IncompatibleChoice, evaluate, input_tensor, invert, save_image
 from .result import stage_inversions
 
@@ -37,6 +39,8 @@ def cmd_invert(a) -> None:
     report["image"] = None if a.model == "oracle" else str(a.image)
     report["prompt"] = a.prompt
     report["params"] = stage_inversions(inv)[-1].params
+    base = stage_inversions(inv)[0]  # the noise it starts from: z_T of the base stage (cascades: the first)
+    report.update(noise_fields(base, base_stage(model).alphas_cumprod))
     if a.out:
         save_image(recon, a.out)
         report["out"] = str(a.out)

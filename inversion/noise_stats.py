@@ -63,6 +63,12 @@ def noise_statistics(inv, alphas_cumprod: torch.Tensor) -> dict:
     return out
 
 
+def noise_fields(inv, alphas_cumprod: torch.Tensor) -> dict:
+    """The implied noise's figures under the names the CLI's JSON and the app's Compare give them."""
+    n = noise_statistics(inv, alphas_cumprod)["implied_noise"]
+    return {"noise_std": n["std"], "noise_kurtosis": n["kurtosis"], "noise_ks": n["ks"], "noise_gaussian": looks_gaussian(n)}
+
+
 @torch.no_grad()
 def carried(model, inv, x: torch.Tensor, seed: int = 1) -> dict:
     """PSNR of reconstructions with fresh step noise (z_T kept) and with a fresh z_T (step noise kept),

@@ -12,7 +12,9 @@ from editing.cli import main as edit_main
 from inversion.cli import main as invert_main
 from inversion.metrics import psnr, ssim
 from inversion.models import load_model
+from inversion.noise_stats import noise_fields
 from inversion.pipeline import input_tensor
+from inversion.result import load_inversion
 
 
 def _run(main, argv, capsys) -> dict:
@@ -44,7 +46,7 @@ INVERT_FLAGS = [  # (flag and value, the JSON fields that must change)
     (["--inverter", "rnri"], {"inverter", "nfe"}),
     (["--negative-prompt", "blurry"], {"negative_prompt"}),
     (["--seed", "5"], {"seed"}),  # on LCM the default step noise is the model's own (predicted): nothing drawn
-    (["--param", "step_noise=drawn"], {"params", "psnr_uncorrected"}),
+    (["--param", "step_noise=drawn"], {"params", "noise_std", "noise_ks"}),  # (the reconstructions are exact either way)
     (["--model", "tiny-sd"], {"model"}),
 ]
 
@@ -56,7 +58,9 @@ def test_every_invert_flag_changes_what_it_names(capsys, cat_image, scene, tmp_p
         changed = {k for k in fields if got.get(k) != base.get(k)}
         assert changed == fields, (extra, {k: (base.get(k), got.get(k)) for k in fields})
     drawn = [_run(invert_main, INVERT + ["--image", cat_image.as_posix(), "--param", "step_noise=drawn", "--seed", seed], capsys) for seed in ("0", "5")]
-    assert drawn[0]["psnr_uncorrected"] != drawn[1]["psnr_uncorrected"]  # with drawn step noise the seed draws it
+    assert drawn[0]["noise_std"] != drawn[1]["noise_std"]  # with drawn step noise the seed draws it
+    predicted = _run(invert_main, INVERT + ["--image", cat_image.as_posix(), "--seed", "5"], capsys)
+    assert predicted["noise_std"] == base["noise_std"]  # without, nothing is drawn
     other = _run(invert_main, INVERT + ["--image", scene], capsys)
     assert other["image"] != base["image"] and other["psnr"] != base["psnr"]
     # --out, --save-inversion: the files exist, and the reported PSNR/SSIM are those of the written image
@@ -65,6 +69,7 @@ def test_every_invert_flag_changes_what_it_names(capsys, cat_image, scene, tmp_p
     model = load_model("tiny-lcm")
     x = input_tensor(model, cat_image.as_posix())
     assert r["out"] == str(out) and r["inversion"] == str(saved) and saved.stat().st_size > 0
+    assert noise_fields(load_inversion(saved), model.alphas_cumprod) == {k: r[k] for k in ("noise_std", "noise_kurtosis", "noise_ks", "noise_gaussian")}
     assert psnr(_tensor(out), x) == pytest.approx(min(r["psnr"], 100.0), abs=0.5 if r["psnr"] < 40 else 100)
     assert ssim(_tensor(out), x) == pytest.approx(r["ssim"], abs=0.01)
     # --quiet: no progress on stderr; without it, progress
