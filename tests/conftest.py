@@ -7,10 +7,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-# Each pytest-xdist worker its own gradio file cache: the cache is content-addressed and an app deletes every file it
-# put there when it closes, so a test server closing in one worker deleted an upload of the same image that another
-# worker's request was about to read ("no longer on this server").
-os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), f"gradio-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"))
 
 from pathlib import Path  # noqa: E402
 
@@ -19,6 +15,20 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
+
+
+def pytest_configure(config):
+    """Each pytest-xdist worker its own gradio file cache: the cache is content-addressed and an app deletes every file
+    it put there when it closes, so a test server closing in one worker deleted an upload of the same image that another
+    worker's request was about to read ("no longer on this server"). Set here, where the worker's name is known, and
+    set anew in each worker: a worker inherits the environment of the process that started it, so a default set
+    there (or when this file is imported, before PYTEST_XDIST_WORKER is) gave every worker one folder."""
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    folder = os.path.join(tempfile.gettempdir(), f"gradio-tests-{worker or 'main'}")
+    if worker:
+        os.environ["GRADIO_TEMP_DIR"] = folder
+    else:
+        os.environ.setdefault("GRADIO_TEMP_DIR", folder)
 
 
 @pytest.fixture(scope="session")
