@@ -454,6 +454,7 @@ def test_a_mistake_is_said_once_where_the_result_would_be(served, browser):
 
 def test_on_a_phone_the_examples_come_first_and_a_tapped_one_shows_its_result(served, browser):
     page = _page(browser, served[1], width=390, height=844)
+    _loaded(page)  # the first example's result, so the summary waited for below is the tapped one's
     assert page.locator("#shape-examples").bounding_box()["y"] < 844  # on the first screen
     tabs = page.locator("#tabs button[role=tab]")
     assert tabs.count() == 4 and all(tabs.nth(i).is_visible() for i in range(4))  # none folded into a menu
