@@ -43,8 +43,9 @@ def browser():
 
 
 def _loaded(page):
-    """The first example's edit and then its metrics are on the page (they stream in that order)."""
-    page.locator("#slider img").nth(1).wait_for(timeout=WAIT)
+    """The first example's edit and then its metrics are on the page (they stream in that order; attached, not
+    necessarily visible: below the fold, as on a phone, the slider's images load lazily and have no size yet)."""
+    page.locator("#slider img").nth(1).wait_for(state="attached", timeout=WAIT)
     page.wait_for_function(DONE, arg="", timeout=WAIT)
 
 
