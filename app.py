@@ -19,7 +19,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import gradio as gr  # noqa: E402
 
 from demo.engine import Engine  # noqa: E402
-from demo.ui import QUEUE, build, launch_options, make_first_example  # noqa: E402
+from demo.ui import build, launch_options, make_first_example, queued  # noqa: E402
 from inversion.models import MODELS  # noqa: E402
 
 
@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     engine = Engine(a.model, threads=threads)
     if engine.notice:
         print(engine.notice.replace("**", "") + " On a GPU start it with --model lcm-dreamshaper-v7.", flush=True)
-    demo = build(engine)
-    demo.queue(**QUEUE)
+    demo = queued(build(engine))
     demo.launch(server_name=a.host, server_port=a.port, share=a.share, theme=gr.themes.Soft(), mcp_server=a.mcp, prevent_thread_lock=True, **launch_options())
     make_first_example(demo)  # listening already: the first visitor finds the page's first edit made
     demo.block_thread()

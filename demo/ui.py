@@ -30,7 +30,7 @@ from inversion.inverters.base import SHARED_PARAMS
 from inversion.params import Param
 from inversion.pipeline import max_nfe
 
-from . import api, glue, report
+from . import api, glue, queue_wake, report
 from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, Cancelled, EditRequest, Engine, InversionRequest
 from .glue import (
     OUTPUT_AGE,
@@ -95,6 +95,13 @@ CSS = """
 # /run/ shortcut around its size and concurrency limit), one model request at a time, gradio's cached
 # copies of uploads and outputs deleted after an hour (checked every ten minutes).
 QUEUE = dict(max_size=64, default_concurrency_limit=1, api_open=False)
+
+
+def queued(demo: gr.Blocks) -> gr.Blocks:
+    """The app's queue (QUEUE), woken by work instead of polling every millisecond beside the model (demo/queue_wake.py)."""
+    demo.queue(**QUEUE)
+    queue_wake.install(demo._queue)
+    return demo
 
 
 # Which blocks show a pending request when Stop is clicked, noted before gradio's own click handling cancels (and so

@@ -2,7 +2,7 @@
 # Bugs injected on purpose, one at a time: each must make a test fail (the six of the first audit, issue 15,
 # and the kinds that audit found slipping through, issue 25: a number against the wrong reference, a flag
 # replaced by another's, a sampling path that degrades statistically, the CPU-only loading path, a ZeroGPU
-# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, and two races of the page's first seconds). Runs the tests that should catch each,
+# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, and the queue's wake-up). Runs the tests that should catch each,
 # restores the file: bash scripts/injected_bugs.sh
 cd "$(dirname "$0")/.."
 run() { OMP_NUM_THREADS=1 timeout 900 "${VENV:-.venv}/bin/python" -m pytest -q -x -p no:randomly "$@" 2>&1 | tail -1; }
@@ -92,4 +92,9 @@ run tests/test_browser.py -k bad_upload; revert demo/ui.py
 echo "21. An upload does not count as the visitor's choice: the first example's late edit shows beside their own image"
 inject demo/ui.py '        page.chose(request)  # the visitor' '        pass  # the visitor'
 run tests/test_browser.py -k visitor_chose; revert demo/ui.py
+echo "22. The queue is not woken when a job finishes: a request queued behind another waits out the idle nap"
+inject demo/queue_wake.py '        finally:  # its slot and its concurrency are free now: the next request can start
+            nap.wake().set()' '        finally:
+            pass'
+run tests/test_queue_wake.py; revert demo/queue_wake.py
 git status --short  # nothing: every file is restored

@@ -96,11 +96,10 @@ def free_port() -> int:
 def serve_app(model_name: str, mcp: bool = False):
     """The app on loopback (as app.py builds it; `mcp`: with its MCP server); yields (engine, url)."""
     from demo.engine import Engine
-    from demo.ui import QUEUE, build, launch_options
+    from demo.ui import build, launch_options, queued
 
     engine = Engine(model_name)
-    demo = build(engine)
-    demo.queue(**QUEUE)
+    demo = queued(build(engine))
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, mcp_server=mcp, **launch_options())
     try:
