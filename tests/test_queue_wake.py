@@ -65,7 +65,9 @@ def test_an_idle_queue_rests_and_work_wakes_it(monkeypatch):
     try:
         monkeypatch.setattr(queueing.asyncio, "sleep", counted)
         time.sleep(1.0)
-        assert len(sleeps) <= 4, len(sleeps)  # the queue's 30-s nap and its progress loop's, nothing every millisecond
+        # this queue's 30-s naps and its progress loop's; nothing every millisecond (the other sleeps are the 50-ms
+        # naps of other apps this process serves, which share the module)
+        assert sum(d == 30.0 for d in sleeps) <= 4 and min(sleeps, default=30.0) >= 0.05, sorted(set(sleeps))
         url, image = f"http://127.0.0.1:{port}", handle_file(str(ASSETS / "chelsea.jpg"))
         results = []
 
