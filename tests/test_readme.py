@@ -2,6 +2,7 @@
 through its own `main`, in a folder where `assets/` is the project's, so the paths are the README's),
 the Python API block, and the gradio_client block against the app on the offline default model."""
 
+import json
 import re
 import shlex
 
@@ -81,3 +82,15 @@ def test_the_gradio_client_block_edits(in_a_user_folder, shapes_app):
     edit_metrics = next(v for k, v in scope.items() if isinstance(v, dict) and "edit" in v)
     assert edit_metrics["edit"]["change_psnr"] < 30  # an edit that changes the image, not the input back
     assert len(scope["frames"]) == 8 and scope["rows"]
+
+
+def test_the_live_table_is_the_recorded_run():
+    """Every row of the README's live table is a row of assets/live_bench.json, the run it says it is (a number on the
+    page is a claim: after a new run both change together)."""
+    record = json.loads((ROOT / "assets" / "live_bench.json").read_text())["rows"]
+    table = README[README.index("### Live: `shapes-lcm` on 2 cores"):]
+    table = table[table.index("| path | what | median s"):]
+    shown = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.split("\n\n")[0].splitlines()[2:]]
+    assert len(shown) == len(record)
+    for cells, row in zip(shown, record):
+        assert cells[:5] == [row["path"], row["what"], f"{row['median_s']:.3f}", f"{row['min_s']:.3f}", f"{row['max_s']:.3f}"], cells
