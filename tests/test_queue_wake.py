@@ -92,3 +92,19 @@ def test_an_idle_queue_rests_and_work_wakes_it(monkeypatch):
     finally:
         release.set()
         demo.close()
+
+
+def test_a_gradio_whose_loop_sleeps_otherwise_keeps_its_own_polling(monkeypatch):
+    class Queue:  # the attributes install would replace
+        sleep_when_free, progress_update_sleep_when_free = 0.001, 0.01
+
+        async def push(self):
+            pass
+
+        async def process_events(self):
+            pass
+
+    queue = Queue()
+    monkeypatch.setattr(queue_wake.inspect, "getsource", lambda obj: "while True:\n    await other_wait()\n")
+    assert not queue_wake.install(queue)
+    assert queue.sleep_when_free == 0.001 and type(queue.sleep_when_free) is float and queue.push.__name__ == "push"
