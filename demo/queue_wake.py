@@ -3,8 +3,9 @@
 gradio 6.31's queue loop looks for work every millisecond (`Queue.sleep_when_free`), idle or not, and its progress
 loop every 10 ms. In the process that also runs the model those wakeups are not free on a small machine: an asyncio
 loop waking every millisecond beside a two-thread model call on 2 cores made an RNRI inversion and P2P edit 9-13%
-slower (0.88-0.89 s -> 1.00 s; a cached edit 0.19 -> 0.21 s; waking every 10 ms: 2%; README, "Live"). Here the queue's loop sleeps until a request is pushed or a job finishes, and looks anyway every
-`IDLE_LOOK` seconds; progress is looked for at the same pace (the page moves its bar at most four times a second).
+slower (0.88-0.89 s -> 1.00 s; a cached edit 0.19 -> 0.21 s; waking every 10 ms: 2%; README, "Live"). Here the
+queue's loop sleeps until a request is pushed or a job finishes, and looks anyway every `IDLE_LOOK` seconds;
+progress is looked for at the same pace (the page moves its bar at most four times a second).
 
 How, without copying gradio's loop: gradio's `queueing` module calls `asyncio.sleep(self.sleep_when_free)`; the
 queue's value becomes a float that carries a wake event (`_Nap`), and the module's `asyncio` a thin stand-in
