@@ -52,9 +52,13 @@ class OutOfMemory(UserError):
     """The GPU ran out of memory; the message says which size should fit."""
 
 
+OF_THE_IMAGE = ("invert", "edit", "compare", "interpolate")  # the kinds whose results belong to the page's input image
+
+
 def request(kind: str):
     """An Engine method that serves one request of `kind` for its session (the first argument): an
-    earlier Cancel no longer applies, and the session counts as running it until it returns."""
+    earlier Cancel no longer applies, and the session counts as running it until it returns (with the
+    input image it works on, for the kinds whose results belong to it)."""
 
     def wrap(method):
         @functools.wraps(method)
@@ -64,12 +68,16 @@ def request(kind: str):
             self.stops.setdefault(session, threading.Event()).clear()
             self.running[session] = kind
             self.deadlines[session] = (time.monotonic() + self.budget(kind), self.budget(kind))
+            if kind in OF_THE_IMAGE and args:
+                self.images[session] = getattr(getattr(args[0], "source", args[0]), "image", None)
             try:
                 return method(self, session, *args, **kwargs)
             finally:
                 self.running.pop(session, None)
                 self.deadlines.pop(session, None)
                 self.stops.pop(session, None)  # per-request state: nothing of a session outlives its request
+                self.images.pop(session, None)
+                self.replaced_sessions.discard(session)
 
         return serve
 
@@ -87,6 +95,13 @@ class Cancelled(UserError):
 
     def __init__(self, message: str = STOPPED):
         super().__init__(message)
+
+
+class Replaced(Cancelled):
+    """The visitor put another image on the page while this request worked on the old one: it stops at the next
+    UNet call and says nothing (the page took the old results off already; they would show beside the new image)."""
+
+    silent = True
 
 
 class Superseded(UserError):
@@ -246,6 +261,8 @@ class Engine:
         self.cache = InversionCache()
         self.stops: dict[str, threading.Event] = {}  # session -> set by its Cancel click
         self.running: dict[str, str] = {}  # session -> the kind of its request in progress
+        self.images: dict[str, object] = {}  # session -> the input image its running request works on (OF_THE_IMAGE kinds)
+        self.replaced_sessions: set[str] = set()  # sessions whose running request stops because a new image came
         self.deadlines: dict[str, tuple[float, float]] = {}  # session -> (monotonic deadline, its budget in seconds)
         self.nfe_seconds: dict[str, float] = {}  # model -> seconds per UNet call, as measured (for the up-front estimate)
         self.abandoned: Callable[[], bool] = lambda: False  # the app sets it: whether the client cancelled or left
@@ -266,6 +283,16 @@ class Engine:
         if stop is not None:
             stop.set()
         return self.running.get(session)
+
+    def replaced(self, session: str, image) -> bool:
+        """A new input image (None: none) is on `session`'s page: its running request stops, silently, if it works on
+        another (`Replaced`); one working on this very image (an Edit clicked during its upload) goes on. Returns
+        whether one was stopped."""
+        if session not in self.images or self.images[session] == image:
+            return False
+        self.replaced_sessions.add(session)
+        self.cancel(session)
+        return True
 
     @staticmethod
     def budget(kind: str) -> float:
@@ -291,7 +318,7 @@ class Engine:
         def check() -> None:
             stop = self.stops.get(session)
             if (stop is not None and stop.is_set()) or self.abandoned():
-                raise Cancelled()
+                raise Replaced() if session in self.replaced_sessions else Cancelled()
             deadline = self.deadlines.get(session)
             if deadline is not None and time.monotonic() > deadline[0]:
                 raise TooLong(f"this request passed the {deadline[1]:.0f} s one request may take on this server and was stopped; "

@@ -214,7 +214,8 @@ def error_text(e: Exception, where: str) -> str:
 def shown_errors(target, live: bool = False):
     """For the page's handlers: a failure is said once, in `target` (where the result would have been),
     instead of a toast that stacks with every click (`user_errors` keeps raising for the API). Works on
-    plain and streaming (generator) handlers. `live`: a half-typed prompt's failure shows nothing."""
+    plain and streaming (generator) handlers. `live`: a half-typed prompt's failure shows nothing; a `silent` one
+    (a request stopped because the visitor put a new image on the page) shows nothing either."""
 
     def wrap(fn):
         if inspect.isgeneratorfunction(fn):
@@ -224,7 +225,7 @@ def shown_errors(target, live: bool = False):
                 try:
                     yield from fn(*args, **kwargs)
                 except Exception as e:  # noqa: BLE001 -- every failure becomes a message on the page
-                    yield {target: gr.skip() if live and isinstance(e, UserError) else error_text(e, fn.__name__)}
+                    yield {target: gr.skip() if (live and isinstance(e, UserError)) or getattr(e, "silent", False) else error_text(e, fn.__name__)}
 
             return streamed
 
@@ -233,7 +234,7 @@ def shown_errors(target, live: bool = False):
             try:
                 return fn(*args, **kwargs)
             except Exception as e:  # noqa: BLE001
-                return {target: error_text(e, fn.__name__)}
+                return {target: gr.skip() if getattr(e, "silent", False) else error_text(e, fn.__name__)}
 
         return plain
 

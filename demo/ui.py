@@ -124,6 +124,7 @@ def launch_options() -> dict:
     return dict(max_file_size="50mb", css=CSS, head=PENDING_AT_STOP, show_error=True, app_kwargs={"middleware": [Middleware(TimerFix)]})
 
 
+SESSIONS_SEEN = 4096  # sessions whose page's input image is remembered (Page.images)
 DELETE_CACHE = (int(max(10, min(600, OUTPUT_AGE / 4))), int(OUTPUT_AGE))  # (how often, what age): gradio's copies and uploads
 
 
@@ -139,6 +140,27 @@ class Page:
     ed_boxes: dict = field(default_factory=dict)
     examples: dict = field(default_factory=dict)  # gallery key -> its example specs
     awaiting_first: set = field(default_factory=set)  # sessions whose page waits for the first example's edit
+    # session -> the input image its page shows, as its last upload left it (absent: not known, nothing is checked)
+    images: dict = field(default_factory=dict)
+    images_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def shows(self, session: str, image) -> None:
+        """The visitor put `image` on the page (an upload; None: cleared). Bounded: the oldest sessions go first."""
+        with self.images_lock:
+            self.images.pop(session, None)
+            self.images[session] = image
+            while len(self.images) > SESSIONS_SEEN:
+                self.images.pop(next(iter(self.images)))
+
+    def forget_image(self, session: str) -> None:
+        """The page's image was set by the app (an example), as a path its later requests do not repeat: not known."""
+        with self.images_lock:
+            self.images.pop(session, None)
+
+    def stale(self, session: str, image) -> bool:
+        """Whether results of `image` would now show beside another image on the visitor's page."""
+        with self.images_lock:
+            return session in self.images and self.images[session] != image
 
     def chose(self, request: gr.Request | None) -> str:
         """The visitor's session, which has now chosen something of its own (an upload, an example, a model, an edit):
@@ -473,10 +495,20 @@ def _edit_steps(page: Page, r: dict):
     """The two updates of an edit: the edit itself as soon as it is decoded, then what measuring adds
     (the reconstruction, its metrics, the files, the mask) -- `r` is `Engine.edit`'s result."""
     c, engine = page.c, page.engine
+    session, image = r["session"], r["req"].source.image
+    # a new image came while it worked: change nothing (the page took the old results off), and say so as the last
+    # update, which gradio applies again when the event completes (a bare return re-applied the sent edit)
+    unchanged = {k: gr.skip() for k in _edit_outputs(page)}
+    if page.stale(session, image):
+        yield unchanged
+        return
     folder = output_folder()
     x, e = png_once(r["entry"].shown, r["x"], "input.png", folder), png(r["edit"], "edit-view.png", folder=folder)
     yield {c["slider"]: (x, e), c["shown_input"]: x, c["edited"]: e, c["summary"]: "Edit done; measuring the reconstruction…"}
     r = engine.edit_record(r)
+    if page.stale(session, image):
+        yield unchanged
+        return
     edit_png, inv_path = write_downloads(r)
     mask = gr.update(value=png(_mask_overlay(r["x"], r["mask"]), "region.png", folder=folder), visible=True) if r["mask"] is not None else gr.update(value=None, visible=False)
     yield {c["recon"]: png_once(r["entry"].shown, r["reconstruction"], "reconstruction.png", folder), c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: edit_png,
@@ -506,7 +538,10 @@ def _work_handlers(page: Page):
     @gpu("invert")
     @shown_errors(c["summary"])
     def on_invert(data: dict, request: gr.Request, progress=gr.Progress()):
-        entry, record = engine.inversion_record(page.chose(request), _inversion_request(page, data), progress_of(progress))
+        session, req = page.chose(request), _inversion_request(page, data)
+        entry, record = engine.inversion_record(session, req, progress_of(progress))
+        if page.stale(session, req.image):  # a new image came while it worked (see _edit_steps)
+            return {c["summary"]: gr.skip()}
         _, inv_path = write_downloads({"inversion": entry.inversion})
         folder = output_folder()
         return {c["shown_input"]: png_once(entry.shown, entry.x, "input.png", folder), c["recon"]: png_once(entry.shown, entry.reconstruction, "reconstruction.png", folder), c["summary"]: report.summary_markdown(record), c["metrics"]: record,
@@ -651,7 +686,7 @@ def _example_handlers(page: Page):
 
     def on_example(key: str):
         def fill(index: int, request: gr.Request):
-            page.chose(request)  # this example's edit, not the first one's
+            page.forget_image(page.chose(request))  # this example's edit, not the first one's
             spec = page.examples[key][index]
             updates = {**_cleared(page), **_example_inputs(page, spec)}
             if spec.get("inverter"):
@@ -660,7 +695,8 @@ def _example_handlers(page: Page):
 
         return fill
 
-    def on_interpolate_example():
+    def on_interpolate_example(request: gr.Request):
+        page.forget_image(page.chose(request))
         scenes = SHAPES_EXAMPLES
         return {c["image"]: str(scenes / "scene0.png"), c["source"]: "a red circle on a blue background", c["image2"]: str(scenes / "scene1.png"),
                 c["prompt2"]: "a yellow square on a purple background"}
@@ -735,7 +771,9 @@ def _wire(page: Page) -> None:
     on_example, on_interpolate_example, on_seeds_example = _example_handlers(page)
 
     def on_upload(path, request: gr.Request):
-        page.chose(request)  # the visitor's own image
+        session = page.chose(request)  # the visitor's own image
+        page.shows(session, path)
+        engine.replaced(session, path)  # a request still working on the old image stops: its results would be stale
         return _canvas_of(path)
 
     cleared = list(_cleared(page))

@@ -437,6 +437,58 @@ def test_a_result_is_on_the_page_when_it_loads_and_no_stale_one_stays(served, br
     assert page.locator("#inv-file a").count() == 1 and page.locator("#edit-file a").count() == 0
 
 
+def test_a_new_upload_while_an_edit_runs_stops_it_and_its_result_never_shows(served, browser, monkeypatch):
+    """An edit of the old image still running when the visitor uploads another showed the old image's edit beside the
+    new one. Now, uploaded while it inverts: it stops before its next network call and shows nothing; uploaded while
+    it measures (its edit already sent): the rest of it does not show. An edit of the new image then works."""
+    import threading
+
+    from demo import ui
+
+    engine = served[0]
+    entered, release, seen = threading.Event(), threading.Event(), threading.Event()
+    canvas_of = ui._canvas_of
+
+    def canvas_seen(path):  # the upload's own event has run (it stops the old request first)
+        if path and Path(path).name == "scene1.png":
+            seen.set()
+        return canvas_of(path)
+
+    def held(real):
+        def wait_then(*args, **kwargs):
+            entered.set()
+            release.wait(WAIT / 1000)
+            return real(*args, **kwargs)
+
+        return wait_then
+
+    monkeypatch.setattr(ui, "_canvas_of", canvas_seen)
+    page = _page(browser, served[1])
+    _loaded(page)
+    for phase in ("invert", "edit_record"):  # inside the request, before its network calls; after its edit was sent
+        entered.clear(), release.clear(), seen.clear()
+        _upload(page, SCENE)
+        page.locator("#target textarea").fill("a yellow circle on a blue background")
+        real = getattr(engine, phase)
+        monkeypatch.setattr(engine, phase, held(real))
+        with engine.model.measure() as meter:
+            page.locator("#edit-btn").click()
+            assert entered.wait(WAIT / 1000), phase
+            _upload(page, SCENE.parent / "scene1.png")
+            assert seen.wait(WAIT / 1000), phase
+            release.set()
+            page.wait_for_function("() => !document.querySelector('#summary .progress-text, #summary .eta-bar')", timeout=WAIT)
+            page.wait_for_timeout(1500)  # whatever the old edit sent has landed
+        monkeypatch.setattr(engine, phase, real)
+        assert not _has_image(page, "slider") and not _has_image(page, "edited") and not _has_image(page, "recon"), phase
+        assert "PSNR" not in page.locator("#summary").inner_text(), phase
+        assert Path(page.locator("#input img").first.get_attribute("src")).name == "scene1.png"
+        if phase == "invert":
+            assert meter.nfe == 0  # stopped before the edit's first network call
+    text = _edit(page, SCENE.parent / "scene1.png", "a yellow square on a purple background", "a green square on a purple background")
+    assert "PSNR" in text and _has_image(page, "slider")
+
+
 def test_a_mistake_is_said_once_where_the_result_would_be(served, browser):
     """No image and no prompts: the first missing thing (the image) is named, in the summary, once,
     however often Edit is clicked; no toast piles up."""

@@ -5,6 +5,7 @@ word is no news, a Stop click frees the worker at the next network call."""
 import threading
 import time
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -120,6 +121,40 @@ def test_stop_frees_the_worker_at_the_next_network_call(engine):
     assert shown_errors("summary")(lambda: (_ for _ in ()).throw(failure[0]))() == {"summary": f"⏹ {STOPPED}"}
     entry, record = engine.inversion_record("stopper", InversionRequest("assets/shapes/examples/scene0.png", "a red circle on a blue background", "ddim"))
     assert record["inversion"]["nfe"] > 0 and "stopper" not in engine.running
+
+
+def test_a_new_image_stops_only_a_request_working_on_another(engine):
+    """`replaced` (the page's upload): a request of this session working on another image stops at its next network
+    call with a silent `Replaced` (nothing on the page); one working on the very image uploaded (an Edit clicked during
+    its upload) goes on, as does every request when none runs."""
+    from demo.engine import Replaced
+
+    scene = "assets/shapes/examples/scene0.png"
+    assert not engine.replaced("newcomer", scene)  # nothing runs
+    for seed, (uploaded, stops) in enumerate(((scene, False), ("assets/shapes/examples/scene1.png", True))):
+        req = InversionRequest(scene, "a red circle on a blue background", "renoise", steps=4, seed=seed, params={"renoise_steps": 12})
+        outcome = []
+
+        def run(req=req, outcome=outcome):
+            try:
+                outcome.append(engine.inversion_record("uploader", req))
+            except Cancelled as e:
+                outcome.append(e)
+
+        t = threading.Thread(target=run)
+        with engine.model.stages[0].measure() as meter:
+            t.start()
+            deadline = time.monotonic() + 60
+            while meter.nfe < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert engine.replaced("uploader", uploaded) == stops
+            t.join(timeout=120)
+        stopped = outcome[0]
+        if stops:
+            assert isinstance(stopped, Replaced) and shown_errors("summary")(lambda e=stopped: (_ for _ in ()).throw(e))() == {"summary": gr.skip()}
+        else:
+            assert isinstance(stopped, tuple)  # went on: the inversion and its record
+    assert "uploader" not in engine.images and "uploader" not in engine.replaced_sessions
 
 
 def test_compare_shows_what_differs_and_every_number_belongs_to_its_image(engine):
