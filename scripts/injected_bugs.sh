@@ -90,7 +90,7 @@ echo "20. A new upload's old results cleared by a server call: its answer can la
 inject demo/ui.py 'event(None, None, cleared, js=_in_the_page(_cleared(page)), queue=False' 'event(lambda: _cleared(page), None, cleared, queue=False'
 run tests/test_browser.py -k bad_upload; revert demo/ui.py
 echo "21. An upload does not count as the visitor's choice: the first example's late edit shows beside their own image"
-inject demo/ui.py '        page.chose(request)  # the visitor' '        pass  # the visitor'
+inject demo/ui.py '        session = page.chose(request)  # the visitor' '        session = session_of(request)  # the visitor'
 run tests/test_browser.py -k visitor_chose; revert demo/ui.py
 echo "22. The queue is not woken when a job finishes: a request queued behind another waits out the idle nap"
 inject demo/queue_wake.py '        finally:  # its slot and its concurrency are free now: the next request can start
