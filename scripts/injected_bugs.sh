@@ -2,7 +2,7 @@
 # Bugs injected on purpose, one at a time: each must make a test fail (the six of the first audit, issue 15,
 # and the kinds that audit found slipping through, issue 25: a number against the wrong reference, a flag
 # replaced by another's, a sampling path that degrades statistically, the CPU-only loading path, a ZeroGPU
-# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, and the queue's wake-up). Runs the tests that should catch each,
+# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, the queue's wake-up, and an upload during an edit). Runs the tests that should catch each,
 # restores the file: bash scripts/injected_bugs.sh
 cd "$(dirname "$0")/.."
 run() { OMP_NUM_THREADS=1 timeout 900 "${VENV:-.venv}/bin/python" -m pytest -q -x -p no:randomly "$@" 2>&1 | tail -1; }
@@ -97,4 +97,7 @@ inject demo/queue_wake.py '        finally:  # its slot and its concurrency are 
             nap.wake().set()' '        finally:
             pass'
 run tests/test_queue_wake.py; revert demo/queue_wake.py
+echo "23. A new upload does not stop a request still working on the old image (its work goes on; its edit showed beside the new image)"
+inject demo/ui.py '        engine.replaced(session, path)  # a request' '        pass  # a request'
+run tests/test_browser.py -k new_upload_while; revert demo/ui.py
 git status --short  # nothing: every file is restored
