@@ -288,7 +288,10 @@ class Engine:
         """A new input image (None: none) is on `session`'s page: its running request stops, silently, if it works on
         another (`Replaced`); one working on this very image (an Edit clicked during its upload) goes on. Returns
         whether one was stopped."""
-        if session not in self.images or self.images[session] == image:
+        if session not in self.images:
+            return False
+        current = self.images[session]  # a path from the page (arrays and images, from the API, never compare equal)
+        if current is image or (isinstance(current, (str, os.PathLike)) and isinstance(image, (str, os.PathLike)) and os.fspath(current) == os.fspath(image)):
             return False
         self.replaced_sessions.add(session)
         self.cancel(session)
