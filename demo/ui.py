@@ -679,6 +679,15 @@ def _setting_handlers(page: Page):
     return on_model, on_choice, on_reset, on_inverter
 
 
+def _example_image(page: Page, request: gr.Request) -> None:
+    """An example puts its image on the page: the visitor chose it (not the first example's edit); a request still
+    working on the old image stops, as after an upload (its later requests name gradio's copy of the example's file,
+    which is not known here: the page's image is forgotten, not recorded)."""
+    session = page.chose(request)
+    page.forget_image(session)
+    page.engine.replaced(session, None)
+
+
 def _example_handlers(page: Page):
     """Clicking an example: its inputs on the page (the inverter only if the example is about one), the
     region it paints on the canvas; the edit then runs as the Edit button's does."""
@@ -686,7 +695,7 @@ def _example_handlers(page: Page):
 
     def on_example(key: str):
         def fill(index: int, request: gr.Request):
-            page.forget_image(page.chose(request))  # this example's edit, not the first one's
+            _example_image(page, request)
             spec = page.examples[key][index]
             updates = {**_cleared(page), **_example_inputs(page, spec)}
             if spec.get("inverter"):
@@ -696,7 +705,7 @@ def _example_handlers(page: Page):
         return fill
 
     def on_interpolate_example(request: gr.Request):
-        page.forget_image(page.chose(request))
+        _example_image(page, request)
         scenes = SHAPES_EXAMPLES
         return {c["image"]: str(scenes / "scene0.png"), c["source"]: "a red circle on a blue background", c["image2"]: str(scenes / "scene1.png"),
                 c["prompt2"]: "a yellow square on a purple background"}

@@ -489,6 +489,43 @@ def test_a_new_upload_while_an_edit_runs_stops_it_and_its_result_never_shows(ser
     assert "PSNR" in text and _has_image(page, "slider")
 
 
+def test_an_example_clicked_while_an_edit_runs_stops_it_and_shows_its_own_result(served, browser, monkeypatch):
+    """As an upload does: the old image's edit stops (silently) and the example's edit is what the page shows."""
+    import threading
+
+    engine = served[0]
+    entered, release, outcomes = threading.Event(), threading.Event(), []
+    invert, edit = engine.invert, engine.edit
+
+    def held_once(*args, **kwargs):  # the old image's edit waits inside its request; the example's does not
+        if not entered.is_set():
+            entered.set()
+            release.wait(WAIT / 1000)
+        return invert(*args, **kwargs)
+
+    def recorded(*args, **kwargs):
+        try:
+            return edit(*args, **kwargs)
+        except Exception as e:
+            outcomes.append(type(e).__name__)
+            raise
+
+    page = _page(browser, served[1])
+    _loaded(page)
+    _upload(page, SCENE)
+    page.locator("#target textarea").fill("a yellow circle on a blue background")
+    monkeypatch.setattr(engine, "invert", held_once)
+    monkeypatch.setattr(engine, "edit", recorded)
+    page.locator("#edit-btn").click()
+    assert entered.wait(WAIT / 1000)
+    page.locator("#shape-examples tr").nth(2).click()  # the second example: a yellow square to a star
+    page.wait_for_function("() => document.querySelector('#target textarea').value.includes('star')", timeout=WAIT)
+    release.set()
+    page.wait_for_function(DONE, arg="", timeout=WAIT)
+    assert outcomes == ["Replaced"]
+    assert "masactrl" in page.locator("#summary").inner_text().lower() and _has_image(page, "slider")
+
+
 def test_a_mistake_is_said_once_where_the_result_would_be(served, browser):
     """No image and no prompts: the first missing thing (the image) is named, in the summary, once,
     however often Edit is clicked; no toast piles up."""
