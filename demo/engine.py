@@ -55,6 +55,13 @@ class OutOfMemory(UserError):
 OF_THE_IMAGE = ("invert", "edit", "compare", "interpolate")  # the kinds whose results belong to the page's input image
 
 
+def same_image(a, b) -> bool:
+    """Whether two of a request's images are the same upload: the same object or the same path (arrays and images,
+    from the API, never compare equal, and never raise)."""
+    paths = (str, os.PathLike)
+    return a is b or (isinstance(a, paths) and isinstance(b, paths) and os.fspath(a) == os.fspath(b))
+
+
 def request(kind: str):
     """An Engine method that serves one request of `kind` for its session (the first argument): an
     earlier Cancel no longer applies, and the session counts as running it until it returns (with the
@@ -288,10 +295,7 @@ class Engine:
         """A new input image (None: none) is on `session`'s page: its running request stops, silently, if it works on
         another (`Replaced`); one working on this very image (an Edit clicked during its upload) goes on. Returns
         whether one was stopped."""
-        if session not in self.images:
-            return False
-        current = self.images[session]  # a path from the page (arrays and images, from the API, never compare equal)
-        if current is image or (isinstance(current, (str, os.PathLike)) and isinstance(image, (str, os.PathLike)) and os.fspath(current) == os.fspath(image)):
+        if session not in self.images or same_image(self.images[session], image):
             return False
         self.replaced_sessions.add(session)
         self.cancel(session)

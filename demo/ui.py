@@ -31,7 +31,7 @@ from inversion.params import Param
 from inversion.pipeline import max_nfe
 
 from . import api, glue, queue_wake, report
-from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, Cancelled, EditRequest, Engine, InversionRequest
+from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, Cancelled, EditRequest, Engine, InversionRequest, same_image
 from .glue import (
     OUTPUT_AGE,
     client_gone,
@@ -160,7 +160,7 @@ class Page:
     def stale(self, session: str, image) -> bool:
         """Whether results of `image` would now show beside another image on the visitor's page."""
         with self.images_lock:
-            return session in self.images and self.images[session] != image
+            return session in self.images and not same_image(self.images[session], image)
 
     def chose(self, request: gr.Request | None) -> str:
         """The visitor's session, which has now chosen something of its own (an upload, an example, a model, an edit):
