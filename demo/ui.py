@@ -30,7 +30,7 @@ from inversion.inverters.base import SHARED_PARAMS
 from inversion.params import Param
 from inversion.pipeline import max_nfe
 
-from . import api, glue, queue_wake, report
+from . import api, fetch_watch, glue, queue_wake, report
 from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, Cancelled, EditRequest, Engine, InversionRequest, same_image
 from .glue import (
     OUTPUT_AGE,
@@ -119,9 +119,9 @@ def launch_options() -> dict:
     """demo.launch's options, fresh each time (gradio adds to the app's keyword arguments). show_error: what gradio
     refuses before a handler (a wrong type, a missing input, a path no one uploaded) reaches the client as its message,
     not as {"error": null}; the handlers' own failures are messages already (unexpected ones with a reference, never a
-    traceback). head: the Stop button's note of what was pending. The middleware serves gradio's status tracker without its
-    endless timer loop (demo/timer_fix.py)."""
-    return dict(max_file_size="50mb", css=CSS, head=PENDING_AT_STOP, show_error=True, app_kwargs={"middleware": [Middleware(TimerFix)]})
+    traceback). head: the Stop button's note of what was pending. The middlewares serve gradio's status tracker without its
+    endless timer loop (demo/timer_fix.py) and tell the edit handler when the page has its edited image (demo/fetch_watch.py)."""
+    return dict(max_file_size="50mb", css=CSS, head=PENDING_AT_STOP, show_error=True, app_kwargs={"middleware": [Middleware(TimerFix), Middleware(fetch_watch.FetchWatch)]})
 
 
 SESSIONS_SEEN = 4096  # sessions whose page's input image is remembered (Page.images)
@@ -503,8 +503,10 @@ def _edit_steps(page: Page, r: dict):
         yield unchanged
         return
     folder = output_folder()
-    x, e = png_once(r["entry"].shown, r["x"], "input.png", folder), png(r["edit"], "edit-view.png", folder=folder)
-    yield {c["slider"]: (x, e), c["shown_input"]: x, c["edited"]: e, c["summary"]: "Edit done; measuring the reconstruction…"}
+    with fetch_watch.watched("edit-view") as (name, fetched):
+        x, e = png_once(r["entry"].shown, r["x"], "input.png", folder), png(r["edit"], name, folder=folder)
+        yield {c["slider"]: (x, e), c["shown_input"]: x, c["edited"]: e, c["summary"]: "Edit done; measuring the reconstruction…"}
+        fetched.wait(fetch_watch.WAIT_S)  # the page has the edit before measuring takes the CPU (fetch_watch.py)
     r = engine.edit_record(r)
     if page.stale(session, image):
         yield unchanged

@@ -69,7 +69,7 @@ inject demo/engine.py '    mark = "⏹"' '    mark = "⚠️"'
 run tests/test_engine_visitor.py -k stop; revert demo/engine.py
 
 echo "15. gradio's status tracker served as shipped: its timer loop runs on every open page, 60 frames a second"
-inject demo/ui.py 'app_kwargs={"middleware": [Middleware(TimerFix)]}' 'app_kwargs={}'
+inject demo/ui.py '[Middleware(TimerFix), ' '['
 run tests/test_browser.py -k idle_page; revert demo/ui.py
 
 echo "16. Stop of a request still waiting in the queue says nothing (gradio drops it silently; the engine never saw it)"
@@ -100,4 +100,7 @@ run tests/test_queue_wake.py; revert demo/queue_wake.py
 echo "23. A new upload does not stop a request still working on the old image (its work goes on; its edit showed beside the new image)"
 inject demo/ui.py '        engine.replaced(session, path)  # a request' '        pass  # a request'
 run tests/test_browser.py -k new_upload_while; revert demo/ui.py
+echo "24. The page's edit handler measures at once: the measuring takes the CPU from the browser's fetch of the edit just sent"
+inject demo/ui.py '        fetched.wait(fetch_watch.WAIT_S)  # the page' '        pass  # the page'
+run tests/test_browser.py -k enter_reset; revert demo/ui.py
 git status --short  # nothing: every file is restored

@@ -2,6 +2,7 @@
 sessions that never share inversions, uploads that reach the model as the library
 reads them, examples that follow the model, messages for bad uploads, live mode."""
 
+import contextlib
 import io
 import os
 import shutil
@@ -12,6 +13,9 @@ import numpy as np
 import pytest
 from conftest import CHROMIUM_FLAGS, ROOT, chromium_or_skip, record_edits, serve_app
 from PIL import Image
+
+from demo import fetch_watch
+from demo.engine import Engine
 
 BROWSER_MODEL = os.environ.get("TEST_BROWSER_MODEL", "shapes-lcm")
 SCENE = ROOT / "assets" / "shapes" / "examples" / "scene0.png"
@@ -575,10 +579,23 @@ def test_enter_reset_random_seed_and_stop(served, browser, monkeypatch):
     saved = []  # the files the server writes (in this process): a re-edit encodes its unchanged input and reconstruction no more
     save = Image.Image.save
     monkeypatch.setattr(Image.Image, "save", lambda self, fp, *a, **k: (saved.append(Path(str(fp)).name.split(".")[1]), save(self, fp, *a, **k))[1])
+    # and it measures only once the page has fetched the edit it was sent (demo/fetch_watch.py; here with time enough for any fetch)
+    sent, fetched_first, watch, measure = [], [], fetch_watch.watched, Engine.edit_record
+
+    @contextlib.contextmanager
+    def recorded(stem):
+        with watch(stem) as (name, fetched):
+            sent.append(fetched)
+            yield name, fetched
+
+    monkeypatch.setattr(fetch_watch, "watched", recorded)
+    monkeypatch.setattr(fetch_watch, "WAIT_S", 10)
+    monkeypatch.setattr(Engine, "edit_record", lambda self, r: (fetched_first.append(sent[-1].is_set()), measure(self, r))[1])
     page.locator("#target textarea").press("Enter")  # which must not drop the edit that Enter asks for
     page.wait_for_function(DONE, arg=before, timeout=WAIT)
     assert "reused" in page.locator("#summary").inner_text()  # the loaded example's inversion, edited again
-    assert "edit-view" in saved and "input" not in saved and "reconstruction" not in saved, saved
+    assert any(s.startswith("edit-view-") for s in saved) and "input" not in saved and "reconstruction" not in saved, saved
+    assert fetched_first == [True]
     monkeypatch.undo()
     seed = page.locator("#seed input")
     page.locator("#random-seed").click()
