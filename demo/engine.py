@@ -77,6 +77,8 @@ def request(kind: str):
             self.deadlines[session] = (time.monotonic() + self.budget(kind), self.budget(kind))
             if kind in OF_THE_IMAGE and args:
                 self.images[session] = getattr(getattr(args[0], "source", args[0]), "image", None)
+            if kind == "interpolate" and len(args) > 1:
+                self.seconds[session] = args[1]
             try:
                 return method(self, session, *args, **kwargs)
             finally:
@@ -84,6 +86,7 @@ def request(kind: str):
                 self.deadlines.pop(session, None)
                 self.stops.pop(session, None)  # per-request state: nothing of a session outlives its request
                 self.images.pop(session, None)
+                self.seconds.pop(session, None)
                 self.replaced_sessions.discard(session)
 
         return serve
@@ -269,6 +272,7 @@ class Engine:
         self.stops: dict[str, threading.Event] = {}  # session -> set by its Cancel click
         self.running: dict[str, str] = {}  # session -> the kind of its request in progress
         self.images: dict[str, object] = {}  # session -> the input image its running request works on (OF_THE_IMAGE kinds)
+        self.seconds: dict[str, object] = {}  # session -> the second image its running interpolation works on
         self.replaced_sessions: set[str] = set()  # sessions whose running request stops because a new image came
         self.deadlines: dict[str, tuple[float, float]] = {}  # session -> (monotonic deadline, its budget in seconds)
         self.nfe_seconds: dict[str, float] = {}  # model -> seconds per UNet call, as measured (for the up-front estimate)
@@ -291,11 +295,12 @@ class Engine:
             stop.set()
         return self.running.get(session)
 
-    def replaced(self, session: str, image) -> bool:
+    def replaced(self, session: str, image, second: bool = False) -> bool:
         """A new input image (None: none) is on `session`'s page: its running request stops, silently, if it works on
-        another (`Replaced`); one working on this very image (an Edit clicked during its upload) goes on. Returns
-        whether one was stopped."""
-        if session not in self.images or same_image(self.images[session], image):
+        another (`Replaced`); one working on this very image (an Edit clicked during its upload) goes on. `second`:
+        the Interpolate tab's second image, which only an interpolation works on. Returns whether one was stopped."""
+        held = self.seconds if second else self.images
+        if session not in held or same_image(held[session], image):
             return False
         self.replaced_sessions.add(session)
         self.cancel(session)

@@ -814,6 +814,16 @@ def _wire(page: Page) -> None:
     for event in (c["image"].upload, c["image"].clear):
         event(None, None, cleared, js=_in_the_page(_cleared(page)), queue=False, api_visibility="private")
         event(on_upload, c["image"], c["region"], api_visibility="private", concurrency_id="canvas")  # decodes an upload: queued
+    # A new second image: the interpolation of the old pair leaves the page (in the page, as above) and one still
+    # running on it stops (silently: its frames would show beside the new image)
+    interp_cleared = {c["strip"]: None, c["gif_file"]: None, c["interp_summary"]: ""}
+
+    def on_second_upload(path, request: gr.Request) -> None:
+        engine.replaced(session_of(request), path, second=True)
+
+    for event in (c["image2"].upload, c["image2"].clear):
+        event(None, None, list(interp_cleared), js=_in_the_page(interp_cleared), queue=False, api_visibility="private")
+        event(on_second_upload, c["image2"], None, queue=False, api_visibility="private")
     c["mask_to_canvas"].click(_canvas_with, [c["upload_mask"], c["image"]], [c["region"], c["region_box"]], api_visibility="private", concurrency_id="canvas")
     example_out = [*cleared, c["image"], c["source"], c["target"], c["editor"], c["inverter"], c["region"]]
     for key in ("shape_examples", "photo_examples"):

@@ -366,7 +366,8 @@ def test_the_model_picker_switches_models_and_explains_a_missing_download(served
 
 def test_the_interpolate_tab_morphs_between_two_uploads(served, browser):
     """Two scenes, inverted with the left column's choices: the strip's first and last frames are the
-    two reconstructions (as the engine's own inversions give them), and a GIF comes to download."""
+    two reconstructions (as the engine's own inversions give them), and a GIF comes to download; a new second image
+    takes them off the page."""
     engine, url = served
     page = _page(browser, url)
     _upload(page, SCENE)
@@ -394,6 +395,9 @@ def test_the_interpolate_tab_morphs_between_two_uploads(served, browser):
     expected = show(reconstruct(model, invert(model, SCENE, SOURCE, base.default_inverter, base.default_steps)))
     assert np.array_equal(first, np.asarray(expected.convert("RGB")))  # frame 0 is the first image's reconstruction
     assert first.shape == last.shape and not np.array_equal(first, last)
+    page.locator("#image2 input[type=file]").set_input_files(str(SCENE.parent / "scene2.png"))  # another second image:
+    page.wait_for_function("() => !document.querySelector('#strip img') && !document.querySelector('#interp-summary').innerText.trim()",
+                           timeout=30000)  # the old pair's frames leave the page
 
 
 def test_more_like_these_makes_new_samples_from_uploaded_references(served, browser):

@@ -157,6 +157,34 @@ def test_a_new_image_stops_only_a_request_working_on_another(engine):
     assert "uploader" not in engine.images and "uploader" not in engine.replaced_sessions
 
 
+def test_a_new_second_image_stops_an_interpolation_working_on_another(engine):
+    """The Interpolate tab's second image (`replaced(..., second=True)`): the same pair goes on, another second
+    image stops the interpolation at its next network call, silently."""
+    from demo.engine import Replaced
+
+    scenes = "assets/shapes/examples/scene{}.png"
+    req = InversionRequest(scenes.format(0), "a red circle on a blue background", "renoise", steps=4, seed=7, params={"renoise_steps": 12})
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(engine.interpolate("pair", req, scenes.format(1), "a yellow square on a purple background", 2))
+        except Cancelled as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=run)
+    with engine.model.stages[0].measure() as meter:
+        t.start()
+        deadline = time.monotonic() + 60
+        while meter.nfe < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not engine.replaced("pair", scenes.format(1), second=True) and not engine.replaced("pair", scenes.format(0))
+        assert engine.replaced("pair", scenes.format(2), second=True)
+        t.join(timeout=120)
+    assert isinstance(outcome[0], Replaced) and meter.nfe < 60
+    assert "pair" not in engine.seconds and "pair" not in engine.replaced_sessions
+
+
 def test_compare_shows_what_differs_and_every_number_belongs_to_its_image(engine):
     """On the LCM default every reconstruction is exact through the recorded noise; Compare shows each
     without the last residual, where inverters differ, with that number recomputable from its image,
