@@ -140,27 +140,31 @@ class Page:
     ed_boxes: dict = field(default_factory=dict)
     examples: dict = field(default_factory=dict)  # gallery key -> its example specs
     awaiting_first: set = field(default_factory=set)  # sessions whose page waits for the first example's edit
-    # session -> the input image its page shows, as its last upload left it (absent: not known, nothing is checked)
+    # session (or (session, "second"): the Interpolate tab's second image) -> the image its page shows, as its last
+    # upload left it (absent: not known, nothing is checked)
     images: dict = field(default_factory=dict)
     images_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def shows(self, session: str, image) -> None:
+    def shows(self, session: str, image, second: bool = False) -> None:
         """The visitor put `image` on the page (an upload; None: cleared). Bounded: the oldest sessions go first."""
+        key = (session, "second") if second else session
         with self.images_lock:
-            self.images.pop(session, None)
-            self.images[session] = image
+            self.images.pop(key, None)
+            self.images[key] = image
             while len(self.images) > SESSIONS_SEEN:
                 self.images.pop(next(iter(self.images)))
 
     def forget_image(self, session: str) -> None:
-        """The page's image was set by the app (an example), as a path its later requests do not repeat: not known."""
+        """The page's images were set by the app (an example), as paths its later requests do not repeat: not known."""
         with self.images_lock:
             self.images.pop(session, None)
+            self.images.pop((session, "second"), None)
 
-    def stale(self, session: str, image) -> bool:
+    def stale(self, session: str, image, second: bool = False) -> bool:
         """Whether results of `image` would now show beside another image on the visitor's page."""
+        key = (session, "second") if second else session
         with self.images_lock:
-            return session in self.images and not same_image(self.images[session], image)
+            return key in self.images and not same_image(self.images[key], image)
 
     def chose(self, request: gr.Request | None) -> str:
         """The visitor's session, which has now chosen something of its own (an upload, an example, a model, an edit):
@@ -597,12 +601,16 @@ def _application_handlers(page: Page):
     @gpu("interpolate")
     @shown_errors(c["interp_summary"])
     def on_interpolate(data: dict, request: gr.Request, progress=gr.Progress()):
-        r = engine.interpolate(session_of(request), _inversion_request(page, data), data[c["image2"]], data[c["prompt2"]], data[c["frames"]], progress_of(progress))
+        session = session_of(request)
+        r = engine.interpolate(session, _inversion_request(page, data), data[c["image2"]], data[c["prompt2"]], data[c["frames"]], progress_of(progress))
         folder = output_folder()
         gif = written(folder / "interpolation.gif", lambda p: r["interpolation"].save_gif(p, pingpong=True))
+        strip = [(png(f[None], f"frame{i}.png", folder=folder), f"{i}") for i, f in enumerate(r["frames"])]
+        if page.stale(session, data[c["image"]]) or page.stale(session, data[c["image2"]], second=True):  # a new image came meanwhile
+            return {k: gr.skip() for k in (c["strip"], c["interp_summary"], c["gif_file"])}
         m = r["metrics"]
         text = f"{m['frames']} frames, {m['nfe']} network calls, {m['seconds']:.2f} s" + "".join(f"\n\n⚠️ {n}" for n in r["notes"] + m["warnings"])
-        return {c["strip"]: [(png(f[None], f"frame{i}.png", folder=folder), f"{i}") for i, f in enumerate(r["frames"])], c["interp_summary"]: text, c["gif_file"]: gif}
+        return {c["strip"]: strip, c["interp_summary"]: text, c["gif_file"]: gif}
 
     @gpu("seeds")
     @shown_errors(c["seeds_summary"])
@@ -814,16 +822,6 @@ def _wire(page: Page) -> None:
     for event in (c["image"].upload, c["image"].clear):
         event(None, None, cleared, js=_in_the_page(_cleared(page)), queue=False, api_visibility="private")
         event(on_upload, c["image"], c["region"], api_visibility="private", concurrency_id="canvas")  # decodes an upload: queued
-    # A new second image: the interpolation of the old pair leaves the page (in the page, as above) and one still
-    # running on it stops (silently: its frames would show beside the new image)
-    interp_cleared = {c["strip"]: None, c["gif_file"]: None, c["interp_summary"]: ""}
-
-    def on_second_upload(path, request: gr.Request) -> None:
-        engine.replaced(session_of(request), path, second=True)
-
-    for event in (c["image2"].upload, c["image2"].clear):
-        event(None, None, list(interp_cleared), js=_in_the_page(interp_cleared), queue=False, api_visibility="private")
-        event(on_second_upload, c["image2"], None, queue=False, api_visibility="private")
     c["mask_to_canvas"].click(_canvas_with, [c["upload_mask"], c["image"]], [c["region"], c["region_box"]], api_visibility="private", concurrency_id="canvas")
     example_out = [*cleared, c["image"], c["source"], c["target"], c["editor"], c["inverter"], c["region"]]
     for key in ("shape_examples", "photo_examples"):
@@ -838,9 +836,22 @@ def _wire(page: Page) -> None:
                  .then(on_seeds, seeds_in, seeds_out, **_model_work(c["seeds_summary"])))
     interp_in = all_inputs | {c["image2"], c["prompt2"], c["frames"]}
     interp_out = [c["strip"], c["interp_summary"], c["gif_file"]]
-    edits.append(c["interpolate_btn"].click(on_interpolate, interp_in, interp_out, **_model_work(c["interp_summary"])))
-    edits.append(c["interpolate_example"].click(on_interpolate_example, None, [c["image"], c["source"], c["image2"], c["prompt2"]], queue=False, api_visibility="private")
-                 .then(on_interpolate, interp_in, interp_out, **_model_work(c["interp_summary"])))
+    interpolations = [c["interpolate_btn"].click(on_interpolate, interp_in, interp_out, **_model_work(c["interp_summary"])),
+                      c["interpolate_example"].click(on_interpolate_example, None, [c["image"], c["source"], c["image2"], c["prompt2"]], queue=False,
+                                                     api_visibility="private").then(on_interpolate, interp_in, interp_out, **_model_work(c["interp_summary"]))]
+    edits += interpolations
+    # A new second image: the interpolation of the old pair leaves the page (in the page, as above) and one still
+    # running on it stops (silently: its frames would show beside the new image)
+    interp_cleared = {c["strip"]: None, c["gif_file"]: None, c["interp_summary"]: ""}
+
+    def on_second_upload(path, request: gr.Request) -> None:
+        session = session_of(request)
+        page.shows(session, path, second=True)
+        engine.replaced(session, path, second=True)
+
+    for event in (c["image2"].upload, c["image2"].clear):
+        event(None, None, list(interp_cleared), js=_in_the_page(interp_cleared), queue=False, api_visibility="private")
+        event(on_second_upload, c["image2"], None, queue=False, api_visibility="private")
 
     # the references are what the gallery shows: an upload beyond four keeps the newest four
     c["references"].upload(lambda files: (files or [])[-MAX_REFERENCES:], c["references"], c["references"], queue=False, api_visibility="private")

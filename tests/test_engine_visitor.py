@@ -185,6 +185,21 @@ def test_a_new_second_image_stops_an_interpolation_working_on_another(engine):
     assert "pair" not in engine.seconds and "pair" not in engine.replaced_sessions
 
 
+def test_the_page_knows_its_two_images_apart(engine):
+    """`Page.stale` for the input image and the Interpolate tab's second one: an upload to one slot leaves the other's
+    results alone; an example (the app setting both) forgets both; unknown sessions are never stale."""
+    from demo.ui import Page
+
+    page, a, b = Page(engine), "/tmp/gradio/1/a.png", "/tmp/gradio/2/b.png"
+    assert not page.stale("visitor", a) and not page.stale("visitor", a, second=True)
+    page.shows("visitor", a, second=True)
+    assert page.stale("visitor", b, second=True) and not page.stale("visitor", a, second=True) and not page.stale("visitor", b)
+    page.shows("visitor", b)
+    assert page.stale("visitor", a) and not page.stale("visitor", a, second=True)
+    page.forget_image("visitor")
+    assert not page.stale("visitor", a) and not page.stale("visitor", b, second=True)
+
+
 def test_compare_shows_what_differs_and_every_number_belongs_to_its_image(engine):
     """On the LCM default every reconstruction is exact through the recorded noise; Compare shows each
     without the last residual, where inverters differ, with that number recomputable from its image,
