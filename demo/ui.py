@@ -844,14 +844,17 @@ def _wire(page: Page) -> None:
     # running on it stops (silently: its frames would show beside the new image)
     interp_cleared = {c["strip"]: None, c["gif_file"]: None, c["interp_summary"]: ""}
 
-    def on_second_upload(path, request: gr.Request) -> None:
+    def on_second_upload(path, request: gr.Request) -> dict:
+        """Cleared again from here: frames of the old pair sent before this call reached the server land after the
+        page's own clearing (and no frames of the new pair can come before it: they take a click and seconds)."""
         session = session_of(request)
         page.shows(session, path, second=True)
         engine.replaced(session, path, second=True)
+        return interp_cleared
 
     for event in (c["image2"].upload, c["image2"].clear):
         event(None, None, list(interp_cleared), js=_in_the_page(interp_cleared), queue=False, api_visibility="private")
-        event(on_second_upload, c["image2"], None, queue=False, api_visibility="private")
+        event(on_second_upload, c["image2"], list(interp_cleared), queue=False, api_visibility="private")
 
     # the references are what the gallery shows: an upload beyond four keeps the newest four
     c["references"].upload(lambda files: (files or [])[-MAX_REFERENCES:], c["references"], c["references"], queue=False, api_visibility="private")
