@@ -145,9 +145,13 @@ class Page:
     images: dict = field(default_factory=dict)
     images_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @staticmethod
+    def _slot(session: str, second: bool):
+        return (session, "second") if second else session
+
     def shows(self, session: str, image, second: bool = False) -> None:
         """The visitor put `image` on the page (an upload; None: cleared). Bounded: the oldest sessions go first."""
-        key = (session, "second") if second else session
+        key = self._slot(session, second)
         with self.images_lock:
             self.images.pop(key, None)
             self.images[key] = image
@@ -157,12 +161,12 @@ class Page:
     def forget_image(self, session: str) -> None:
         """The page's images were set by the app (an example), as paths its later requests do not repeat: not known."""
         with self.images_lock:
-            self.images.pop(session, None)
-            self.images.pop((session, "second"), None)
+            self.images.pop(self._slot(session, False), None)
+            self.images.pop(self._slot(session, True), None)
 
     def stale(self, session: str, image, second: bool = False) -> bool:
         """Whether results of `image` would now show beside another image on the visitor's page."""
-        key = (session, "second") if second else session
+        key = self._slot(session, second)
         with self.images_lock:
             return key in self.images and not same_image(self.images[key], image)
 

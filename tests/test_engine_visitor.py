@@ -123,6 +123,28 @@ def test_stop_frees_the_worker_at_the_next_network_call(engine):
     assert record["inversion"]["nfe"] > 0 and "stopper" not in engine.running
 
 
+def _during(engine, work, act):
+    """`work` (a request) in a thread; `act` once it has made 3 network calls. Returns what the work returned or the
+    Cancelled it raised, and its network calls."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(work())
+        except Cancelled as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=run)
+    with engine.model.stages[0].measure() as meter:
+        t.start()
+        deadline = time.monotonic() + 60
+        while meter.nfe < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        act()
+        t.join(timeout=120)
+    return outcome[0], meter.nfe
+
+
 def test_a_new_image_stops_only_a_request_working_on_another(engine):
     """`replaced` (the page's upload): a request of this session working on another image stops at its next network
     call with a silent `Replaced` (nothing on the page); one working on the very image uploaded (an Edit clicked during
@@ -133,23 +155,11 @@ def test_a_new_image_stops_only_a_request_working_on_another(engine):
     assert not engine.replaced("newcomer", scene)  # nothing runs
     for seed, (uploaded, stops) in enumerate(((scene, False), ("assets/shapes/examples/scene1.png", True))):
         req = InversionRequest(scene, "a red circle on a blue background", "renoise", steps=4, seed=seed, params={"renoise_steps": 12})
-        outcome = []
 
-        def run(req=req, outcome=outcome):
-            try:
-                outcome.append(engine.inversion_record("uploader", req))
-            except Cancelled as e:
-                outcome.append(e)
-
-        t = threading.Thread(target=run)
-        with engine.model.stages[0].measure() as meter:
-            t.start()
-            deadline = time.monotonic() + 60
-            while meter.nfe < 3 and time.monotonic() < deadline:
-                time.sleep(0.01)
+        def upload(uploaded=uploaded, stops=stops):
             assert engine.replaced("uploader", uploaded) == stops
-            t.join(timeout=120)
-        stopped = outcome[0]
+
+        stopped, _ = _during(engine, lambda req=req: engine.inversion_record("uploader", req), upload)
         if stops:
             assert isinstance(stopped, Replaced) and shown_errors("summary")(lambda e=stopped: (_ for _ in ()).throw(e))() == {"summary": gr.skip()}
         else:
@@ -164,24 +174,13 @@ def test_a_new_second_image_stops_an_interpolation_working_on_another(engine):
 
     scenes = "assets/shapes/examples/scene{}.png"
     req = InversionRequest(scenes.format(0), "a red circle on a blue background", "renoise", steps=4, seed=7, params={"renoise_steps": 12})
-    outcome = []
 
-    def run():
-        try:
-            outcome.append(engine.interpolate("pair", req, scenes.format(1), "a yellow square on a purple background", 2))
-        except Cancelled as e:
-            outcome.append(e)
-
-    t = threading.Thread(target=run)
-    with engine.model.stages[0].measure() as meter:
-        t.start()
-        deadline = time.monotonic() + 60
-        while meter.nfe < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+    def upload():
         assert not engine.replaced("pair", scenes.format(1), second=True) and not engine.replaced("pair", scenes.format(0))
         assert engine.replaced("pair", scenes.format(2), second=True)
-        t.join(timeout=120)
-    assert isinstance(outcome[0], Replaced) and meter.nfe < 60
+
+    stopped, nfe = _during(engine, lambda: engine.interpolate("pair", req, scenes.format(1), "a yellow square on a purple background", 2), upload)
+    assert isinstance(stopped, Replaced) and nfe < 60
     assert "pair" not in engine.seconds and "pair" not in engine.replaced_sessions
 
 
