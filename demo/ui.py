@@ -813,7 +813,8 @@ def _wire(page: Page) -> None:
     c["inverter"].input(on_inverter, {c["model"], c["inverter"]}, list(page.inv_params[""].values()), queue=False, api_visibility="private")
     model_out = [*cleared, c["model"], c["steps"], c["seed"], c["guidance"], c["edit_guidance"], c["inverter"], c["shape_examples"], c["photo_examples"], c["model_line"]]
     model_out += [comp for params in (page.inv_params, page.ed_params) for comps in params.values() for comp in comps.values()]
-    c["model"].input(on_model, {c["model"]}, model_out, **_model_work(c["summary"]))  # its progress on the summary, not on 76 outputs
+    # its progress where the visitor looks, the picker, and on the summary; not on all 76 outputs
+    c["model"].input(on_model, {c["model"]}, model_out, **{**_model_work(c["summary"]), "show_progress_on": [c["model"], c["summary"]]})
     c["reset"].click(on_reset, {c["model"]}, [o for o in model_out if o not in cleared and o not in (c["model"], c["shape_examples"], c["photo_examples"], c["model_line"])],
                      queue=False, api_visibility="private")
     c["random_seed"].click(lambda: random.randrange(2**31), None, c["seed"], queue=False, api_visibility="private")
