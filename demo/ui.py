@@ -831,10 +831,13 @@ def _wire(page: Page) -> None:
     # A new upload (or none): every old result leaves the page; the painting canvas shows the new image.
     # The clearing happens in the page, with no round trip: a server's answer could land after the new image's own
     # first answer (a click during the upload runs as soon as the file arrives) and wipe its message.
+    # the canvas's updates show no progress (it is under a closed accordion, and quick); marked as loading, the
+    # canvas would be read back (its layers composed) at every later status update of every event
+    canvas = dict(api_visibility="private", concurrency_id="canvas", show_progress="hidden", show_progress_on=[])
     for event in (c["image"].upload, c["image"].clear):
         event(None, None, cleared, js=_in_the_page(_cleared(page)), queue=False, api_visibility="private")
-        event(on_upload, c["image"], c["region"], api_visibility="private", concurrency_id="canvas")  # decodes an upload: queued
-    c["mask_to_canvas"].click(_canvas_with, [c["upload_mask"], c["image"]], [c["region"], c["region_box"]], api_visibility="private", concurrency_id="canvas")
+        event(on_upload, c["image"], c["region"], **canvas)  # decodes an upload: queued
+    c["mask_to_canvas"].click(_canvas_with, [c["upload_mask"], c["image"]], [c["region"], c["region_box"]], **canvas)
     example_out = [*cleared, c["image"], c["source"], c["target"], c["editor"], c["inverter"], c["region"]]
     for key in ("shape_examples", "photo_examples"):
         edits.append(c[key].click(on_example(key), c[key], example_out, queue=False, api_visibility="private")
