@@ -2,7 +2,7 @@
 # Bugs injected on purpose, one at a time: each must make a test fail (the six of the first audit, issue 15,
 # and the kinds that audit found slipping through, issue 25: a number against the wrong reference, a flag
 # replaced by another's, a sampling path that degrades statistically, the CPU-only loading path, a ZeroGPU
-# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, the queue's wake-up, and an upload during an edit). Runs the tests that should catch each,
+# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, the queue's wake-up, an upload during an edit, the page's measuring and its loading marks). Runs the tests that should catch each,
 # restores the file: bash scripts/injected_bugs.sh
 cd "$(dirname "$0")/.."
 run() { OMP_NUM_THREADS=1 timeout 900 "${VENV:-.venv}/bin/python" -m pytest -q -x -p no:randomly "$@" 2>&1 | tail -1; }
@@ -103,4 +103,8 @@ run tests/test_browser.py -k new_upload_while; revert demo/ui.py
 echo "24. The page's edit handler measures at once: the measuring takes the CPU from the browser's fetch of the edit just sent"
 inject demo/ui.py '        fetched.wait(fetch_watch.WAIT_S)  # the page' '        pass  # the page'
 run tests/test_browser.py -k enter_reset; revert demo/ui.py
+echo "25. The page's quick updates mark their outputs as loading: every later click and message re-sets all those statuses"
+inject demo/ui.py '        if fn.show_progress == "hidden" and fn.show_progress_on is None:
+            fn.show_progress_on = []' ''
+run tests/test_engine_visitor.py -k loading; revert demo/ui.py
 git status --short  # nothing: every file is restored

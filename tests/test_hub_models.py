@@ -43,7 +43,9 @@ def test_each_hub_model_loads_unchanged_and_inverts_reconstructs_and_edits(hub, 
     p2p = get_editor("p2p")
     same = p2p.edit(model, inv, "a cat sitting", inv.guidance, p2p.resolve_params(model.defaults))
     scale = max(float(inv.latents.abs().max()), float(inv.noises.abs().max()) if inv.noises is not None else 0.0)  # LCM's noises amplify float32 batch differences
-    assert torch.allclose(same.latent, reconstruct_latent(model, inv), atol=1e-4 * scale)  # a no-op edit is the reconstruction
+    # a no-op edit is the reconstruction, up to float32 rounding (batched and single UNet calls differ; on an AVX2-only
+    # AMD EPYC the LCM models' difference is 1.5e-4 of the scale, within 1e-4 on the CPUs before)
+    assert torch.allclose(same.latent, reconstruct_latent(model, inv), atol=1e-3 * scale)
     changed = edit(model, inv, "a dog sitting", editor="p2p")
     assert changed.image.shape == recon.shape and not torch.allclose(changed.image, recon, atol=1e-3)
 

@@ -112,7 +112,9 @@ def test_every_inverter_and_editor_runs_exact_where_noise_is_recorded_and_a_no_o
         inv = invert(model, cat_image, PROMPT, inverter, steps=2, size=SIZE, strength=1.0)
         assert inv.sampler == model.sampler_kind and (inv.noises is not None) == stochastic and inv.num_steps == 2
         rec = reconstruct_latent(model, inv)
-        tol = 1e-4 * float(inv.latents.abs().max())  # float32 rounding of the trajectory's largest values
+        # float32 rounding of the trajectory's largest values: batched and single UNet calls differ, by up to 1.8e-4
+        # of them for lcm-sdxl's no-op edits on an AVX2-only AMD EPYC (within 1e-4 on the CPUs before)
+        tol = 1e-3 * float(inv.latents.abs().max())
         if stochastic:  # exact, whatever the random weights
             assert torch.allclose(rec, inv.x0, atol=tol), inverter
         for editor in ("p2p", "masactrl", "diffedit"):
