@@ -54,8 +54,14 @@ def _loaded(page):
 
 
 def _page(browser, url, width=1400, height=1000):
+    """A new visitor's page once its load event has answered (the first example, or the note that it is being made).
+    "networkidle" alone was not enough on a loaded machine: the page's script can take over half a second before it
+    asks, and the late answer then put the example's image and editor back over what a test had just chosen (CI's
+    failure on 2026-12-06, the editor back to P2P; and, the same way, the earlier stops' unexplained failure of the
+    16-bit upload, whose inversion then ran on the example's image)."""
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
     page.goto(url, wait_until="networkidle")
+    page.wait_for_function("() => document.querySelector('#summary')?.innerText.trim()", timeout=WAIT)
     return page
 
 
@@ -152,12 +158,15 @@ def test_uploads_reach_the_model_as_the_library_reads_them(served, browser, tmp_
         _run(page, "#invert-btn")
         seen = _shown_image(page, "shown-input")
         expected = np.asarray(show(model.prepare_image(load_image(path))))
-        assert seen.shape == expected.shape and np.abs(seen.astype(int) - expected.astype(int)).max() <= 1, path.name
+        said = page.locator("#summary").inner_text()
+        shown = page.locator("#shown-input img").first.get_attribute("src")
+        assert seen.shape == expected.shape, (path.name, seen.shape, expected.shape, shown, said)
+        assert np.abs(seen.astype(int) - expected.astype(int)).max() <= 1, (path.name, np.abs(seen.astype(int) - expected.astype(int)).max(), shown)
         if path is deep:
-            assert seen.std() > 50  # a ramp, not all white
+            assert seen.std() > 50, (seen.std(), shown)  # a ramp, not all white
         else:
-            assert (seen[:4, :4] > 250).all()  # transparent corner: white, not the hidden red
-        assert "Input:" in page.locator("#summary").inner_text()  # the 16-bit / transparency note
+            assert (seen[:4, :4] > 250).all(), (seen[:4, :4].min(), shown)  # transparent corner: white, not the hidden red
+        assert "Input:" in said, said  # the 16-bit / transparency note
 
 
 def _slow_uploads_and_page_calls(monkeypatch, upload_s: float, unqueued_s: float):
