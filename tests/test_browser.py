@@ -57,7 +57,7 @@ def _page(browser, url, width=1400, height=1000):
     """A new visitor's page once its load event has answered (the first example, or the note that it is being made).
     "networkidle" alone was not enough on a loaded machine: the page's script can take over half a second before it
     asks, and the late answer then put the example's image and editor back over what a test had just chosen (CI's
-    failure on 2026-12-06, the editor back to P2P; and, the same way, the earlier stops' unexplained failure of the
+    failure on 2026-12-06, the editor back to P2P; and, most likely the same way, the earlier stops' unexplained failure of the
     16-bit upload, whose inversion then ran on the example's image)."""
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
     page.goto(url, wait_until="networkidle")
