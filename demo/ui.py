@@ -767,21 +767,22 @@ def _canvas_with(mask, path):
     return {"background": canvas["background"], "layers": [layer], "composite": composite}, gr.Accordion(open=True)
 
 
-def _model_work(summary) -> dict:
-    """How a model event runs: in the model's queue, its progress on its own summary."""
-    return dict(api_visibility="private", concurrency_id="model", show_progress_on=[summary])
+def _model_work(*shown_on) -> dict:
+    """How a model event runs: in the model's queue, its progress on its own summary (and whatever else is given)."""
+    return dict(api_visibility="private", concurrency_id="model", show_progress_on=list(shown_on))
 
 
 def _quiet_progress(demo: gr.Blocks) -> None:
     """No event of the page shows gradio's animated logo, whose springs run about 3 s past every request it shows on,
     60 frames a second (0.3 s of chromium's CPU per edit, taken from the model where the browser shares its cores):
-    queued work (the model, the canvas) greys its outputs and shows its timer and progress bar ("minimal"); instant
-    page updates show nothing ("hidden"). An event that chose its own display keeps it.
+    queued model work greys its summary and shows its timer and progress bar there ("minimal"); instant page updates
+    show nothing ("hidden"). An event that chose its own display keeps it.
 
     An event that shows nothing marks nothing as loading (`show_progress_on=[]`): gradio's page keeps a loading
-    status for every component any event ever marked, and at each click and each message of every later event it
-    updates all of them, each by a search of the whole component tree (with the ~40 marks of the page's quick
-    updates: 25 ms before an edit's request left, and again at each of its messages)."""
+    status for every component any event ever marked (by default all its outputs), and at each click and each
+    message of every later event sets all of them again, each by a search of the whole component tree (the marks
+    the quick updates left cost 27 ms of the page's CPU before a cached edit's request left, and more at each of
+    its messages)."""
     for fn in demo.fns.values():
         if fn.show_progress == "full":
             fn.show_progress = "minimal" if fn.queue is not False else "hidden"
@@ -814,7 +815,7 @@ def _wire(page: Page) -> None:
     model_out = [*cleared, c["model"], c["steps"], c["seed"], c["guidance"], c["edit_guidance"], c["inverter"], c["shape_examples"], c["photo_examples"], c["model_line"]]
     model_out += [comp for params in (page.inv_params, page.ed_params) for comps in params.values() for comp in comps.values()]
     # its progress where the visitor looks, the picker, and on the summary; not on all 76 outputs
-    c["model"].input(on_model, {c["model"]}, model_out, **{**_model_work(c["summary"]), "show_progress_on": [c["model"], c["summary"]]})
+    c["model"].input(on_model, {c["model"]}, model_out, **_model_work(c["model"], c["summary"]))
     c["reset"].click(on_reset, {c["model"]}, [o for o in model_out if o not in cleared and o not in (c["model"], c["shape_examples"], c["photo_examples"], c["model_line"])],
                      queue=False, api_visibility="private")
     c["random_seed"].click(lambda: random.randrange(2**31), None, c["seed"], queue=False, api_visibility="private")

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -86,6 +86,7 @@ def inverter_choice(draw):
 
 @FAST
 @given(inverter_choice())
+@example(("rnri", "strength", 0.5))  # CI's draw on 2026-12-06: the test expected two steps where one was right
 def test_any_inverter_parameter_is_refused_in_one_line_or_runs(oracle, choice):
     name, key, value = choice
     try:
@@ -97,7 +98,9 @@ def test_any_inverter_parameter_is_refused_in_one_line_or_runs(oracle, choice):
     if spec.kind in (int, float):
         assert not math.isnan(p[key]) and (spec.low is None or p[key] >= spec.low) and (spec.high is None or p[key] <= spec.high)
     inv = invert(oracle, oracle.sample_data(0), "", name, steps=2, **{key: value})
-    assert inv.num_steps == 2 and math.isfinite(float(inv.z_T.abs().max()))
+    # a strength below 1 inverts only the schedule's last steps: of two, one (CI's hypothesis drew strength=0.5)
+    assert inv.num_steps == (1 if key == "strength" and p[key] < 1 else 2) and inv.steps == 2
+    assert math.isfinite(float(inv.z_T.abs().max()))
 
 
 @FAST
