@@ -291,8 +291,8 @@ def test_only_model_work_marks_components_as_loading(engine):
     marked, each by a search of the whole page: the quick updates (menus, examples, reset, the first result) and a
     model switch marked ~100 components, which every later edit paid for before its request left. Now model work
     marks its summary (a model switch also the picker, where the visitor looks), the quick updates and the
-    painting canvas nothing (the page asks each marked component for its value at every status update), and the
-    API's hidden outputs stay off the page."""
+    painting canvas nothing (the page asks each marked component for its value at every status update); only the
+    API's events, which the page never runs, mark their own hidden outputs."""
     import demo.ui as ui
 
     demo = ui.build(engine)
