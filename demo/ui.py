@@ -829,13 +829,13 @@ def _wire(page: Page) -> None:
              c["invert_btn"].click(on_invert, all_inputs, outputs, trigger_mode="always_last", **busy),
              # Live: only the latest keystroke's edit runs once the running one ends (always_last).
              c["target"].input(on_live, all_inputs, outputs, trigger_mode="always_last", **busy)]
+    # The canvas's updates show no progress (it is under a closed accordion, and quick), so they mark nothing as
+    # loading (`_quiet_progress`): a marked canvas would be asked for its value at every later status update of every
+    # event (gradio's page does that for each marked component; a painted canvas's answer can mean composing its layers).
+    canvas = dict(api_visibility="private", concurrency_id="canvas", show_progress="hidden")
     # A new upload (or none): every old result leaves the page; the painting canvas shows the new image.
     # The clearing happens in the page, with no round trip: a server's answer could land after the new image's own
     # first answer (a click during the upload runs as soon as the file arrives) and wipe its message.
-    # the canvas's updates show no progress (it is under a closed accordion, and quick); marked as loading, the canvas
-    # would be asked for its value at every later status update of every event (gradio's page does that for each
-    # marked component; a painted canvas's answer can mean composing its layers)
-    canvas = dict(api_visibility="private", concurrency_id="canvas", show_progress="hidden", show_progress_on=[])
     for event in (c["image"].upload, c["image"].clear):
         event(None, None, cleared, js=_in_the_page(_cleared(page)), queue=False, api_visibility="private")
         event(on_upload, c["image"], c["region"], **canvas)  # decodes an upload: queued

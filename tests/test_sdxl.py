@@ -112,16 +112,17 @@ def test_every_inverter_and_editor_runs_exact_where_noise_is_recorded_and_a_no_o
         inv = invert(model, cat_image, PROMPT, inverter, steps=2, size=SIZE, strength=1.0)
         assert inv.sampler == model.sampler_kind and (inv.noises is not None) == stochastic and inv.num_steps == 2
         rec = reconstruct_latent(model, inv)
-        # float32 rounding of the trajectory's largest values: batched and single UNet calls differ, by up to 1.8e-4
-        # of them for lcm-sdxl's no-op edits on an AVX2-only AMD EPYC (within 1e-4 on the CPUs before)
-        tol = 1e-3 * float(inv.latents.abs().max())
+        tol = 1e-4 * float(inv.latents.abs().max())  # float32 rounding of the trajectory's largest values
         if stochastic:  # exact, whatever the random weights
             assert torch.allclose(rec, inv.x0, atol=tol), inverter
+        # a no-op edit batches its UNet calls where the replay does not: by up to 1.8e-4 of those values for lcm-sdxl
+        # on an AVX2-only AMD EPYC (within 1e-4 on the CPUs before)
+        edit_tol = 1e-3 * float(inv.latents.abs().max())
         for editor in ("p2p", "masactrl", "diffedit"):
             ed = get_editor(editor)
             p = ed.resolve_params(model.defaults, **({"background": "reconstruction"} if editor == "diffedit" else {}))
             same = ed.edit(model, inv, PROMPT, inv.guidance, p)
-            assert torch.allclose(same.latent, rec, atol=tol), (inverter, editor)
+            assert torch.allclose(same.latent, rec, atol=edit_tol), (inverter, editor)
     changed = {e: edit(model, inv, "a dog sitting on the grass", e).image for e in ("p2p", "masactrl", "diffedit")}
     image = model.decode(rec)
     assert all(c.shape == image.shape == (1, 3, 64, 64) and torch.isfinite(c).all() and not torch.allclose(c, image, atol=1e-3) for c in changed.values())
