@@ -835,9 +835,11 @@ def _wire(page: Page) -> None:
     canvas = dict(api_visibility="private", concurrency_id="canvas", show_progress="hidden")
     # A new upload (or none): every old result leaves the page; the painting canvas shows the new image.
     # The clearing happens in the page, with no round trip: a server's answer could land after the new image's own
-    # first answer (a click during the upload runs as soon as the file arrives) and wipe its message.
+    # first answer (a click during the upload runs as soon as the file arrives) and wipe its message. The canvas is
+    # emptied there too: it shows no progress, and a stroke on the old image would be wiped when the new one arrives.
+    emptied = {**_cleared(page), c["region"]: None}
     for event in (c["image"].upload, c["image"].clear):
-        event(None, None, cleared, js=_in_the_page(_cleared(page)), queue=False, api_visibility="private")
+        event(None, None, list(emptied), js=_in_the_page(emptied), queue=False, api_visibility="private")
         event(on_upload, c["image"], c["region"], **canvas)  # decodes an upload: queued
     c["mask_to_canvas"].click(_canvas_with, [c["upload_mask"], c["image"]], [c["region"], c["region_box"]], **canvas)
     example_out = [*cleared, c["image"], c["source"], c["target"], c["editor"], c["inverter"], c["region"]]

@@ -2,7 +2,7 @@
 # Bugs injected on purpose, one at a time: each must make a test fail (the six of the first audit, issue 15,
 # and the kinds that audit found slipping through, issue 25: a number against the wrong reference, a flag
 # replaced by another's, a sampling path that degrades statistically, the CPU-only loading path, a ZeroGPU
-# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, the queue's wake-up, an upload during an edit, the page's measuring and its loading marks). Runs the tests that should catch each,
+# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, the queue's wake-up, an upload during an edit, the page's measuring, its loading marks and the painting canvas at an upload). Runs the tests that should catch each,
 # restores the file: bash scripts/injected_bugs.sh
 cd "$(dirname "$0")/.."
 run() { OMP_NUM_THREADS=1 timeout 900 "${VENV:-.venv}/bin/python" -m pytest -q -x -p no:randomly "$@" 2>&1 | tail -1; }
@@ -87,7 +87,7 @@ echo "19. A re-edit encodes its unchanged input again for the page (a 768 px PNG
 inject demo/ui.py 'png_once(r["entry"].shown, r["x"], "input.png", folder)' 'png(r["x"], "input.png", folder=folder)'
 run tests/test_browser.py -k enter_reset; revert demo/ui.py
 echo "20. A new upload's old results cleared by a server call: its answer can land after the new image's first message and wipe it"
-inject demo/ui.py 'event(None, None, cleared, js=_in_the_page(_cleared(page)), queue=False' 'event(lambda: _cleared(page), None, cleared, queue=False'
+inject demo/ui.py 'event(None, None, list(emptied), js=_in_the_page(emptied), queue=False' 'event(lambda: emptied, None, list(emptied), queue=False'
 run tests/test_browser.py -k bad_upload; revert demo/ui.py
 echo "21. An upload does not count as the visitor's choice: the first example's late edit shows beside their own image"
 inject demo/ui.py '        session = page.chose(request)  # the visitor' '        session = session_of(request)  # the visitor'
@@ -107,4 +107,7 @@ echo "25. The page's quick updates mark their outputs as loading: every later cl
 inject demo/ui.py '        if fn.show_progress == "hidden" and fn.show_progress_on is None:
             fn.show_progress_on = []' ''
 run tests/test_engine_visitor.py -k loading; revert demo/ui.py
+echo "26. A new upload leaves the old image on the painting canvas until the server's answer: a stroke painted there is wiped"
+inject demo/ui.py 'emptied = {**_cleared(page), c["region"]: None}' 'emptied = _cleared(page)'
+run tests/test_browser.py -k painted; revert demo/ui.py
 git status --short  # nothing: every file is restored
