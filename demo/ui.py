@@ -300,13 +300,16 @@ def _examples(page: Page, model) -> None:
 def _input_column(page: Page, model) -> None:
     c, engine, base = page.c, page.engine, Engine.base(model)
     _examples(page, model)
-    c["image"] = uploaded_image(label="Input image", elem_id="input", sources=["upload", "clipboard"], height=240)
-    c["source"] = gr.Textbox(label="Source prompt (describes the image)", elem_id="source", max_lines=2)
-    c["target"] = gr.Textbox(label="Target prompt (describes the edit; Enter runs it)", elem_id="target", max_lines=2)
+    # the first example's inputs come with the page (its edit, once made, with the load event): an answer that
+    # brought them could land after a visitor's own first upload or choice and put the example's back
+    first = _example_values(example_specs(model)[0])
+    c["image"] = uploaded_image(value=first["image"], label="Input image", elem_id="input", sources=["upload", "clipboard"], height=240)
+    c["source"] = gr.Textbox(first["source"], label="Source prompt (describes the image)", elem_id="source", max_lines=2)
+    c["target"] = gr.Textbox(first["target"], label="Target prompt (describes the edit; Enter runs it)", elem_id="target", max_lines=2)
     with gr.Row():
         c["inverter"] = gr.Dropdown(engine.inverters(model.name), value=base.default_inverter, label="Inverter", elem_id="inverter")
-        c["editor"] = gr.Dropdown(list(EDITORS), value="p2p", label="Editor", elem_id="editor")
-    c["choice_note"] = gr.Markdown(_choice_note(engine, model, base.default_inverter, "p2p"), elem_id="choice-note")
+        c["editor"] = gr.Dropdown(list(EDITORS), value=first["editor"], label="Editor", elem_id="editor")
+    c["choice_note"] = gr.Markdown(_choice_note(engine, model, base.default_inverter, first["editor"]), elem_id="choice-note")
     with gr.Row():
         c["invert_btn"] = gr.Button("Invert only", elem_id="invert-btn", min_width=80)
         c["edit_btn"] = gr.Button("Edit", variant="primary", elem_id="edit-btn", min_width=80)
@@ -317,7 +320,7 @@ def _input_column(page: Page, model) -> None:
         gr.Markdown("Paint over what should change: it becomes DiffEdit's mask, P2P's LocalBlend and MasaCtrl's foreground. "
                     "Leave it empty for the editor's own mask (shown after an edit).")
         c["region"] = gr.ImageEditor(
-            type="numpy", sources=[], transforms=(), layers=False, elem_id="region", height=260, show_label=False,
+            first["region"], type="numpy", sources=[], transforms=(), layers=False, elem_id="region", height=260, show_label=False,
             brush=gr.Brush(colors=["#ff00ff"], color_mode="fixed", default_size=12),
         )
     with gr.Accordion("Model, steps, seed and guidance", open=False, elem_id="settings"):
@@ -731,13 +734,17 @@ def _example_handlers(page: Page):
     return on_example, on_interpolate_example, on_seeds_example
 
 
-def _example_inputs(page: Page, spec: dict) -> dict:
-    """An example's image, prompts and editor on the page, and its painting canvas (with its region painted, if any)."""
-    c = page.c
+def _example_values(spec: dict) -> dict:
+    """An example's image, prompts and editor, and its painting canvas (with its region painted, if any), by name."""
     canvas = _canvas_of(spec["image"])
     if spec.get("region"):
         canvas, _ = _canvas_with(np.asarray(load_image(spec["region"]))[..., 0], spec["image"])
-    return {c["image"]: spec["image"], c["source"]: spec["source"], c["target"]: spec["target"], c["editor"]: spec["editor"], c["region"]: canvas}
+    return {"image": spec["image"], "source": spec["source"], "target": spec["target"], "editor": spec["editor"], "region": canvas}
+
+
+def _example_inputs(page: Page, spec: dict) -> dict:
+    """An example's inputs on the page (`_example_values`)."""
+    return {page.c[k]: v for k, v in _example_values(spec).items()}
 
 
 def _canvas_of(path):
@@ -897,8 +904,8 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
     """The page opens with the first example's edit on it: made once, by `make_first_example` (app.py: in the
     background once the app listens) or else by the first visit, then shown to every visitor with its inversion.
 
-    Once made it comes with the page, unqueued. Before that, the page gets the example's image and prompts at once
-    and its edit when made, unless the visitor has meanwhile chosen something of their own (`Page.chose`): what they
+    Its inputs are the page's initial values (`_input_column`). Once made, its edit comes with the page's load
+    event, unqueued. Before that, the load event says it is being made and the page gets it when made, unless the visitor has meanwhile chosen something of their own (`Page.chose`): what they
     chose stays (the late edit replaced their image and prompts while the first example was made, or queued behind
     other visitors' work)."""
     c, engine, made, making, ready = page.c, page.engine, {}, threading.Lock(), threading.Event()
@@ -918,14 +925,18 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
                 ready.set()  # only now may an unqueued visit read it
         return made
 
+    first_image = example_specs(model)[0]["image"]
+
     def on_open(request: gr.Request):
         session = session_of(request)
         if ready.is_set():
             engine.adopt(session)  # the shown example's inversion is the visitor's too
+        if page.stale(session, first_image):  # a loaded server: the visitor's own upload came first
+            return nothing
+        if ready.is_set():
             return {k: v for k, v in made.items() if k != "none"} or nothing
         page.awaiting_first.add(session)
-        spec = example_specs(model)[0]
-        return {**_example_inputs(page, spec), c["summary"]: "Making this example's edit…", pending: 1}
+        return {c["summary"]: "Making this example's edit…", pending: 1}
 
     def on_first_result(request: gr.Request):
         session = session_of(request)
@@ -939,7 +950,7 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
         engine.adopt(session)
         return {k: v for k, v in shown.items() if k in results} or {c["summary"]: ""}
 
-    demo.load(on_open, None, [*results, c["image"], c["source"], c["target"], c["editor"], c["region"], pending], queue=False, show_progress="hidden",
+    demo.load(on_open, None, [*results, pending], queue=False, show_progress="hidden",
               api_visibility="private")
     pending.change(on_first_result, None, results, concurrency_id="first-example", concurrency_limit=None, show_progress="hidden", api_visibility="private")
     _first_examples[demo] = first_example
@@ -960,7 +971,7 @@ def make_first_example(demo: gr.Blocks) -> threading.Thread | None:
 
 
 def _first_result(page: Page, model) -> dict:
-    """The first example's inputs and its result: the page shows an edit before the visitor has done anything."""
+    """The first example's result (its inputs come with the page): the page shows an edit before the visitor has done anything."""
     engine = page.engine
     spec = example_specs(model)[0]
     req = EditRequest(InversionRequest(spec["image"], spec["source"], spec.get("inverter"), model=model.name), spec["target"], spec["editor"])
@@ -968,9 +979,7 @@ def _first_result(page: Page, model) -> dict:
         steps = list(_edit_steps(page, engine.edit("examples", req)))
     except Exception:  # a model that cannot run its own example still serves the page
         return {}
-    shown = {k: v for step in steps for k, v in step.items()}
-    shown.update(_example_inputs(page, spec))
-    return shown
+    return {k: v for step in steps for k, v in step.items()}
 
 
 def residual_frame(rows: list[dict]):

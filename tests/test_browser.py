@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -58,7 +59,8 @@ def _page(browser, url, width=1400, height=1000):
     "networkidle" alone was not enough on a loaded machine: the page's script can take over half a second before it
     asks, and the late answer then put the example's image and editor back over what a test had just chosen (CI's
     failure on 2026-12-06, the editor back to P2P; and, most likely the same way, the earlier stops' unexplained failure of the
-    16-bit upload, whose inversion then ran on the example's image)."""
+    16-bit upload, whose inversion then ran on the example's image). The example's inputs now come with the page and
+    the answer carries only its edit, which a test's own edit must not race either."""
     page = browser.new_context(viewport={"width": width, "height": height}).new_page()
     page.goto(url, wait_until="networkidle")
     page.wait_for_function("() => document.querySelector('#summary')?.innerText.trim()", timeout=WAIT)
@@ -247,11 +249,41 @@ def test_a_bad_upload_gets_a_message_and_the_page_keeps_working(served, browser,
     assert "Reconstruction" in _edit(page)  # a real image afterwards still edits
 
 
+def test_a_late_load_answer_leaves_what_the_visitor_chose(served, browser, monkeypatch):
+    """The page's load event can answer late (a loaded server, a slow line): an upload and an editor chosen before
+    its answer lands stay, and the first example's edit does not show beside them. The example's image and prompts
+    come with the page itself, so the load event carries only its edit."""
+    from demo import ui
+
+    engine, url = served
+    _loaded(_page(browser, url))  # the first example's edit is made: a load event answers with it
+    other = SCENE.with_name("scene1.png")
+    answered, adopt = threading.Event(), engine.adopt
+
+    def late(*args, **kwargs):  # the load event's handler, held 3 s
+        time.sleep(3)
+        adopt(*args, **kwargs)
+        answered.set()
+
+    monkeypatch.setattr(engine, "adopt", late)
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    page.goto(url)
+    page.locator(f"#input img[src$='/{SCENE.name}']").first.wait_for(timeout=WAIT)
+    assert not answered.is_set()  # the example's image came with the page, not with the load event's answer
+    assert page.locator("#source textarea").input_value() == ui.example_specs(engine.model)[0]["source"]
+    _upload(page, other)
+    _choose_diffedit(page)
+    assert answered.wait(WAIT / 1000)
+    page.wait_for_timeout(1500)  # its answer has landed
+    assert Path(page.locator("#input img").first.get_attribute("src")).name == other.name
+    assert page.locator("#editor input").input_value() == "diffedit"
+    assert not _has_image(page, "slider") and "PSNR" not in page.locator("#summary").inner_text()
+
+
 def test_what_a_visitor_chose_before_the_first_example_arrived_stays(browser, monkeypatch):
     """Opened while the first example's edit is still being made (a cold start; or, before, a queue busy with other
     visitors' work): its image and prompts show at once; a visitor who uploads and types before the edit arrives
     keeps their image and prompts, and the late edit is not shown. A later visitor gets it all with the page, unqueued."""
-    import threading
 
     from demo import ui
 
@@ -491,7 +523,6 @@ def test_a_new_upload_while_an_edit_runs_stops_it_and_its_result_never_shows(ser
     """An edit of the old image still running when the visitor uploads another showed the old image's edit beside the
     new one. Now, uploaded while it inverts: it stops before its next network call and shows nothing; uploaded while
     it measures (its edit already sent): the rest of it does not show. An edit of the new image then works."""
-    import threading
 
     from demo import ui
 
@@ -541,7 +572,6 @@ def test_a_new_upload_while_an_edit_runs_stops_it_and_its_result_never_shows(ser
 
 def test_an_example_clicked_while_an_edit_runs_stops_it_and_shows_its_own_result(served, browser, monkeypatch):
     """As an upload does: the old image's edit stops (silently) and the example's edit is what the page shows."""
-    import threading
 
     engine = served[0]
     entered, release, outcomes = threading.Event(), threading.Event(), []
