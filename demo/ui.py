@@ -138,6 +138,7 @@ class Page:
     ed_params: dict = field(default_factory=dict)  # editor -> {param: component}
     inv_boxes: dict = field(default_factory=dict)
     ed_boxes: dict = field(default_factory=dict)
+    record_keys: dict = field(default_factory=dict)  # parameter component -> its key in the page's record (`_parameter_record`)
     examples: dict = field(default_factory=dict)  # gallery key -> its example specs
     awaiting_first: set = field(default_factory=set)  # sessions whose page waits for the first example's edit
     # session (or (session, "second"): the Interpolate tab's second image) -> the image its page shows, as its last
@@ -258,6 +259,37 @@ def _parameter_boxes(page: Page, family: tuple[str, ...]) -> None:
                     gr.Markdown(f"**{name}**: {algo.paper}.{cost}")
                     params[name] = {k: _param_component(k, s, family) for k, s in algo.params.items() if k not in SHARED_PARAMS}
                 boxes[name] = box
+    _parameter_record(page)
+
+
+def _parameter_record(page: Page) -> None:
+    """One hidden value holding every parameter box's value, kept by the page itself at each change of a box
+    (`_keep_record`); the work events take it instead of the 49 boxes. gradio's page gathers each input of an event
+    by a search of the whole page and resets each one's status at the first message: with 61 inputs an edit's click
+    paid for 61 of each before its request left."""
+    for kind, params in (("inverter", page.inv_params), ("editor", page.ed_params)):
+        for name, comps in params.items():
+            for k, comp in comps.items():
+                page.record_keys[comp] = f"{kind}/{name}/{k}"
+    page.c["params"] = gr.JSON({key: comp.value for comp, key in page.record_keys.items()}, visible=False)
+
+
+def _keep_record(page: Page) -> None:
+    """Each box's change sets its value in the record, in the page (no round trip): into one object the page holds,
+    so that the changes of a model switch (every box at once) cannot overwrite each other."""
+    record = page.c["params"]
+    for comp, key in page.record_keys.items():
+        js = f"(v, r) => {{ const kept = (window.parameterRecord ||= {{...r}}); kept[{json.dumps(key)}] = v; return {{...kept}}; }}"
+        comp.change(None, [comp, record], record, js=js, queue=False, show_progress="hidden", api_visibility="private")
+
+
+def _with_record(page: Page, data: dict) -> dict:
+    """An event's values with each parameter box's taken from the page's record, as gradio would have given the box's
+    own (its preprocessing: a Number's precision, a Dropdown's choices)."""
+    record = data.get(page.c["params"])
+    if record is None:  # an event that took the boxes themselves
+        return data
+    return {**data, **{comp: comp.preprocess(record[key]) for comp, key in page.record_keys.items() if key in record}}
 
 
 def _shape_specs() -> list[dict]:
@@ -479,6 +511,7 @@ def _changed_params(specs: dict[str, Param], components: dict, data: dict, famil
 
 
 def _inversion_request(page: Page, data: dict) -> InversionRequest:
+    data = _with_record(page, data)
     model = page.engine.model_for(data[page.model])
     family = Engine.base(model).defaults
     inv = data[page.inverter]
@@ -495,6 +528,7 @@ def _inversion_request(page: Page, data: dict) -> InversionRequest:
 
 
 def _edit_request(page: Page, data: dict) -> EditRequest:
+    data = _with_record(page, data)
     source = _inversion_request(page, data)
     family = Engine.base(page.engine.model_for(source.model)).defaults
     ed = data[page.editor]
@@ -799,9 +833,9 @@ def _quiet_progress(demo: gr.Blocks) -> None:
 
 def _wire(page: Page) -> None:
     c, engine = page.c, page.engine
-    all_inputs = {c[k] for k in ("model", "image", "source", "target", "inverter", "editor", "steps", "seed", "guidance", "edit_guidance", "live", "region")}
-    for comps in [*page.inv_params.values(), *page.ed_params.values()]:
-        all_inputs |= set(comps.values())
+    # the parameter boxes' values come in one record the page keeps (`_parameter_record`)
+    all_inputs = {c[k] for k in ("model", "image", "source", "target", "inverter", "editor", "steps", "seed", "guidance", "edit_guidance", "live", "region", "params")}
+    _keep_record(page)
     outputs = _edit_outputs(page)
     on_edit, on_live, on_invert, on_compare = _work_handlers(page)
     on_interpolate, on_seeds = _application_handlers(page)

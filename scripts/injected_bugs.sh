@@ -2,7 +2,7 @@
 # Bugs injected on purpose, one at a time: each must make a test fail (the six of the first audit, issue 15,
 # and the kinds that audit found slipping through, issue 25: a number against the wrong reference, a flag
 # replaced by another's, a sampling path that degrades statistically, the CPU-only loading path, a ZeroGPU
-# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, the queue's wake-up, an upload during an edit, the page's measuring, its loading marks and the painting canvas at an upload). Runs the tests that should catch each,
+# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, the queue's wake-up, an upload during an edit, the page's measuring, its loading marks, the painting canvas at an upload and the page's record of the parameters). Runs the tests that should catch each,
 # restores the file: bash scripts/injected_bugs.sh
 cd "$(dirname "$0")/.."
 run() { OMP_NUM_THREADS=1 timeout 900 "${VENV:-.venv}/bin/python" -m pytest -q -x -p no:randomly "$@" 2>&1 | tail -1; }
@@ -110,4 +110,7 @@ run tests/test_engine_visitor.py -k loading; revert demo/ui.py
 echo "26. A new upload leaves the old image on the painting canvas until the server's answer: a stroke painted there is wiped"
 inject demo/ui.py 'emptied = {**_cleared(page), c["region"]: None}' 'emptied = _cleared(page)'
 run tests/test_browser.py -k painted; revert demo/ui.py
+echo "27. The page's record of the parameter boxes spreads the record each change read: a reset's changes overwrite each other"
+inject demo/ui.py 'js = f"(v, r) => {{ const kept = (window.parameterRecord ||= {{...r}}); kept[{json.dumps(key)}] = v; return {{...kept}}; }}"' 'js = f"(v, r) => ({{...r, [{json.dumps(key)}]: v}})"'
+run tests/test_browser.py -k every_inverter_takes; revert demo/ui.py
 git status --short  # nothing: every file is restored

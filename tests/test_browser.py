@@ -745,7 +745,9 @@ def test_the_page_speaks_to_visitors(served, browser):
 
 def test_the_parameters_every_inverter_takes_are_on_the_page_and_reach_the_engine(served, browser, monkeypatch):
     """Step noise and strength sit in the inverter settings once, for every inverter: a change reaches the
-    request (only what differs from the model's defaults is sent)."""
+    request (only what differs from the model's defaults is sent), and a reset of them all too."""
+    from playwright.sync_api import expect
+
     seen = record_edits(served[0], monkeypatch, "source")
     page = _page(browser, served[1])
     _loaded(page)
@@ -756,8 +758,14 @@ def test_the_parameters_every_inverter_takes_are_on_the_page_and_reach_the_engin
     step_noise = page.get_by_label("Step noise")
     step_noise.click()
     page.get_by_role("option", name="drawn").click()
+    page.get_by_label("Strength").fill("0.5")  # then Edit at once: the page's record of the boxes has it
     _run(page, "#edit-btn")
-    assert seen and seen[-1].params == {"step_noise": "drawn"}, seen[-1].params
+    assert seen and seen[-1].params == {"step_noise": "drawn", "strength": 0.5}, seen[-1].params
+    page.locator("#settings").get_by_text("Model, steps").click()
+    page.locator("#reset").click()  # every box back to the defaults at once: none of their changes lost
+    expect(page.get_by_label("Strength")).to_have_value("1", timeout=WAIT)
+    _run(page, "#edit-btn")
+    assert seen[-1].params == {}, seen[-1].params
 
 
 def test_the_interpolate_and_more_like_these_tabs_have_examples_that_run(served, browser):

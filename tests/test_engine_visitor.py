@@ -2,6 +2,7 @@
 succeeds as the judge sees it and keeps what the page promises, warnings reach every tab, a half-typed
 word is no news, a Stop click frees the worker at the next network call."""
 
+import json
 import threading
 import time
 
@@ -306,6 +307,24 @@ def test_only_model_work_marks_components_as_loading(engine):
     assert marked <= {"model", "summary", "compare-summary", "seeds-summary", "interp-summary", "Image", "JSON", "Gallery"}
     on_model = next(f for f in demo.fns.values() if f.name == "on_model")
     assert [b.elem_id for b in on_model.show_progress_on] == ["model", "summary"]
+
+
+def test_the_work_events_take_the_parameter_boxes_as_one_record(engine):
+    """gradio's page gathers each input of an event by a search of the whole page (and resets its status at the
+    first message): the edit took 61 inputs, 49 of them parameter boxes. Now the page keeps the boxes' values in one
+    record, and a request built from it is the one the boxes themselves gave (their own preprocessing)."""
+    import demo.ui as ui
+
+    demo = ui.build(engine)
+    on_edit = next(f for f in demo.fns.values() if f.name == "on_edit")
+    assert len(on_edit.inputs) <= 13, len(on_edit.inputs)
+    record = next(b for b in on_edit.inputs if isinstance(b, gr.JSON))
+    keeping = {f.inputs[0]._id: f for f in demo.fns.values() if f.js and record in f.outputs}  # a box -> its change event
+    assert len(keeping) == len(record.value) >= 40 and not set(keeping) & {b._id for b in on_edit.inputs}
+    for f in keeping.values():  # each box's value under the key its change sets: the record starts as the boxes are
+        box, key = f.inputs[0], next(k for k in record.value if json.dumps(k) in f.js)
+        assert record.value[key] == box.value, key
+    assert record.value["inverter//step_noise"] == "predicted" and record.value["inverter//strength"] == 1.0  # this model's defaults
 
 
 def test_a_setting_the_page_does_not_offer_leaves_the_page_as_it_is(engine):
