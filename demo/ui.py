@@ -939,9 +939,9 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
     background once the app listens) or else by the first visit, then shown to every visitor with its inversion.
 
     Its inputs are the page's initial values (`_input_column`). Once made, its edit comes with the page's load
-    event, unqueued. Before that, the load event says it is being made and the page gets it when made, unless the visitor has meanwhile chosen something of their own (`Page.chose`): what they
-    chose stays (the late edit replaced their image and prompts while the first example was made, or queued behind
-    other visitors' work)."""
+    event, unqueued. Before that, the load event says it is being made and the page gets it when made, unless the
+    visitor has meanwhile chosen something of their own (`Page.chose`): what they chose stays (the late edit replaced
+    their image and prompts while the first example was made, or queued behind other visitors' work)."""
     c, engine, made, making, ready = page.c, page.engine, {}, threading.Lock(), threading.Event()
     results, nothing = _edit_outputs(page), {c["summary"]: gr.skip()}  # (gradio takes an empty dict for one value)
     # set when the page opened before the example was made: its change asks for the edit in the queue (a page that
@@ -965,7 +965,7 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
         session = session_of(request)
         if ready.is_set():
             engine.adopt(session)  # the shown example's inversion is the visitor's too
-        if page.stale(session, first_image):  # a loaded server: the visitor's own upload came first
+        if page.stale(session, first_image):  # checked last: on a loaded server the visitor's own upload can come first
             return nothing
         if ready.is_set():
             return {k: v for k, v in made.items() if k != "none"} or nothing
