@@ -284,7 +284,6 @@ def test_what_a_visitor_chose_before_the_first_example_arrived_stays(browser, mo
     """Opened while the first example's edit is still being made (a cold start; or, before, a queue busy with other
     visitors' work): its image and prompts show at once; a visitor who uploads and types before the edit arrives
     keeps their image and prompts, and the late edit is not shown. A later visitor gets it all with the page, unqueued."""
-
     from demo import ui
 
     release, made, make = threading.Event(), threading.Event(), ui._first_result
@@ -523,7 +522,6 @@ def test_a_new_upload_while_an_edit_runs_stops_it_and_its_result_never_shows(ser
     """An edit of the old image still running when the visitor uploads another showed the old image's edit beside the
     new one. Now, uploaded while it inverts: it stops before its next network call and shows nothing; uploaded while
     it measures (its edit already sent): the rest of it does not show. An edit of the new image then works."""
-
     from demo import ui
 
     engine = served[0]
@@ -572,7 +570,6 @@ def test_a_new_upload_while_an_edit_runs_stops_it_and_its_result_never_shows(ser
 
 def test_an_example_clicked_while_an_edit_runs_stops_it_and_shows_its_own_result(served, browser, monkeypatch):
     """As an upload does: the old image's edit stops (silently) and the example's edit is what the page shows."""
-
     engine = served[0]
     entered, release, outcomes = threading.Event(), threading.Event(), []
     invert, edit = engine.invert, engine.edit

@@ -325,6 +325,12 @@ def test_the_work_events_take_the_parameter_boxes_as_one_record(engine):
         box, key = f.inputs[0], next(k for k in record.value if json.dumps(k) in f.js)
         assert record.value[key] == box.value, key
     assert record.value["inverter//step_noise"] == "predicted" and record.value["inverter//strength"] == 1.0  # this model's defaults
+    page, whole, menu = ui.Page(engine), gr.Number(precision=0), gr.Dropdown(["drawn", "predicted"])
+    page.c["params"], page.record_keys = record, {whole: "whole", menu: "menu"}
+    taken = ui._with_record(page, {record: {"whole": 2.7, "menu": "drawn"}})
+    assert taken[whole] == 3 and isinstance(taken[whole], int) and taken[menu] == "drawn"  # as the boxes give them
+    with pytest.raises(gr.Error, match="not in the list of choices"):  # as the menu refuses a raw client's value
+        ui._with_record(page, {record: {"whole": 1, "menu": "random"}})
 
 
 def test_a_setting_the_page_does_not_offer_leaves_the_page_as_it_is(engine):
