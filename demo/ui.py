@@ -286,10 +286,12 @@ def _keep_record(page: Page) -> None:
 def _with_record(page: Page, data: dict) -> dict:
     """An event's values with each parameter box's taken from the page's record, as gradio would have given the box's
     own (its preprocessing: a Number's precision, a Dropdown's choices)."""
-    record = data.get(page.c["params"])
-    if record is None:  # an event that took the boxes themselves
+    record = page.c["params"]
+    if record not in data:  # already taken from it (an edit request builds its inversion request from the same values)
         return data
-    return {**data, **{comp: comp.preprocess(record[key]) for comp, key in page.record_keys.items() if key in record}}
+    taken = {comp: v for comp, v in data.items() if comp is not record}
+    taken.update({comp: comp.preprocess(data[record][key]) for comp, key in page.record_keys.items() if key in data[record]})
+    return taken
 
 
 def _shape_specs() -> list[dict]:
@@ -962,12 +964,12 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
     first_image = example_specs(model)[0]["image"]
 
     def on_open(request: gr.Request):
-        session = session_of(request)
-        if ready.is_set():
+        session, made_already = session_of(request), ready.is_set()
+        if made_already:
             engine.adopt(session)  # the shown example's inversion is the visitor's too
         if page.stale(session, first_image):  # checked last: on a loaded server the visitor's own upload can come first
             return nothing
-        if ready.is_set():
+        if made_already:
             return {k: v for k, v in made.items() if k != "none"} or nothing
         page.awaiting_first.add(session)
         return {c["summary"]: "Making this example's edit…", pending: 1}
