@@ -83,6 +83,15 @@ CSS = """
 #references .grid-container { grid-template-columns: repeat(auto-fill, minmax(76px, 1fr)) !important; }
 #strip .grid-container { grid-template-columns: repeat(auto-fill, minmax(64px, 1fr)) !important; }
 #seeded .grid-container, #gallery .grid-container, #compare-edits-gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(110px, 1fr)) !important; }
+/* ... and take the height of their rows: gradio holds an unsized gallery at least 450 px tall (one row of six reconstructions
+   stood above 300 px of blank) */
+#references .grid-wrap, #strip .grid-wrap, #seeded .grid-wrap, #gallery .grid-wrap, #compare-edits-gallery .grid-wrap { min-height: 0 !important; }
+/* the comparison's headers break between words ("network calls", not "networ k calls") */
+#compare-table th .wrap { word-break: normal !important; overflow-wrap: normal !important; }
+/* a comparison's captions (inverter, editor, PSNR) are whole, in small type along the thumbnail's foot (gradio cuts
+   a caption to one line: "rnri + p2p · ...", the number gone) */
+#gallery .caption-label, #compare-edits-gallery .caption-label { white-space: normal !important; max-width: calc(100% - 6px) !important;
+  font-size: 10px !important; line-height: 1.15 !important; padding: 1px 4px !important; }
 @media (max-width: 640px) {
   #intro p { font-size: 0.9em; margin: 0; }
   #model-line p { font-size: 0.85em; }
@@ -618,10 +627,10 @@ def compare_updates(page: Page, rows: list[dict], target: str, editors: tuple, m
     lcm = any(r["reconstruction_uncorrected"] is not None for r in rows)
     folder = output_folder()
     if lcm:
-        pics = [(png(r["reconstruction_uncorrected"], f"{r['inverter']}.png", folder=folder), f"{r['inverter']}: {r['psnr_uncorrected']:.2f} dB without the last residual") for r in rows]
+        pics = [(png(r["reconstruction_uncorrected"], f"{r['inverter']}.png", folder=folder), f"{r['inverter']} · {r['psnr_uncorrected']:.2f} dB") for r in rows]
     else:
-        pics = [(png(r["reconstruction"], f"{r['inverter']}.png", folder=folder), f"{r['inverter']}: {r['psnr']:.2f} dB, {r['nfe']} calls") for r in rows]
-    edits = [(png(r["edits"][ed]["image"], f"{r['inverter']}-{ed}.png", folder=folder), f"{r['inverter']} + {ed}: {r['edits'][ed]['change_psnr']:.2f} dB from the input")
+        pics = [(png(r["reconstruction"], f"{r['inverter']}.png", folder=folder), f"{r['inverter']} · {r['psnr']:.2f} dB · {r['nfe']} calls") for r in rows]
+    edits = [(png(r["edits"][ed]["image"], f"{r['inverter']}-{ed}.png", folder=folder), f"{r['inverter']} + {ed} · {r['edits'][ed]['change_psnr']:.2f} dB")
              for r in rows for ed in editors]
     names = {"inverter": "inverter", "nfe": "network calls", "seconds": "seconds", "psnr": "PSNR (dB)", "psnr_uncorrected": "PSNR without the last residual (dB)",
              "ssim": "SSIM", "lpips": "LPIPS", "noise_std": "noise std", "noise_ks": "noise: distance from N(0,1)", "noise_gaussian": "noise looks Gaussian"}
@@ -630,10 +639,13 @@ def compare_updates(page: Page, rows: list[dict], target: str, editors: tuple, m
     frame = pd.DataFrame([{names[k]: r.get(k) for k in shown} for r in rows])
     text = ("On an LCM every inverter reconstructs exactly through the noise it records, so the images show each reconstruction without the "
             "last step's recorded residual: that is where the inverters differ." if lcm else "")
+    reused = [r["inverter"] for r in rows if r["cached"]]
+    if reused:  # a time taken under whatever else ran then (the first example's, at the app's start): not this run's
+        text += f"\n\nReused from an earlier request, with that request's seconds: {', '.join(reused)}."
     if missing_target:
         text += "\n\nType a target prompt on the left to compare the edits too."
-    return {c["gallery"]: gr.update(value=pics, label="Reconstructions" + (" without the last recorded residual" if lcm else "")),
-            c["compare_gallery"]: gr.update(value=edits or None, label=f"Edits: {target}" if edits else "Edits"), c["table"]: frame,
+    return {c["gallery"]: gr.update(value=pics, label="Reconstructions" + (" without the last recorded residual (PSNR)" if lcm else " (PSNR, network calls)")),
+            c["compare_gallery"]: gr.update(value=edits or None, label=f"Edits: {target} (PSNR from the input: lower, more changed)" if edits else "Edits"), c["table"]: frame,
             c["plot"]: residual_frame(rows), c["compare_summary"]: text.strip()}
 
 

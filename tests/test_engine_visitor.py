@@ -14,7 +14,7 @@ import torch
 from demo.engine import STOPPED, Cancelled, EditRequest, InversionRequest
 from demo.glue import shown_errors
 from demo.report import vocabulary_warning
-from demo.ui import example_specs
+from demo.ui import Page, compare_updates, example_specs
 from inversion.images import load_image
 from shapes.judge import find_objects
 
@@ -188,8 +188,6 @@ def test_a_new_second_image_stops_an_interpolation_working_on_another(engine):
 def test_the_page_knows_its_two_images_apart(engine):
     """`Page.stale` for the input image and the Interpolate tab's second one: an upload to one slot leaves the other's
     results alone; an example (the app setting both) forgets both; unknown sessions are never stale."""
-    from demo.ui import Page
-
     page, a, b = Page(engine), "/tmp/gradio/1/a.png", "/tmp/gradio/2/b.png"
     assert not page.stale("visitor", a) and not page.stale("visitor", a, second=True)
     page.shows("visitor", a, second=True)
@@ -228,6 +226,17 @@ def test_compare_shows_what_differs_and_every_number_belongs_to_its_image(engine
     implied = moments((inv.z_T.double() - a**0.5 * inv.x0.double()) / (1 - a) ** 0.5)
     row = next(r for r in rows if r["inverter"] == "ddim")
     assert row["noise_std"] == pytest.approx(implied["std"], abs=1e-3) and row["noise_gaussian"] == looks_gaussian(implied)
+    # the page's captions and table carry those numbers, and an inversion reused from an earlier request says so
+    # (its seconds are that request's: the first example's RNRI, made beside the app's start, read 5 s against 1)
+    page = Page(engine, c={k: k for k in ("gallery", "compare_gallery", "table", "plot", "compare_summary")})
+    shown = compare_updates(page, rows, "a green circle on a blue background", ("p2p",), False)
+    assert [cap for _, cap in shown["gallery"]["value"]] == [f"{r['inverter']} · {r['psnr_uncorrected']:.2f} dB" for r in rows]
+    assert [cap for _, cap in shown["compare_gallery"]["value"]] == [f"{r['inverter']} + p2p · {r['edits']['p2p']['change_psnr']:.2f} dB" for r in rows]
+    assert shown["table"]["seconds"].tolist() == [r["seconds"] for r in rows]
+    reused = [r["inverter"] for r in rows if r["cached"]]
+    assert ("Reused" in shown["compare_summary"]) == bool(reused)
+    again = compare_updates(page, engine.compare("cmp", req), "", (), False)
+    assert f"earlier request, with that request's seconds: {', '.join(engine.inverters())}." in again["compare_summary"]
 
 
 def test_valid_looking_settings_that_failed_late_now_fail_early_or_succeed(engine):
