@@ -286,9 +286,10 @@ def test_what_a_visitor_chose_before_the_first_example_arrived_stays(browser, mo
     keeps their image and prompts, and the late edit is not shown. A later visitor gets it all with the page, unqueued."""
     from demo import ui
 
-    release, made, make = threading.Event(), threading.Event(), ui._first_result
+    started, release, made, make = threading.Event(), threading.Event(), threading.Event(), ui._first_result
 
     def held(*args):  # made once released
+        started.set()
         release.wait(WAIT / 1000)
         try:
             return make(*args)
@@ -311,6 +312,9 @@ def test_what_a_visitor_chose_before_the_first_example_arrived_stays(browser, mo
         page.goto(url)
         example = ui.example_specs(engine.model)[0]
         page.wait_for_function("s => document.querySelector('#source textarea')?.value === s", arg=example["source"], timeout=WAIT)
+        # the example is being made for this page (its inputs came with the first paint: an upload before the page's request
+        # for the edit reached the server would rightly never ask for it, and nothing would be made)
+        assert started.wait(WAIT / 1000)
         _upload(page, SCENE)
         page.locator("#source textarea").fill(SOURCE)
         page.locator("#target textarea").fill(TARGET)
