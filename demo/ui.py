@@ -218,13 +218,15 @@ def _few_step(model) -> bool:
     return Engine.base(model).default_steps <= FEW_STEPS
 
 
-def _guidance_note(model) -> str | None:
+def _guidance_note(model) -> str:
     """Why the guidance hardly matters on `shapes-lcm` (measured: edits at guidance 1, 3 and 8 differ by 55-59 dB,
-    below one grey level): a consistency model takes guidance as an embedding, and ours barely uses it."""
+    below one grey level): a consistency model takes guidance as an embedding, and ours barely uses it. No note is
+    "", not None: gradio's page keeps a box's last note when an update sends None (a switch to `shapes` kept the
+    LCM's note)."""
     base = Engine.base(model)
     if base.family == "shapes" and base.sampler_kind == "lcm":
         return "on this model guidance barely changes anything (distilled into an input it hardly uses)"
-    return "distilled into the model as an input (no second pass)" if not base.uses_cfg else None
+    return "distilled into the model as an input (no second pass)" if not base.uses_cfg else ""
 
 
 def _steps_label(model) -> str:

@@ -113,4 +113,7 @@ run tests/test_browser.py -k painted; revert demo/ui.py
 echo "27. The page's record of the parameter boxes spreads the record each change read: a reset's changes overwrite each other"
 inject demo/ui.py 'js = f"(v, r) => {{ const kept = (window.parameterRecord ||= {{...r}}); kept[{json.dumps(key)}] = v; return {{...kept}}; }}"' 'js = f"(v, r) => ({{...r, [{json.dumps(key)}]: v}})"'
 run tests/test_browser.py -k every_inverter_takes; revert demo/ui.py
+echo "28. A model switch sends no guidance note as None: the page keeps the LCM's note on the 20-step teacher, where guidance matters"
+inject demo/ui.py 'if not base.uses_cfg else ""' 'if not base.uses_cfg else None'
+run tests/test_browser.py -k model_picker; revert demo/ui.py
 git status --short  # nothing: every file is restored

@@ -439,6 +439,14 @@ def test_the_model_picker_switches_models_and_explains_a_missing_download(served
     assert text.count("sd-1.5 cannot run here") == 1 and "Error" not in text and "OSError" not in text
     said = page.locator("#summary").inner_text()
     assert "shapes-lcm" in said and "tiny-sd" not in said and "oracle" not in said
+    # a switch to the 20-step teacher, where guidance matters: the LCM's note on guidance goes with it
+    lcm_note = "guidance barely changes anything"
+    assert lcm_note in page.locator("#guidance").inner_text()
+    page.locator("#model input").click()
+    page.get_by_role("option", name="shapes — available").click()
+    page.wait_for_function("() => document.querySelector('#model-line').innerText.includes('Running shapes:')", timeout=WAIT)
+    page.wait_for_function("() => document.querySelector('#steps').innerText.startsWith('Steps\\n')", timeout=WAIT)
+    assert lcm_note not in page.locator("#guidance").inner_text()
 
 
 def test_the_interpolate_tab_morphs_between_two_uploads(served, browser):
