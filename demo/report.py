@@ -139,6 +139,8 @@ def warnings_for(model, entry, prompts: list[str], req=None, out=None) -> list[s
             notes.append("MasaCtrl keeps the source's appearance (colours, textures) and changes shape or pose; for a colour change use P2P or DiffEdit.")
         if req.editor == "diffedit" and out.mask is not None and float(out.mask.mean()) == 0.0:
             notes.append("DiffEdit's mask came out empty (the two prompts predict the same noise), so nothing was edited; make the prompts differ where the change should be.")
+        elif not changed and req.region is None:  # (a painted region with the same words: a deliberate redraw)
+            notes.append("The target prompt has the source prompt's words, so the edit redraws the input; change the words that should change.")
     return notes
 
 

@@ -88,6 +88,16 @@ def test_warnings_reach_every_tab(engine):
     assert any("'lawn' is new to it" in n for n in r["notes"])
 
 
+def test_an_edit_whose_target_says_what_the_source_says_is_told_so(engine):
+    """A newcomer who clicks Edit before changing the target gets the input back at 100 dB: the summary says why."""
+    scene, prompt = "assets/shapes/examples/scene0.png", "a red circle on a blue background"
+    note = "The target prompt has the source prompt's words"
+    same = engine.edit("w", EditRequest(InversionRequest(scene, prompt, "ddim"), "A red circle on a blue  background", "p2p"))
+    assert any(note in w for w in engine.edit_record(same)["metrics"]["warnings"])
+    other = engine.edit("w", EditRequest(InversionRequest(scene, prompt, "ddim"), "a green circle on a blue background", "p2p"))
+    assert not any(note in w for w in engine.edit_record(other)["metrics"]["warnings"])
+
+
 def test_a_half_typed_word_is_no_news_in_live_mode(engine):
     model = engine.model
     assert vocabulary_warning(model, ["a red circle on a blue background", "a green circle on a blue backgr"], typing=True) == []
