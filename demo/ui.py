@@ -84,8 +84,9 @@ CSS = """
 #strip .grid-container { grid-template-columns: repeat(auto-fill, minmax(64px, 1fr)) !important; }
 #seeded .grid-container, #gallery .grid-container, #compare-edits-gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(110px, 1fr)) !important; }
 /* ... and take the height of their rows: gradio holds an unsized gallery at least 450 px tall (one row of six reconstructions
-   stood above 300 px of blank) */
+   stood above 300 px of blank) and at most 55% of the window (on a phone, the last row scrolled inside the page) */
 #references .grid-wrap, #strip .grid-wrap, #seeded .grid-wrap, #gallery .grid-wrap, #compare-edits-gallery .grid-wrap { min-height: 0 !important; }
+#strip .grid-wrap, #seeded .grid-wrap, #gallery .grid-wrap, #compare-edits-gallery .grid-wrap { max-height: none !important; }
 /* the comparison's headers break between words ("network calls", not "networ k calls") */
 #compare-table th .wrap { word-break: normal !important; overflow-wrap: normal !important; }
 /* a comparison's captions (inverter, editor, PSNR) are whole, in small type along the thumbnail's foot (gradio cuts
