@@ -951,6 +951,9 @@ def _wire(page: Page) -> None:
         event(**into_view)
 
 
+MAKING_FIRST = "Making this example's edit…"  # the summary while the page waits for the first example
+
+
 def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
     """The page opens with the first example's edit on it: made once, by `make_first_example` (app.py: in the
     background once the app listens) or else by the first visit, then shown to every visitor with its inversion.
@@ -987,23 +990,26 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
         if made_already:
             return {k: v for k, v in made.items() if k != "none"} or nothing
         page.awaiting_first.add(session)
-        return {c["summary"]: "Making this example's edit…", pending: 1}
+        return {c["summary"]: MAKING_FIRST, pending: 1}
 
-    def on_first_result(request: gr.Request):
+    def on_first_result(summary: str, request: gr.Request):
+        # The visitor chose something else (before this ran, or meanwhile): their page keeps what it shows, but not
+        # the making line, which lands after an upload's in-page clearing when the load event answers late
+        gone = {c["summary"]: ""} if summary == MAKING_FIRST else nothing
         session = session_of(request)
-        if session not in page.awaiting_first:  # the visitor chose something else before this ran
-            return nothing
+        if session not in page.awaiting_first:
+            return gone
         shown = first_example()
         try:
             page.awaiting_first.remove(session)
-        except KeyError:  # the visitor chose something else meanwhile
-            return nothing
+        except KeyError:
+            return gone
         engine.adopt(session)
         return {k: v for k, v in shown.items() if k in results} or {c["summary"]: ""}
 
     demo.load(on_open, None, [*results, pending], queue=False, show_progress="hidden",
               api_visibility="private")
-    pending.change(on_first_result, None, results, concurrency_id="first-example", concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    pending.change(on_first_result, c["summary"], results, concurrency_id="first-example", concurrency_limit=None, show_progress="hidden", api_visibility="private")
     _first_examples[demo] = first_example
 
 

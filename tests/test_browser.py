@@ -297,11 +297,11 @@ def test_what_a_visitor_chose_before_the_first_example_arrived_stays(browser, mo
             made.set()
 
     monkeypatch.setattr(ui, "_first_result", held)
-    canvas_of, decoded = ui._canvas_of, threading.Event()
+    canvas_of, decoded, other, other_decoded = ui._canvas_of, threading.Event(), SCENE.with_name("scene1.png"), threading.Event()
 
     def canvas_seen(path):  # the upload's own event (it reads the file for the painting canvas) has run
-        if path and Path(path).name == SCENE.name:
-            decoded.set()
+        name = Path(path).name if path else None
+        {SCENE.name: decoded, other.name: other_decoded}.get(name, threading.Event()).set()
         return canvas_of(path)
 
     monkeypatch.setattr(ui, "_canvas_of", canvas_seen)
@@ -319,6 +319,25 @@ def test_what_a_visitor_chose_before_the_first_example_arrived_stays(browser, mo
         page.locator("#source textarea").fill(SOURCE)
         page.locator("#target textarea").fill(TARGET)
         assert decoded.wait(WAIT / 1000)
+        # A second visitor on a slow line: the server answers their page's load event before their upload, and the
+        # answer ("Making this example's edit…") lands after the upload cleared the page: that line must not stay.
+        late = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        # held: the load event's request (the page's first unqueued one) and the server's answer, not yet delivered
+        held, MAKING = [], "Making this example's edit…"
+        late.route("**/gradio_api/run/predict", lambda route: route.continue_() if held else held.append((route, route.fetch())))
+        late.goto(url)
+        late.wait_for_function("s => document.querySelector('#source textarea')?.value === s", arg=example["source"], timeout=WAIT)
+        for _ in range(100):
+            if held:
+                break
+            late.wait_for_timeout(100)
+        assert held and MAKING in held[0][1].text()
+        _upload(late, other)
+        assert other_decoded.wait(WAIT / 1000)
+        held[0][0].fulfill(response=held[0][1])
+        late.wait_for_timeout(1500)  # the answer, and the page's request for the example that it set off, have landed
+        assert MAKING not in late.locator("#summary").inner_text()
+        assert Path(late.locator("#input img").first.get_attribute("src")).name == other.name
         release.set()
         assert made.wait(WAIT / 1000)
         page.wait_for_timeout(1500)  # what the page's request for it returned has landed
