@@ -992,24 +992,26 @@ def _first_on_load(demo: gr.Blocks, page: Page, model) -> None:
         page.awaiting_first.add(session)
         return {c["summary"]: MAKING_FIRST, pending: 1}
 
-    def on_first_result(summary: str, request: gr.Request):
-        # The visitor chose something else (before this ran, or meanwhile): their page keeps what it shows, but not
-        # the making line, which lands after an upload's in-page clearing when the load event answers late
-        gone = {c["summary"]: ""} if summary == MAKING_FIRST else nothing
+    def on_first_result(request: gr.Request):
         session = session_of(request)
-        if session not in page.awaiting_first:
-            return gone
+        if session not in page.awaiting_first:  # the visitor chose something else before this ran
+            return nothing
         shown = first_example()
         try:
             page.awaiting_first.remove(session)
-        except KeyError:
-            return gone
+        except KeyError:  # the visitor chose something else meanwhile
+            return nothing
         engine.adopt(session)
         return {k: v for k, v in shown.items() if k in results} or {c["summary"]: ""}
 
     demo.load(on_open, None, [*results, pending], queue=False, show_progress="hidden",
               api_visibility="private")
-    pending.change(on_first_result, c["summary"], results, concurrency_id="first-example", concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    # Once answered, the making line goes if the page still shows it: the visitor chose something else, and that line
+    # can land after an upload's in-page clearing (a late load answer). Checked in the page, which alone knows
+    # whether a message of the visitor's own (a quick refusal) has replaced it meanwhile.
+    pending.change(on_first_result, None, results, concurrency_id="first-example", concurrency_limit=None, show_progress="hidden", api_visibility="private"
+                   ).then(None, c["summary"], c["summary"], js=f"(s) => s === {json.dumps(MAKING_FIRST)} ? '' : s", queue=False, show_progress="hidden",
+                          api_visibility="private")
     _first_examples[demo] = first_example
 
 

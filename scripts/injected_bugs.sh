@@ -117,6 +117,6 @@ echo "28. A model switch sends no guidance note as None: the page keeps the LCM'
 inject demo/ui.py 'if not base.uses_cfg else ""' 'if not base.uses_cfg else None'
 run tests/test_browser.py -k model_picker; revert demo/ui.py
 echo "29. A late load answer's making line stays after the visitor's upload cleared the page (the example's edit never comes)"
-inject demo/ui.py '        gone = {c["summary"]: ""} if summary == MAKING_FIRST else nothing' '        gone = nothing'
+inject demo/ui.py 'js=f"(s) => s === {json.dumps(MAKING_FIRST)} ? '"''"' : s"' 'js="(s) => s"'
 run tests/test_browser.py -k visitor_chose; revert demo/ui.py
 git status --short  # nothing: every file is restored
