@@ -508,7 +508,7 @@ class Engine:
         region = self._region(model, req.region, entry.size)
         with self.working(session, model, entry.x):
             out = edit(model, entry.inversion, req.target_prompt, req.editor, guidance, progress=progress.phase("editing", 0.6, 1.0) if progress else None, region=region, preview=req.preview, **params)
-        return {"x": entry.x, "edit": out.image, "mask": out.mask, "inversion": entry.inversion,
+        return {"x": entry.x, "edit": out.image, "mask": out.mask, "inversion": entry.inversion, "region": region,
                 "entry": entry, "cached": cached, "out": out, "req": req, "model": model, "session": session}
 
     @on_model_thread

@@ -313,9 +313,14 @@ def png_once(shown: dict, x: torch.Tensor, name: str, folder: Path | None = None
     return path
 
 
-def write_downloads(result: dict) -> tuple[str | None, str]:
-    """The edit as PNG (when there is one) and the inversion as safetensors, in a fresh folder, atomically."""
+def write_downloads(result: dict) -> tuple[str | None, str, str | None]:
+    """The edit as PNG (when there is one), the inversion as safetensors and the painted region (when there is one:
+    white where it edits, on the edit's input, as `python -m editing edit --region` takes it), in a fresh folder,
+    atomically."""
     d = output_folder()
     edit = None if result.get("edit") is None else written(d / "edit.png", lambda p: to_pil(result["edit"]).save(p, format="PNG", compress_level=PNG_LEVEL))
     inv_path = written(d / "inversion.safetensors", lambda p: result["inversion"].save(p))
-    return edit, inv_path
+    region = result.get("region")
+    mask = None if region is None else Image.fromarray((region.cpu().to(torch.uint8) * 255).numpy())  # 2-D uint8: mode L
+    region_path = None if mask is None else written(d / "region.png", lambda p: mask.save(p, format="PNG", compress_level=PNG_LEVEL))
+    return edit, inv_path, region_path

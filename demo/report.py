@@ -205,3 +205,29 @@ def model_problem(name: str, error: Exception, models) -> str:
     can = [n for n in models.choices() if models.status(n).startswith("available")]
     why = "it is not downloaded and this server cannot download it" if "network" in str(error) or "cache" in str(error) else str(error).split(". ")[0]
     return f"{name} cannot run here: {why}. Pick one marked available: {', '.join(can)}."
+
+
+REEDIT_FILES = {"inversion": "inversion.safetensors", "region": "region.png", "out": "edit-again.png"}
+
+
+def reedit_command(model, req, painted: bool) -> str:
+    """The command line that makes this edit again from the page's downloads, without inverting: its model, editor,
+    target prompt, and each of its settings that differs from the model's default (which the command line takes
+    when it is not given); `painted`: with the painted region's download."""
+    import shlex
+
+    from editing.api import validate_edit
+
+    base = base_stage(model)
+    used = validate_edit(model, req.source.prompt, req.target_prompt, req.editor, **req.params)
+    default = validate_edit(model, req.source.prompt, req.target_prompt, req.editor)
+    args = ["python", "-m", "editing", "edit", "--model", model.name, "--inversion", REEDIT_FILES["inversion"],
+            "--editor", req.editor, "--target-prompt", req.target_prompt]
+    if req.guidance is not None and float(req.guidance) != base.default_edit_guidance:
+        args += ["--guidance", repr(float(req.guidance))]
+    for k, v in used.items():
+        if v != default[k]:
+            args += ["--param", f"{k}={v!r}" if isinstance(v, float) else f"{k}={v}"]
+    if painted:
+        args += ["--region", REEDIT_FILES["region"]]
+    return shlex.join(args + ["--out", REEDIT_FILES["out"]])

@@ -93,6 +93,8 @@ CSS = """
    a caption to one line: "rnri + p2p · ...", the number gone) */
 #gallery .caption-label, #compare-edits-gallery .caption-label { white-space: normal !important; max-width: calc(100% - 6px) !important;
   font-size: 10px !important; line-height: 1.15 !important; padding: 1px 4px !important; }
+/* the re-edit command wraps instead of scrolling sideways (its copy button copies it whole) */
+#reedit pre, #reedit code { white-space: pre-wrap !important; overflow-wrap: anywhere; }
 @media (max-width: 640px) {
   #intro p { font-size: 0.9em; margin: 0; }
   #model-line p { font-size: 0.85em; }
@@ -400,10 +402,11 @@ def _output_column(page: Page) -> None:
             with gr.Accordion("All metrics (JSON)", open=False):
                 c["metrics"] = gr.JSON(label="Metrics and timings", elem_id="metrics")
             with gr.Row():
-                c["edit_file"] = gr.File(label="Edited image (PNG)", elem_id="edit-file")
-                c["inv_file"] = gr.File(label="Inversion (safetensors)", elem_id="inv-file")
-            gr.Markdown("Edit the downloaded inversion again without inverting, on your machine: "
-                        "`python -m editing edit --model MODEL --inversion inversion.safetensors --editor p2p --target-prompt \"...\"`")
+                # wide enough for their files' names: a third (the painted region) goes below the two
+                c["edit_file"] = gr.File(label="Edited image (PNG)", elem_id="edit-file", min_width=280)
+                c["inv_file"] = gr.File(label="Inversion (safetensors)", elem_id="inv-file", min_width=280)
+                c["region_file"] = gr.File(label="Painted region (PNG)", elem_id="region-file", visible=False, min_width=280)
+            c["reedit"] = gr.Markdown(REEDIT_HINT, elem_id="reedit")
         with gr.Tab("Interpolate", elem_id="interpolate-tab"):
             gr.Markdown("Morph from the input image (its prompt, inverter and steps on the left) to a second image: both are inverted, "
                         "their noises mixed spherically and their prompts linearly; the first and last frames are the two reconstructions.")
@@ -448,7 +451,20 @@ def _output_column(page: Page) -> None:
 
 
 def _edit_outputs(page: Page) -> list:
-    return [page.c[k] for k in ("slider", "shown_input", "recon", "edited", "summary", "metrics", "edit_file", "inv_file", "mask_view", "mask_to_canvas", "upload_mask")]
+    return [page.c[k] for k in ("slider", "shown_input", "recon", "edited", "summary", "metrics", "edit_file", "inv_file", "region_file", "reedit",
+                                "mask_view", "mask_to_canvas", "upload_mask")]
+
+
+REEDIT_HINT = ("Edit the downloaded inversion again without inverting, on your machine: "
+               "`python -m editing edit --model MODEL --inversion inversion.safetensors --editor p2p --target-prompt \"...\"`")
+
+
+def _reedit(r: dict, painted: bool) -> str:
+    """The command that makes this edit again from the downloads (`report.reedit_command`)."""
+    files = "the inversion and the painted region downloaded above" if painted else "the inversion downloaded above"
+    decoded = " (it decodes in full; live mode shows the fast preview decoder's)" if r["req"].preview and Engine.base(r["model"]).has_preview else ""
+    return (f"Make this edit again on your machine from {files}, without inverting{decoded}:\n\n"
+            f"```\n{report.reedit_command(r['model'], r['req'], painted)}\n```")
 
 
 def _cleared(page: Page) -> dict:
@@ -457,7 +473,7 @@ def _cleared(page: Page) -> dict:
     out = {c[k]: None for k in ("slider", "shown_input", "recon", "edited", "metrics", "edit_file", "inv_file", "upload_mask", "strip", "gif_file", "gallery",
                                 "compare_gallery", "table")}
     out.update({c["summary"]: "", c["interp_summary"]: "", c["compare_summary"]: "", c["mask_view"]: gr.update(value=None, visible=False),
-                c["mask_to_canvas"]: gr.update(visible=False)})
+                c["mask_to_canvas"]: gr.update(visible=False), c["region_file"]: gr.update(value=None, visible=False), c["reedit"]: REEDIT_HINT})
     return out
 
 
@@ -570,10 +586,11 @@ def _edit_steps(page: Page, r: dict):
     if page.stale(session, image):
         yield unchanged
         return
-    edit_png, inv_path = write_downloads(r)
+    edit_png, inv_path, region_path = write_downloads(r)
     mask = gr.update(value=png(_mask_overlay(r["x"], r["mask"]), "region.png", folder=folder), visible=True) if r["mask"] is not None else gr.update(value=None, visible=False)
     yield {c["recon"]: png_once(r["entry"].shown, r["reconstruction"], "reconstruction.png", folder), c["summary"]: report.summary_markdown(r["metrics"]), c["metrics"]: r["metrics"], c["edit_file"]: edit_png,
-           c["inv_file"]: inv_path, c["mask_view"]: mask, c["mask_to_canvas"]: gr.update(visible=r["upload_mask"] is not None),
+           c["inv_file"]: inv_path, c["region_file"]: gr.update(value=region_path, visible=region_path is not None), c["reedit"]: _reedit(r, region_path is not None),
+           c["mask_view"]: mask, c["mask_to_canvas"]: gr.update(visible=r["upload_mask"] is not None),
            c["upload_mask"]: None if r["upload_mask"] is None else r["upload_mask"].astype(np.uint8) * 255}
 
 
@@ -603,10 +620,11 @@ def _work_handlers(page: Page):
         entry, record = engine.inversion_record(session, req, progress_of(progress))
         if page.stale(session, req.image):  # a new image came while it worked (see _edit_steps)
             return {c["summary"]: gr.skip()}
-        _, inv_path = write_downloads({"inversion": entry.inversion})
+        _, inv_path, _ = write_downloads({"inversion": entry.inversion})
         folder = output_folder()
         return {c["shown_input"]: png_once(entry.shown, entry.x, "input.png", folder), c["recon"]: png_once(entry.shown, entry.reconstruction, "reconstruction.png", folder), c["summary"]: report.summary_markdown(record), c["metrics"]: record,
-                c["inv_file"]: inv_path, c["slider"]: None, c["edited"]: None, c["edit_file"]: None, c["mask_view"]: gr.update(value=None, visible=False),
+                c["inv_file"]: inv_path, c["slider"]: None, c["edited"]: None, c["edit_file"]: None, c["region_file"]: gr.update(value=None, visible=False),
+                c["reedit"]: REEDIT_HINT, c["mask_view"]: gr.update(value=None, visible=False),
                 c["mask_to_canvas"]: gr.update(visible=False), c["upload_mask"]: None}
 
     @gpu("compare")

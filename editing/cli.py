@@ -1,7 +1,7 @@
 """Command line for editing (a stable contract; see docs/ARCHITECTURE.md):
 
     python -m editing edit --model M --inverter I --editor E --image PATH
-                           --source-prompt S --target-prompt T [--out edit.png] [--json]
+                           --source-prompt S --target-prompt T [--region mask.png] [--out edit.png] [--json]
     python -m editing interpolate --model M --inverter I --image A --image B --prompt P [--prompt2 P2]
                                   [--steps S] [--frames 8] [--out strip.png] [--gif anim.gif] [--json]
     python -m editing seeds --model M --inverter I --image A [--image B ...] --prompt P
@@ -24,10 +24,13 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from inversion.benchmark import profiled, warm_up
 from inversion.cli_tools import StderrProgress, emit, parse_params, print_table, run
 from inversion.errors import IncompatibleInversion, ParameterError
-from inversion.images import ImageError, centre_cropped_to
+from inversion.images import ImageError, centre_cropped_to, load_image
 from inversion.metrics import psnr, ssim
 from inversion.models import MODELS, base_stage, load_model
 from inversion.pipeline import PSNR_CAP, evaluate, input_tensor, invert, save_image
@@ -52,15 +55,15 @@ def cmd_edit(a) -> None:
         source_prompt = a.source_prompt
     params = parse_params(a.param)
     validate_edit(model, source_prompt, a.target_prompt, a.editor, **params)
+    # with a saved inversion and no --image, the reference is the inversion's own input (decoded by the model's codec)
+    x = saved_input(model, saved) if saved is not None and a.image is None else input_tensor(model, a.image, a.size, a.seed)
+    region = _region(a.region, x) if a.region is not None else None  # checked before any inversion
     if saved is not None:
         inv = saved
-        # without --image, the reference is the inversion's own input (decoded by the model's codec)
-        x = input_tensor(model, a.image, a.size, a.seed) if a.image is not None else saved_input(model, inv)
     else:
-        x = input_tensor(model, a.image, a.size, a.seed)
         inv = invert(model, x, source_prompt, a.inverter, a.steps, a.inversion_guidance, a.negative_prompt, a.seed, progress=progress, **parse_params(a.inverter_param))
     report, recon = evaluate(model, x, inv)
-    out = edit(model, inv, a.target_prompt, a.editor, a.guidance, progress=progress, **params)
+    out = edit(model, inv, a.target_prompt, a.editor, a.guidance, progress=progress, region=region, **params)
     # a reused inversion is no new work: its NFE and seconds were spent when it was saved
     inv_nfe, inv_seconds = (0, 0.0) if saved is not None else (inv.nfe, inv.seconds)
     result = {
@@ -102,6 +105,15 @@ def cmd_edit(a) -> None:
         for k in ("model", "inverter", "editor", "steps", "nfe", "inversion_nfe", "edit_nfe", "seconds", "inversion_seconds", "edit_seconds", "psnr", "edit_psnr"):
             print(f"{k:18s} {result[k]}")
     emit(result, a.json)
+
+
+def _region(path, x):
+    """A painted edit region from a mask image (nonzero = edit here) of the edit's input size: the app's region.png."""
+    mask = load_image(path, name="the edit region").convert("L")
+    if mask.size != (x.shape[-1], x.shape[-2]):
+        raise ImageError(f"the region is {mask.size[0]}x{mask.size[1]} but the edit's input is {x.shape[-1]}x{x.shape[-2]} "
+                         "(the model's size for this image): give a mask of that size (the app's region.png is)")
+    return torch.from_numpy(np.asarray(mask) > 0)
 
 
 def saved_input(model, inv):
@@ -305,6 +317,8 @@ def _edit_parser(sub) -> None:
     e.add_argument("--param", action="append", metavar="NAME=VALUE", help="editor parameter, repeatable")
     e.add_argument("--inversion", type=Path, default=None, help="reuse a saved inversion instead of inverting")
     e.add_argument("--save-inversion", type=Path, default=None)
+    e.add_argument("--region", type=Path, default=None, help="a mask of the edit's input (nonzero = edit here; the app's "
+                   "region.png): DiffEdit's mask, P2P's local blend, MasaCtrl's foreground")
     e.add_argument("--out", type=Path, default=None, help="write the edit here (PNG)")
 
 

@@ -413,6 +413,9 @@ def test_a_painted_region_is_the_edit_region(served, browser, monkeypatch):
     assert 0 < tinted.mean() < 0.5  # a stroke, not the whole image and not nothing
     painted = seen[-1]
     assert painted is not None and painted.shape == (64, 64) and 0 < painted.mean() < 0.5  # the stroke, at the image's size
+    # the region is among the downloads, and the command that makes this edit again takes it
+    page.locator("#region-file a").first.wait_for(timeout=WAIT)
+    assert "--region region.png" in page.locator("#reedit").inner_text() and "--editor diffedit" in page.locator("#reedit").inner_text()
 
 
 def test_the_editor_s_own_mask_can_be_corrected_on_the_canvas(served, browser, monkeypatch):

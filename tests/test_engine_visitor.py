@@ -14,7 +14,7 @@ import torch
 from demo.engine import STOPPED, Cancelled, EditRequest, InversionRequest
 from demo.glue import shown_errors
 from demo.report import vocabulary_warning
-from demo.ui import Page, compare_updates, example_specs
+from demo.ui import Page, _edit_outputs, _edit_steps, compare_updates, example_specs
 from inversion.images import load_image
 from shapes.judge import find_objects
 
@@ -247,6 +247,47 @@ def test_compare_shows_what_differs_and_every_number_belongs_to_its_image(engine
     assert ("Reused" in shown["compare_summary"]) == bool(reused)
     again = compare_updates(page, engine.compare("cmp", req), "", (), False)
     assert f"earlier request, with that request's seconds: {', '.join(engine.inverters())}." in again["compare_summary"]
+
+
+def test_the_re_edit_command_under_the_downloads_makes_the_page_s_edit_again(engine, tmp_path, monkeypatch):
+    """Under the downloads the page shows the command that makes the visitor's own edit from them: run as shown
+    (its model, editor, target, each setting that differs from the default, the painted region), it writes the
+    page's edited image. Without the region the command line edits elsewhere: the flag is what keeps it."""
+    import shlex
+    import shutil
+
+    from PIL import Image
+
+    from demo.report import reedit_command
+    from editing.cli import main as edit_main
+
+    names = ("slider", "shown_input", "recon", "edited", "summary", "metrics", "edit_file", "inv_file", "region_file", "reedit", "mask_view", "mask_to_canvas", "upload_mask")
+    page = Page(engine, c={k: k for k in names})
+    assert [c for c in _edit_outputs(page)] == list(names)
+    region = np.zeros((64, 64), dtype=bool)
+    region[8:40, 8:40] = True  # the circle and some background around it
+    source = InversionRequest("assets/shapes/examples/scene0.png", "a red circle on a blue background", "ddim")
+    req = EditRequest(source, "a green circle on a blue background", "p2p", guidance=2.5, params={"cross_replace": 0.6, "self_replace": 0.4}, region=region)
+    *_, last = _edit_steps(page, engine.edit("reedit", req))
+    text = last["reedit"]
+    command = text.split("```")[1].strip()
+    args = shlex.split(command)
+    assert args[:4] == ["python", "-m", "editing", "edit"] and "painted region" in text
+    assert "cross_replace=0.6" in args and not any(a.startswith("self_replace") for a in args)  # the default is not repeated
+    assert args[args.index("--guidance") + 1] == "2.5" and args[args.index("--model") + 1] == "shapes-lcm"
+    for path in (last["inv_file"], last["region_file"]["value"]):
+        shutil.copy(path, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert edit_main(args[3:] + ["--quiet"]) == 0
+    page_edit, again = np.asarray(Image.open(last["edit_file"])), np.asarray(Image.open(tmp_path / "edit-again.png"))
+    assert np.abs(page_edit.astype(int) - again).max() <= 1
+    unpainted = [a for a in args[3:] if a not in ("--region", "region.png")]
+    assert edit_main(unpainted + ["--out", "unpainted.png", "--quiet"]) == 0
+    assert np.abs(page_edit.astype(int) - np.asarray(Image.open(tmp_path / "unpainted.png"))).max() > 8
+    # an edit at every default: the command names only the model, the inversion, the editor and the target
+    plain = shlex.split(reedit_command(engine.model, EditRequest(source, "a green circle on a blue background", "masactrl"), False))
+    assert plain[4:] == ["--model", "shapes-lcm", "--inversion", "inversion.safetensors", "--editor", "masactrl",
+                         "--target-prompt", "a green circle on a blue background", "--out", "edit-again.png"]
 
 
 def test_valid_looking_settings_that_failed_late_now_fail_early_or_succeed(engine):
