@@ -2,7 +2,7 @@
 # Bugs injected on purpose, one at a time: each must make a test fail (the six of the first audit, issue 15,
 # and the kinds that audit found slipping through, issue 25: a number against the wrong reference, a flag
 # replaced by another's, a sampling path that degrades statistically, the CPU-only loading path, a ZeroGPU
-# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, the queue's wake-up, an upload during an edit, the page's measuring, its loading marks, the painting canvas at an upload and the page's record of the parameters). Runs the tests that should catch each,
+# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, the queue's wake-up, an upload during an edit, the page's measuring, its loading marks, the painting canvas at an upload and the page's record of the parameters; a flag the command line ignores). Runs the tests that should catch each,
 # restores the file: bash scripts/injected_bugs.sh
 cd "$(dirname "$0")/.."
 run() { OMP_NUM_THREADS=1 timeout 900 "${VENV:-.venv}/bin/python" -m pytest -q -x -p no:randomly "$@" 2>&1 | tail -1; }
@@ -56,7 +56,7 @@ inject demo/glue.py 'return timed if spaces is None else spaces.GPU(duration=BUD
 run tests/test_hub_app.py -k decorated_handler; revert demo/glue.py
 
 echo "12. The re-edit command the page shows needs --image again"
-inject editing/cli.py 'x = input_tensor(model, a.image, a.size, a.seed) if a.image is not None else saved_input(model, inv)' 'x = input_tensor(model, a.image, a.size, a.seed)'
+inject editing/cli.py 'x = saved_input(model, saved) if saved is not None and a.image is None else input_tensor(model, a.image, a.size, a.seed)' 'x = input_tensor(model, a.image, a.size, a.seed)'
 run tests/test_cli.py -k splits_timings; revert editing/cli.py
 
 echo "13. The model thread leaves the process default at its own count: handler threads start OpenMP teams again"
@@ -119,4 +119,7 @@ run tests/test_browser.py -k model_picker; revert demo/ui.py
 echo "29. A late load answer's making line stays after the visitor's upload cleared the page (the example's edit never comes)"
 inject demo/ui.py 'js=f"(s) => s === {json.dumps(MAKING_FIRST)} ? '"''"' : s"' 'js="(s) => s"'
 run tests/test_browser.py -k visitor_chose; revert demo/ui.py
+echo "30. The command line takes --region and ignores it: the page's re-edit command writes another edit than the page's"
+inject editing/cli.py 'progress=progress, region=region, **params)' 'progress=progress, **params)'
+run tests/test_engine_visitor.py -k re_edit_command; revert editing/cli.py
 git status --short  # nothing: every file is restored
