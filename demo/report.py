@@ -122,6 +122,15 @@ def vocabulary_warning(model, prompts: list[str], typing: bool = False) -> list[
     ]
 
 
+def against_the_grain(editor: str, source_prompt: str, target_prompt: str) -> list[str]:
+    """An editor asked for what it does not do by design: MasaCtrl (which keeps the source's appearance) for a
+    change of colour words only. Said on the Edit tab and under Compare's grid of every editor."""
+    changed = set(_words(target_prompt)) ^ set(_words(source_prompt))
+    if editor == "masactrl" and changed and changed <= COLOUR_WORDS:
+        return ["MasaCtrl keeps the source's appearance (colours, textures) and changes shape or pose; for a colour change use P2P or DiffEdit."]
+    return []
+
+
 def warnings_for(model, entry, prompts: list[str], req=None, out=None) -> list[str]:
     """What a newcomer should know about this result: the input's way in, words the model
     never learned, a reconstruction the model cannot make, an editor used against its grain."""
@@ -135,8 +144,7 @@ def warnings_for(model, entry, prompts: list[str], req=None, out=None) -> list[s
         )
     if req is not None and out is not None:
         changed = set(_words(req.target_prompt)) ^ set(_words(req.source.prompt))
-        if req.editor == "masactrl" and changed and changed <= COLOUR_WORDS:
-            notes.append("MasaCtrl keeps the source's appearance (colours, textures) and changes shape or pose; for a colour change use P2P or DiffEdit.")
+        notes += against_the_grain(req.editor, req.source.prompt, req.target_prompt)
         if req.editor == "diffedit" and out.mask is not None and float(out.mask.mean()) == 0.0:
             notes.append("DiffEdit's mask came out empty (the two prompts predict the same noise), so nothing was edited; make the prompts differ where the change should be.")
         elif not changed and req.region is None:  # (a painted region with the same words: a deliberate redraw)

@@ -633,15 +633,17 @@ def _work_handlers(page: Page):
         which = data[c["compare_edits"]]
         target = (data[c["target"]] or "").strip()
         editors = () if which == "no edits" or not target else tuple(EDITORS) if which == "every editor" else (data[c["editor"]],)
-        rows = engine.compare(session_of(request), _inversion_request(page, data), progress_of(progress), target, editors)
-        return compare_updates(page, rows, target, editors, which != "no edits" and not target)
+        source = _inversion_request(page, data)
+        rows = engine.compare(session_of(request), source, progress_of(progress), target, editors)
+        return compare_updates(page, rows, target, editors, which != "no edits" and not target, source.prompt)
 
     return on_edit, on_live, on_invert, on_compare
 
 
-def compare_updates(page: Page, rows: list[dict], target: str, editors: tuple, missing_target: bool) -> dict:
+def compare_updates(page: Page, rows: list[dict], target: str, editors: tuple, missing_target: bool, source_prompt: str = "") -> dict:
     """The comparison on the page: reconstructions (on an LCM without the last recorded residual, where
-    inverters differ), the edits, and a table whose every number belongs to the images beside it."""
+    inverters differ), the edits (with a note on an editor asked for what it does not do), and a table whose every
+    number belongs to the images beside it."""
     import pandas as pd
 
     c = page.c
@@ -665,6 +667,7 @@ def compare_updates(page: Page, rows: list[dict], target: str, editors: tuple, m
         text += f"\n\nReused from an earlier request, with that request's seconds: {', '.join(reused)}."
     if missing_target:
         text += "\n\nType a target prompt on the left to compare the edits too."
+    text += "".join(f"\n\n⚠️ {n}" for e in editors for n in report.against_the_grain(e, source_prompt, target))
     return {c["gallery"]: gr.update(value=pics, label="Reconstructions" + (" without the last recorded residual (PSNR)" if lcm else " (PSNR, network calls)")),
             c["compare_gallery"]: gr.update(value=edits or None, label=f"Edits: {target} (PSNR from the input: lower, more changed)" if edits else "Edits"), c["table"]: frame,
             c["plot"]: residual_frame(rows), c["compare_summary"]: text.strip()}

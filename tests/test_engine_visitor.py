@@ -89,13 +89,19 @@ def test_warnings_reach_every_tab(engine):
 
 
 def test_an_edit_whose_target_says_what_the_source_says_is_told_so(engine):
-    """A newcomer who clicks Edit before changing the target gets the input back at 100 dB: the summary says why."""
+    """A newcomer who clicks Edit before changing the target gets the input back at 100 dB: the summary says why;
+    so is one who asks MasaCtrl for a colour change."""
     scene, prompt = "assets/shapes/examples/scene0.png", "a red circle on a blue background"
     note = "The target prompt has the source prompt's words"
     same = engine.edit("w", EditRequest(InversionRequest(scene, prompt, "ddim"), "A red circle on a blue  background", "p2p"))
     assert any(note in w for w in engine.edit_record(same)["metrics"]["warnings"])
     other = engine.edit("w", EditRequest(InversionRequest(scene, prompt, "ddim"), "a green circle on a blue background", "p2p"))
     assert not any(note in w for w in engine.edit_record(other)["metrics"]["warnings"])
+    # MasaCtrl asked for a colour change (it keeps the source's appearance) is told so; asked for a shape change, not
+    grain = "MasaCtrl keeps the source's appearance"
+    for target, told in (("a green circle on a blue background", True), ("a red square on a blue background", False)):
+        masa = engine.edit("w", EditRequest(InversionRequest(scene, prompt, "ddim"), target, "masactrl"))
+        assert any(grain in w for w in engine.edit_record(masa)["metrics"]["warnings"]) == told
 
 
 def test_a_half_typed_word_is_no_news_in_live_mode(engine):
@@ -239,7 +245,7 @@ def test_compare_shows_what_differs_and_every_number_belongs_to_its_image(engine
     # the page's captions and table carry those numbers, and an inversion reused from an earlier request says so
     # (its seconds are that request's: the first example's RNRI, made beside the app's start, read 5 s against 1)
     page = Page(engine, c={k: k for k in ("gallery", "compare_gallery", "table", "plot", "compare_summary")})
-    shown = compare_updates(page, rows, "a green circle on a blue background", ("p2p",), False)
+    shown = compare_updates(page, rows, "a green circle on a blue background", ("p2p",), False, req.prompt)
     assert [cap for _, cap in shown["gallery"]["value"]] == [f"{r['inverter']} · {r['psnr_uncorrected']:.2f} dB" for r in rows]
     assert [cap for _, cap in shown["compare_gallery"]["value"]] == [f"{r['inverter']} + p2p · {r['edits']['p2p']['change_psnr']:.2f} dB" for r in rows]
     assert shown["table"]["seconds"].tolist() == [r["seconds"] for r in rows]
@@ -247,6 +253,12 @@ def test_compare_shows_what_differs_and_every_number_belongs_to_its_image(engine
     assert ("Reused" in shown["compare_summary"]) == bool(reused)
     again = compare_updates(page, engine.compare("cmp", req), "", (), False)
     assert f"earlier request, with that request's seconds: {', '.join(engine.inverters())}." in again["compare_summary"]
+    # under a grid with MasaCtrl, a colour change is said to be against its grain (its mottled cells are no fault)
+    both = [{**r, "edits": {**r["edits"], "masactrl": r["edits"]["p2p"]}} for r in rows]
+    grain = "MasaCtrl keeps the source's appearance"
+    assert grain not in shown["compare_summary"]
+    assert grain in compare_updates(page, both, "a green circle on a blue background", ("p2p", "masactrl"), False, req.prompt)["compare_summary"]
+    assert grain not in compare_updates(page, both, "a red square on a blue background", ("p2p", "masactrl"), False, req.prompt)["compare_summary"]
 
 
 def test_the_re_edit_command_under_the_downloads_makes_the_page_s_edit_again(engine, tmp_path, monkeypatch):
