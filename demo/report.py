@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import json
 import re
+import shlex
 from pathlib import Path
 
+from editing.api import validate_edit
 from inversion.metrics import psnr, ssim
 from inversion.models import as_cascade, base_stage
 from inversion.pipeline import PSNR_CAP
@@ -222,10 +224,6 @@ def reedit_command(model, req, painted: bool) -> str:
     """The command line that makes this edit again from the page's downloads, without inverting: its model, editor,
     target prompt, and each of its settings that differs from the model's default (which the command line takes
     when it is not given); `painted`: with the painted region's download."""
-    import shlex
-
-    from editing.api import validate_edit
-
     base = base_stage(model)
     used = validate_edit(model, req.source.prompt, req.target_prompt, req.editor, **req.params)
     default = validate_edit(model, req.source.prompt, req.target_prompt, req.editor)
