@@ -139,16 +139,29 @@ def client_gone() -> bool:
     return event is None or not event.alive
 
 
-def later_request_waiting() -> bool:
-    """Whether the visitor whose event this thread serves has a later event of the same action (the same
-    button, API endpoint or key) waiting behind it: then this one is dropped and only the latest runs, so
-    a client that floods the queue delays another by one job per action at most. Other actions do not
-    count: the no-op that typing queues when live mode is off must not drop the Enter that follows it."""
+def _current_event():
+    """The queued gradio event this thread serves and its queue (None, None outside one)."""
     from gradio.context import LocalContext
 
     blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
     queue = getattr(blocks, "_queue", None)
     event = None if queue is None or event_id is None else queue.event_ids_to_events.get(event_id)
+    return event, queue
+
+
+def enqueued_at() -> float | None:
+    """When the queued event this thread serves reached the server (gradio's `time.monotonic()` clock; None outside
+    one): about when its visitor clicked, which tells whether they did something else after asking for it."""
+    event, _ = _current_event()
+    return getattr(event, "enqueue_time", None)
+
+
+def later_request_waiting() -> bool:
+    """Whether the visitor whose event this thread serves has a later event of the same action (the same
+    button, API endpoint or key) waiting behind it: then this one is dropped and only the latest runs, so
+    a client that floods the queue delays another by one job per action at most. Other actions do not
+    count: the no-op that typing queues when live mode is off must not drop the Enter that follows it."""
+    event, queue = _current_event()
     if event is None:
         return False
     waiting = queue.event_queue_per_concurrency_id.get(event.concurrency_id)

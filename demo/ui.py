@@ -13,6 +13,7 @@ import json
 import math
 import random
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ from .engine import MAX_FRAMES, MAX_REFERENCES, MAX_SAMPLES, MAX_STEPS, Cancelle
 from .glue import (
     OUTPUT_AGE,
     client_gone,
+    enqueued_at,
     error_text,
     gpu,
     later_request_waiting,
@@ -157,6 +159,8 @@ class Page:
     # upload left it (absent: not known, nothing is checked)
     images: dict = field(default_factory=dict)
     images_lock: threading.Lock = field(default_factory=threading.Lock)
+    # session -> when its visitor last clicked an example (gradio's queue clock): what they asked for before is stale
+    examples_at: dict = field(default_factory=dict)
 
     @staticmethod
     def _slot(session: str, second: bool):
@@ -171,16 +175,25 @@ class Page:
             while len(self.images) > SESSIONS_SEEN:
                 self.images.pop(next(iter(self.images)))
 
-    def forget_image(self, session: str) -> None:
-        """The page's images were set by the app (an example), as paths its later requests do not repeat: not known."""
+    def example_shown(self, session: str, at: float) -> None:
+        """The visitor clicked an example at `at` (`time.monotonic()`, the queue's clock): the app set the page's
+        images, as paths (gradio's copies) its later requests name but this side never sees, so they are not known;
+        what the visitor asked for before `at` is stale instead."""
         with self.images_lock:
             self.images.pop(self._slot(session, False), None)
             self.images.pop(self._slot(session, True), None)
+            self.examples_at.pop(session, None)
+            self.examples_at[session] = at
+            while len(self.examples_at) > SESSIONS_SEEN:
+                self.examples_at.pop(next(iter(self.examples_at)))
 
-    def stale(self, session: str, image, second: bool = False) -> bool:
-        """Whether results of `image` would now show beside another image on the visitor's page."""
+    def stale(self, session: str, image, second: bool = False, since: float | None = None) -> bool:
+        """Whether results of `image`, asked for at `since` (the request's `enqueued_at`; None: not known), would
+        now show beside another image on the visitor's page: one uploaded since, or an example clicked since."""
         key = self._slot(session, second)
         with self.images_lock:
+            if since is not None and self.examples_at.get(session, -math.inf) > since:
+                return True
             return key in self.images and not same_image(self.images[key], image)
 
     def chose(self, request: gr.Request | None) -> str:
@@ -566,15 +579,15 @@ def _edit_request(page: Page, data: dict) -> EditRequest:
                        region=_painted(data.get(page.c["region"])))
 
 
-def _edit_steps(page: Page, r: dict):
+def _edit_steps(page: Page, r: dict, since: float | None = None):
     """The two updates of an edit: the edit itself as soon as it is decoded, then what measuring adds
-    (the reconstruction, its metrics, the files, the mask) -- `r` is `Engine.edit`'s result."""
+    (the reconstruction, its metrics, the files, the mask) -- `r` is `Engine.edit`'s result, asked for at `since`."""
     c, engine = page.c, page.engine
     session, image = r["session"], r["req"].source.image
     # a new image came while it worked: change nothing (the page took the old results off), and say so as the last
     # update, which gradio applies again when the event completes (a bare return re-applied the sent edit)
     unchanged = {k: gr.skip() for k in _edit_outputs(page)}
-    if page.stale(session, image):
+    if page.stale(session, image, since=since):
         yield unchanged
         return
     folder = output_folder()
@@ -583,7 +596,7 @@ def _edit_steps(page: Page, r: dict):
         yield {c["slider"]: (x, e), c["shown_input"]: x, c["edited"]: e, c["summary"]: "Edit done; measuring the reconstruction…"}
         fetched.wait(fetch_watch.WAIT_S)  # the page has the edit before measuring takes the CPU (fetch_watch.py)
     r = engine.edit_record(r)
-    if page.stale(session, image):
+    if page.stale(session, image, since=since):
         yield unchanged
         return
     edit_png, inv_path, region_path = write_downloads(r)
@@ -602,7 +615,8 @@ def _work_handlers(page: Page):
     @gpu("edit")
     @shown_errors(c["summary"])
     def on_edit(data: dict, request: gr.Request, progress=gr.Progress()):
-        yield from _edit_steps(page, engine.edit(page.chose(request), _edit_request(page, data), progress_of(progress)))
+        since = enqueued_at()
+        yield from _edit_steps(page, engine.edit(page.chose(request), _edit_request(page, data), progress_of(progress)), since)
 
     @gpu("edit")
     @shown_errors(c["summary"], live=True)
@@ -610,15 +624,15 @@ def _work_handlers(page: Page):
         if not data[c["live"]] or not (data[c["target"]] or "").strip() or data[c["image"]] is None:
             yield {k: gr.skip() for k in outputs}
             return
-        req = replace(_edit_request(page, data), preview=True, live=True)
-        yield from _edit_steps(page, engine.edit(page.chose(request), req, progress_of(progress)))
+        since, req = enqueued_at(), replace(_edit_request(page, data), preview=True, live=True)
+        yield from _edit_steps(page, engine.edit(page.chose(request), req, progress_of(progress)), since)
 
     @gpu("invert")
     @shown_errors(c["summary"])
     def on_invert(data: dict, request: gr.Request, progress=gr.Progress()):
-        session, req = page.chose(request), _inversion_request(page, data)
+        since, session, req = enqueued_at(), page.chose(request), _inversion_request(page, data)
         entry, record = engine.inversion_record(session, req, progress_of(progress))
-        if page.stale(session, req.image):  # a new image came while it worked (see _edit_steps)
+        if page.stale(session, req.image, since=since):  # a new image came while it worked (see _edit_steps)
             return {c["summary"]: gr.skip()}
         _, inv_path, _ = write_downloads({"inversion": entry.inversion})
         folder = output_folder()
@@ -633,8 +647,10 @@ def _work_handlers(page: Page):
         which = data[c["compare_edits"]]
         target = (data[c["target"]] or "").strip()
         editors = () if which == "no edits" or not target else tuple(EDITORS) if which == "every editor" else (data[c["editor"]],)
-        source = _inversion_request(page, data)
-        rows = engine.compare(session_of(request), source, progress_of(progress), target, editors)
+        since, session, source = enqueued_at(), session_of(request), _inversion_request(page, data)
+        rows = engine.compare(session, source, progress_of(progress), target, editors)
+        if page.stale(session, source.image, since=since):  # another image came while it worked or waited
+            return {k: gr.skip() for k in (c["gallery"], c["compare_gallery"], c["table"], c["plot"], c["compare_summary"])}
         return compare_updates(page, rows, target, editors, which != "no edits" and not target, source.prompt)
 
     return on_edit, on_live, on_invert, on_compare
@@ -680,12 +696,12 @@ def _application_handlers(page: Page):
     @gpu("interpolate")
     @shown_errors(c["interp_summary"])
     def on_interpolate(data: dict, request: gr.Request, progress=gr.Progress()):
-        session = session_of(request)
+        since, session = enqueued_at(), session_of(request)
         r = engine.interpolate(session, _inversion_request(page, data), data[c["image2"]], data[c["prompt2"]], data[c["frames"]], progress_of(progress))
         folder = output_folder()
         gif = written(folder / "interpolation.gif", lambda p: r["interpolation"].save_gif(p, pingpong=True))
         strip = [(png(f[None], f"frame{i}.png", folder=folder), f"{i}") for i, f in enumerate(r["frames"])]
-        if page.stale(session, data[c["image"]]) or page.stale(session, data[c["image2"]], second=True):  # a new image came meanwhile
+        if page.stale(session, data[c["image"]], since=since) or page.stale(session, data[c["image2"]], second=True):  # a new image came meanwhile
             return {k: gr.skip() for k in (c["strip"], c["interp_summary"], c["gif_file"])}
         m = r["metrics"]
         text = f"{m['frames']} frames, {m['nfe']} network calls, {m['seconds']:.2f} s" + "".join(f"\n\n⚠️ {n}" for n in r["notes"] + m["warnings"])
@@ -770,10 +786,10 @@ def _setting_handlers(page: Page):
 
 def _example_image(page: Page, request: gr.Request) -> None:
     """An example puts its image on the page: the visitor chose it (not the first example's edit); a request still
-    working on the old image stops, as after an upload (its later requests name gradio's copy of the example's file,
-    which is not known here: the page's image is forgotten, not recorded)."""
+    working on the old image stops, as after an upload, and what any request asked for before the click (one still
+    measuring its edit, one waiting in the queue) stays off the page (`Page.example_shown`)."""
     session = page.chose(request)
-    page.forget_image(session)
+    page.example_shown(session, enqueued_at() or time.monotonic())
     page.engine.replaced(session, None)
 
 

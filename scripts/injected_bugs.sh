@@ -2,7 +2,7 @@
 # Bugs injected on purpose, one at a time: each must make a test fail (the six of the first audit, issue 15,
 # and the kinds that audit found slipping through, issue 25: a number against the wrong reference, a flag
 # replaced by another's, a sampling path that degrades statistically, the CPU-only loading path, a ZeroGPU
-# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, the queue's wake-up, an upload during an edit, the page's measuring, its loading marks, the painting canvas at an upload and the page's record of the parameters; a flag the command line ignores). Runs the tests that should catch each,
+# duration that stops adapting, a re-edit command that cannot run; then seven of the live fixes of issue 23, two races of the page's first seconds, the queue's wake-up, an upload during an edit, the page's measuring, its loading marks, the painting canvas at an upload and the page's record of the parameters; a flag the command line ignores, an example clicked while an edit measures). Runs the tests that should catch each,
 # restores the file: bash scripts/injected_bugs.sh
 cd "$(dirname "$0")/.."
 run() { OMP_NUM_THREADS=1 timeout 900 "${VENV:-.venv}/bin/python" -m pytest -q -x -p no:randomly "$@" 2>&1 | tail -1; }
@@ -122,4 +122,7 @@ run tests/test_browser.py -k visitor_chose; revert demo/ui.py
 echo "30. The command line takes --region and ignores it: the page's re-edit command writes another edit than the page's"
 inject editing/cli.py 'progress=progress, region=region, **params)' 'progress=progress, **params)'
 run tests/test_engine_visitor.py -k re_edit_command; revert editing/cli.py
+echo "31. An example clicked while an edit measures: the old edit's metrics show beside the example's image"
+inject demo/ui.py 'if since is not None and self.examples_at.get(session, -math.inf) > since:' 'if False:'
+run tests/test_browser.py -k example_clicked_while; revert demo/ui.py
 git status --short  # nothing: every file is restored

@@ -603,16 +603,21 @@ def test_a_new_upload_while_an_edit_runs_stops_it_and_its_result_never_shows(ser
 
 
 def test_an_example_clicked_while_an_edit_runs_stops_it_and_shows_its_own_result(served, browser, monkeypatch):
-    """As an upload does: the old image's edit stops (silently) and the example's edit is what the page shows."""
+    """As an upload does: the old image's edit stops (silently) and the example's edit is what the page shows. Clicked
+    once the old edit was sent, while it measures, none of the old edit's metrics shows beside the example's image
+    (not even until the example's own edit replaces them)."""
     engine = served[0]
     entered, release, outcomes = threading.Event(), threading.Event(), []
-    invert, edit = engine.invert, engine.edit
+    edit = engine.edit
 
-    def held_once(*args, **kwargs):  # the old image's edit waits inside its request; the example's does not
-        if not entered.is_set():
-            entered.set()
-            release.wait(WAIT / 1000)
-        return invert(*args, **kwargs)
+    def held_once(real):  # the old image's edit waits there; the example's does not
+        def wait_then(*args, **kwargs):
+            if not entered.is_set():
+                entered.set()
+                release.wait(WAIT / 1000)
+            return real(*args, **kwargs)
+
+        return wait_then
 
     def recorded(*args, **kwargs):
         try:
@@ -623,18 +628,32 @@ def test_an_example_clicked_while_an_edit_runs_stops_it_and_shows_its_own_result
 
     page = _page(browser, served[1])
     _loaded(page)
-    _upload(page, SCENE)
-    page.locator("#target textarea").fill("a yellow circle on a blue background")
-    monkeypatch.setattr(engine, "invert", held_once)
     monkeypatch.setattr(engine, "edit", recorded)
-    page.locator("#edit-btn").click()
-    assert entered.wait(WAIT / 1000)
-    page.locator("#shape-examples tr").nth(2).click()  # the second example: a yellow square to a star
-    page.wait_for_function("() => document.querySelector('#target textarea').value.includes('star')", timeout=WAIT)
-    release.set()
-    page.wait_for_function(DONE, arg="", timeout=WAIT)
-    assert outcomes == ["Replaced"]
-    assert "masactrl" in page.locator("#summary").inner_text().lower() and _has_image(page, "slider")
+    # the old edit: RNRI (the page's default) with the page's editor; clicked while it inverts (P2P), the second example
+    # (a yellow square to a star, MasaCtrl); while it measures, the sixth (a red circle to yellow, with ReNoise: the
+    # example's inverter)
+    for phase, row, word, old, own in (("invert", 2, "star", "p2p edit", "masactrl"), ("edit_record", 6, "yellow", "rnri inversion", "renoise")):
+        entered.clear(), release.clear(), outcomes.clear()
+        _upload(page, SCENE)
+        page.locator("#source textarea").fill(SOURCE)
+        page.locator("#target textarea").fill(TARGET)
+        real = getattr(engine, phase)
+        monkeypatch.setattr(engine, phase, held_once(real))
+        page.locator("#edit-btn").click()
+        assert entered.wait(WAIT / 1000), phase
+        page.evaluate("""() => { const s = document.querySelector('#summary'); window.summaries = [];
+            new MutationObserver(() => window.summaries.push(s.innerText)).observe(s, {subtree: true, childList: true, characterData: true}); }""")
+        page.locator("#shape-examples tr").nth(row).click()
+        page.wait_for_function(f"() => document.querySelector('#target textarea').value.includes({word!r})", timeout=WAIT)
+        release.set()
+        page.wait_for_function(DONE, arg="", timeout=WAIT)
+        page.wait_for_timeout(500)
+        monkeypatch.setattr(engine, phase, real)
+        assert outcomes == (["Replaced"] if phase == "invert" else []), phase
+        summary, seen = page.locator("#summary").inner_text().lower(), page.evaluate("() => window.summaries")
+        assert not any(old in t.lower() for t in seen), (phase, seen)  # the old edit's line never showed
+        assert _has_image(page, "slider") and own in summary, (phase, summary)
+        assert word in page.locator("#reedit").inner_text()  # the command makes the example's edit again
 
 
 def test_a_mistake_is_said_once_where_the_result_would_be(served, browser):

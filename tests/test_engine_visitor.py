@@ -203,15 +203,18 @@ def test_a_new_second_image_stops_an_interpolation_working_on_another(engine):
 
 def test_the_page_knows_its_two_images_apart(engine):
     """`Page.stale` for the input image and the Interpolate tab's second one: an upload to one slot leaves the other's
-    results alone; an example (the app setting both) forgets both; unknown sessions are never stale."""
+    results alone; an example (the app setting both) forgets both, and makes stale what was asked for before it was
+    clicked, whatever its image; unknown sessions are never stale."""
     page, a, b = Page(engine), "/tmp/gradio/1/a.png", "/tmp/gradio/2/b.png"
     assert not page.stale("visitor", a) and not page.stale("visitor", a, second=True)
     page.shows("visitor", a, second=True)
     assert page.stale("visitor", b, second=True) and not page.stale("visitor", a, second=True) and not page.stale("visitor", b)
     page.shows("visitor", b)
     assert page.stale("visitor", a) and not page.stale("visitor", a, second=True)
-    page.forget_image("visitor")
+    page.example_shown("visitor", 10.0)
     assert not page.stale("visitor", a) and not page.stale("visitor", b, second=True)
+    assert page.stale("visitor", a, since=9.0) and not page.stale("visitor", a, since=11.0)  # asked for before the click, after
+    assert not page.stale("other", a, since=9.0)
 
 
 def test_compare_shows_what_differs_and_every_number_belongs_to_its_image(engine):
