@@ -648,9 +648,12 @@ def _work_handlers(page: Page):
         target = (data[c["target"]] or "").strip()
         editors = () if which == "no edits" or not target else tuple(EDITORS) if which == "every editor" else (data[c["editor"]],)
         since, session, source = enqueued_at(), session_of(request), _inversion_request(page, data)
+        unchanged = {k: gr.skip() for k in (c["gallery"], c["compare_gallery"], c["table"], c["plot"], c["compare_summary"])}
+        if page.stale(session, source.image, since=since):  # asked for before an example was clicked (it waited in the queue)
+            return unchanged  # (its work, up to every inverter and editor, is not done at all)
         rows = engine.compare(session, source, progress_of(progress), target, editors)
-        if page.stale(session, source.image, since=since):  # another image came while it worked or waited
-            return {k: gr.skip() for k in (c["gallery"], c["compare_gallery"], c["table"], c["plot"], c["compare_summary"])}
+        if page.stale(session, source.image, since=since):  # another image came while it worked
+            return unchanged
         return compare_updates(page, rows, target, editors, which != "no edits" and not target, source.prompt)
 
     return on_edit, on_live, on_invert, on_compare

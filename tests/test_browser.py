@@ -656,6 +656,37 @@ def test_an_example_clicked_while_an_edit_runs_stops_it_and_shows_its_own_result
         assert word in page.locator("#reedit").inner_text()  # the command makes the example's edit again
 
 
+def test_a_comparison_asked_for_before_an_example_was_clicked_never_runs(served, browser, monkeypatch):
+    """A Compare still waiting (here: held after its request arrived, as in a busy queue) when the visitor clicks an
+    example is for the old image: it does no work and shows nothing beside the example's image."""
+    from demo import ui
+
+    engine = served[0]
+    entered, release, compared = threading.Event(), threading.Event(), []
+    request_of, compare = ui._inversion_request, engine.compare
+
+    def held_once(*args, **kwargs):
+        if not entered.is_set():
+            entered.set()
+            release.wait(WAIT / 1000)
+        return request_of(*args, **kwargs)
+
+    page = _page(browser, served[1])
+    _loaded(page)
+    monkeypatch.setattr(ui, "_inversion_request", held_once)
+    monkeypatch.setattr(engine, "compare", lambda *a, **k: (compared.append(a[0]), compare(*a, **k))[1])
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-edits").get_by_text("no edits").click()
+    page.locator("#compare-btn").click()
+    assert entered.wait(WAIT / 1000)
+    page.locator("#shape-examples tr").nth(2).click()  # a yellow square to a star
+    page.wait_for_function("() => document.querySelector('#target textarea').value.includes('star')", timeout=WAIT)
+    release.set()
+    page.wait_for_function("() => !document.querySelector('#compare-summary .progress-text, #compare-summary .eta-bar')", timeout=WAIT)
+    page.wait_for_timeout(1000)
+    assert compared == [] and not _has_image(page, "gallery") and not page.locator("#compare-summary").inner_text().strip()
+
+
 def test_a_mistake_is_said_once_where_the_result_would_be(served, browser):
     """No image and no prompts: the first missing thing (the image) is named, in the summary, once,
     however often Edit is clicked; no toast piles up."""
