@@ -23,6 +23,7 @@ from inversion.errors import UserError
 from inversion.images import to_pil
 
 from .progress import Progress, throttled
+from .report import REEDIT_FILES
 
 try:  # Hugging Face ZeroGPU: model work runs on a borrowed GPU when the package is present
     import spaces
@@ -126,27 +127,25 @@ def uploaded_image(**kwargs) -> UploadedImage:
     return UploadedImage(type="filepath", image_mode=None, **kwargs)
 
 
-def client_gone() -> bool:
-    """Whether the gradio event this thread serves was cancelled or lost its client (gradio then drops
-    it from its queue, or marks it dead): the work for it can stop."""
+def _current_event():
+    """The queued gradio event this thread serves and its queue: (None, None) outside one; (None, queue) for one
+    gradio has dropped (cancelled, or its client gone)."""
     from gradio.context import LocalContext
 
     blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
     queue = getattr(blocks, "_queue", None)
     if queue is None or event_id is None:
+        return None, None
+    return queue.event_ids_to_events.get(event_id), queue
+
+
+def client_gone() -> bool:
+    """Whether the gradio event this thread serves was cancelled or lost its client (gradio then drops
+    it from its queue, or marks it dead): the work for it can stop."""
+    event, queue = _current_event()
+    if queue is None:
         return False  # not serving a queued event (a direct call, a test)
-    event = queue.event_ids_to_events.get(event_id)
     return event is None or not event.alive
-
-
-def _current_event():
-    """The queued gradio event this thread serves and its queue (None, None outside one)."""
-    from gradio.context import LocalContext
-
-    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
-    queue = getattr(blocks, "_queue", None)
-    event = None if queue is None or event_id is None else queue.event_ids_to_events.get(event_id)
-    return event, queue
 
 
 def enqueued_at() -> float | None:
@@ -332,8 +331,8 @@ def write_downloads(result: dict) -> tuple[str | None, str, str | None]:
     atomically."""
     d = output_folder()
     edit = None if result.get("edit") is None else written(d / "edit.png", lambda p: to_pil(result["edit"]).save(p, format="PNG", compress_level=PNG_LEVEL))
-    inv_path = written(d / "inversion.safetensors", lambda p: result["inversion"].save(p))
+    inv_path = written(d / REEDIT_FILES["inversion"], lambda p: result["inversion"].save(p))
     region = result.get("region")
     mask = None if region is None else Image.fromarray((region.cpu().to(torch.uint8) * 255).numpy())  # 2-D uint8: mode L
-    region_path = None if mask is None else written(d / "region.png", lambda p: mask.save(p, format="PNG", compress_level=PNG_LEVEL))
+    region_path = None if mask is None else written(d / REEDIT_FILES["region"], lambda p: mask.save(p, format="PNG", compress_level=PNG_LEVEL))
     return edit, inv_path, region_path

@@ -217,6 +217,7 @@ def model_problem(name: str, error: Exception, models) -> str:
     return f"{name} cannot run here: {why}. Pick one marked available: {', '.join(can)}."
 
 
+# the downloads' names (`glue.write_downloads` writes them) and the re-edit's output, as the command names them
 REEDIT_FILES = {"inversion": "inversion.safetensors", "region": "region.png", "out": "edit-again.png"}
 
 
